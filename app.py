@@ -1,0 +1,71 @@
+"""The Flask app factory: read it as the table of contents of Signalboard. Nothing runs at import."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from config import load_config
+from extensions import init_socketio, socketio
+from utils.admission import Admission, ThreadBudget
+from utils.http_errors import register_http_error_handlers
+from utils.logging_setup import configure_logging
+from utils.readiness import Readiness
+from utils.socketio_error_handler import (
+    SocketGuard,
+    install_disconnect_log_filters,
+    install_thread_excepthook,
+    register_socketio_error_handlers,
+)
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app from the environment; `config` overrides settings by their environment variable names."""
+    settings = load_config(config)
+    configure_logging(settings["LOG_LEVEL"], settings["LOG_FORMAT"], settings["SOCKETIO_LOG_LEVEL"])
+    app = Flask(__name__)
+    app.config.from_mapping(settings)
+    configure_sessions(app)
+    register_extensions(app)
+    register_blueprints(app)
+    register_error_handlers(app)
+    if settings.get("SECRET_KEY_GENERATED"):
+        log.warning("SECRET_KEY is not set: generated a random one (development only; sessions end on restart)")
+    return app
+
+
+def configure_sessions(app: Flask) -> None:
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=app.config["SIGNALBOARD_ENV"] == "production",
+    )
+
+
+def register_extensions(app: Flask) -> None:
+    init_socketio(app)
+    readiness = app.extensions["readiness"] = Readiness()
+    budget = ThreadBudget(app.config["GUNICORN_THREADS"], app.config["ADMISSION_RESERVE_THREADS"])
+    admission = app.extensions["admission"] = Admission(budget, socketio.server.eio, lambda: readiness.draining)
+    readiness.add_check("capacity", admission.capacity_check)
+    # The guard sits outside Flask-SocketIO's middleware: python-engineio raises gone-session errors before any
+    # handler runs, so only a layer in front of it can answer them.
+    app.wsgi_app = SocketGuard(app.wsgi_app, socketio.server.eio, admission)  # type: ignore[method-assign]
+
+
+def register_blueprints(app: Flask) -> None:
+    from blueprints.health import bp as health
+
+    app.register_blueprint(health)
+
+
+def register_error_handlers(app: Flask) -> None:
+    register_http_error_handlers(app)
+    register_socketio_error_handlers(socketio)
+    install_disconnect_log_filters()
+    install_thread_excepthook()

@@ -1,0 +1,1 @@
+"""One package per feature: its HTTP routes and Socket.IO handlers side by side."""

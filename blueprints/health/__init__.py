@@ -1,0 +1,32 @@
+"""Liveness and readiness endpoints for process supervisors and load balancers."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+
+from extensions import socketio
+from utils.metrics import disconnect_race_counts
+from utils.runtime_stats import connected_clients, thread_counts, uptime_seconds
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/livez")
+def livez():
+    """200 while the process answers HTTP at all; nothing else is checked, so a busy server is not restarted."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz():
+    failures = current_app.extensions["readiness"].failures()
+    body = {
+        "status": "not_ready" if failures else "ready",
+        "reasons": failures,
+        "clients": connected_clients(socketio.server.eio),
+        "budget": current_app.extensions["admission"].budget.report(socketio.server.eio),
+        "threads": thread_counts(),
+        "disconnect_races": disconnect_race_counts(),
+        "uptime_seconds": uptime_seconds(),
+    }
+    return jsonify(body), 503 if failures else 200

@@ -1,0 +1,177 @@
+"""Reads and validates every environment variable in one place, so a bad value stops start-up with one clear line.
+
+Kept free of Flask imports: start.sh and gunicorn.conf.py load it before the app exists.
+Run `python -m config` to check the environment without starting anything.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A variable has a value the server cannot run with; the message names the variable."""
+
+
+def _integer(low: int, high: int | None = None) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise ConfigError(f"{name} must be {bounds}, got {value}")
+        return value
+
+    return parse
+
+
+def _optional_integer(low: int, high: int) -> Callable[[str, str], int | None]:
+    def parse(name: str, raw: str) -> int | None:
+        return _integer(low, high)(name, raw) if raw.strip() else None
+
+    return parse
+
+
+def _boolean(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0 (true/false), got {raw!r}")
+
+
+def _choice(*allowed: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip()
+        folded = {a.lower(): a for a in allowed}
+        if value.lower() not in folded:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+        return folded[value.lower()]
+
+    return parse
+
+
+def _text(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+def _word_list(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _origins(name: str, raw: str) -> tuple[str, ...]:
+    origins = _word_list(name, raw)
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ConfigError(f"{name} entries must be '*' or start with http:// or https://, got {origin!r}")
+    return origins
+
+
+def _redis_url(name: str, raw: str) -> str:
+    value = raw.strip()
+    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{name} must start with redis://, rediss:// or unix://")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its default (as the environment would spell it), parser and meaning."""
+
+    name: str
+    default: str
+    parse: Callable[[str, str], Any]
+    meaning: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("SIGNALBOARD_ENV", "production", _choice("production", "development"),
+            "`production` requires SECRET_KEY; `development` generates one with a warning"),
+    Setting("HOST", "127.0.0.1", _text, "bind address (`0.0.0.0` in the Docker image)"),
+    Setting("PORT", "5000", _integer(1, 65535), "bind port"),
+    Setting("SECRET_KEY", "", _text, "signs sessions and tokens; required in production, at least 16 characters"),
+    Setting("API_KEYS", "", _word_list, "comma-separated keys allowed to publish and mint tokens"),
+    Setting("PING_INTERVAL", "25", _integer(1, 3600), "seconds between Engine.IO pings"),
+    Setting("PING_TIMEOUT", "20", _integer(1, 3600), "seconds to wait for a pong before dropping a client"),
+    Setting("CORS_ALLOWED_ORIGINS", "", _origins,
+            "comma-separated origins allowed to connect; empty means same origin only"),
+    Setting("ALLOW_ANONYMOUS", "0", _boolean, "allow Socket.IO connections without a token (public channels only)"),
+    Setting("MAX_HTTP_BUFFER_SIZE", "1000000", _integer(1024, 100_000_000),
+            "largest Engine.IO message or polling payload accepted, in bytes"),
+    Setting("REDIS_URL", "", _redis_url, "optional; unset keeps everything in this process"),
+    Setting("LOG_LEVEL", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "level of the app's own logs"),
+    Setting("LOG_FORMAT", "text", _choice("text", "json"), "`text` lines or one JSON object per line"),
+    Setting("SOCKETIO_LOG_LEVEL", "WARNING", _choice("DEBUG", "INFO", "WARNING", "ERROR"),
+            "level of the engineio/socketio library loggers"),
+    Setting("GUNICORN_THREADS", "1200", _integer(4, 20000),
+            "gthread threads: each websocket holds one for its life"),
+    Setting("ADMISSION_RESERVE_THREADS", "", _optional_integer(1, 20000),
+            "threads kept free for plain HTTP; empty means max(8, 10% of GUNICORN_THREADS), at most half of them"),
+    Setting("GUNICORN_WORKER_CONNECTIONS", "4096", _integer(8, 100000),
+            "open connections the worker accepts (long-poll GET and POST may use two per client)"),
+    Setting("GUNICORN_TIMEOUT", "30", _integer(1, 3600), "seconds before a silent worker is restarted"),
+    Setting("GUNICORN_GRACEFUL_TIMEOUT", "20", _integer(1, 3600), "seconds a stopping worker gets to drain"),
+    Setting("GUNICORN_KEEPALIVE", "5", _integer(0, 3600), "seconds an idle HTTP keep-alive connection is held"),
+)
+
+
+def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Parse every setting from the environment; `overrides` (already typed values) win, as tests pass them.
+
+    Raises ConfigError naming the first variable with a bad value.
+    """
+    environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    config: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.name in overrides:
+            config[setting.name] = overrides.pop(setting.name)
+        else:
+            config[setting.name] = setting.parse(setting.name, environ.get(setting.name, setting.default))
+    config.update(overrides)  # extra keys (TESTING and the like) pass through untouched
+    _check_secret_key(config)
+    _check_thread_budget(config)
+    return config
+
+
+def _check_thread_budget(config: dict[str, Any]) -> None:
+    threads, reserve = config["GUNICORN_THREADS"], config["ADMISSION_RESERVE_THREADS"]
+    if reserve is None:
+        reserve = min(max(8, threads // 10), threads // 2)
+    elif reserve >= threads:
+        raise ConfigError(f"ADMISSION_RESERVE_THREADS must be below GUNICORN_THREADS ({threads}), got {reserve}")
+    config["ADMISSION_RESERVE_THREADS"] = reserve
+
+
+def _check_secret_key(config: dict[str, Any]) -> None:
+    key = config["SECRET_KEY"]
+    if key:
+        if len(key) < 16 or key in ("changeme", "change-me", "secret", "dev", "development"):
+            raise ConfigError("SECRET_KEY is too short or a placeholder: use at least 16 random characters")
+        return
+    if config["SIGNALBOARD_ENV"] == "production":
+        raise ConfigError("SECRET_KEY must be set when SIGNALBOARD_ENV=production (the default)")
+    config["SECRET_KEY"] = secrets.token_urlsafe(32)
+    config["SECRET_KEY_GENERATED"] = True
+
+
+def main() -> int:
+    """Validate the environment; print one line naming the bad variable and fail, or stay quiet."""
+    try:
+        load_config()
+    except ConfigError as exc:
+        print(f"signalboard: configuration error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

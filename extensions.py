@@ -1,0 +1,33 @@
+"""The shared objects every module imports; created unbound here and bound to an app by the factory."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+from flask_socketio import SocketIO
+
+socketio = SocketIO()
+
+
+def init_socketio(app: Flask) -> None:
+    """Bind the shared SocketIO to `app`: threading mode (gunicorn gthread), pings and CORS from config."""
+    origins: Any = list(app.config["CORS_ALLOWED_ORIGINS"])
+    if origins == ["*"]:
+        origins = "*"  # only when configured explicitly
+    elif not origins:
+        origins = None  # python-engineio's default: same origin only
+    socketio.init_app(
+        app,
+        async_mode="threading",
+        ping_interval=app.config["PING_INTERVAL"],
+        ping_timeout=app.config["PING_TIMEOUT"],
+        max_http_buffer_size=app.config["MAX_HTTP_BUFFER_SIZE"],
+        cors_allowed_origins=origins,
+        # Their own logger objects, so levels and filters set in utils.logging_setup apply (logger=False would hide
+        # them behind a private handler instead).
+        logger=logging.getLogger("socketio.server"),
+        engineio_logger=logging.getLogger("engineio.server"),
+        message_queue=app.config["REDIS_URL"] or None,
+    )

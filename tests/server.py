@@ -1,0 +1,114 @@
+"""Starts the real server through start.sh under real gunicorn on 127.0.0.1, and ends it by its PID."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TEST_ENV = {
+    "SIGNALBOARD_ENV": "production",
+    "SECRET_KEY": "test-secret-key-0123456789abcdef",
+    "API_KEYS": "test-key-1,test-key-2",
+    "PING_INTERVAL": "1",
+    "PING_TIMEOUT": "1",
+    "GUNICORN_THREADS": "64",
+    "GUNICORN_GRACEFUL_TIMEOUT": "5",
+    "LOG_LEVEL": "INFO",
+}
+
+# What a clean log must never contain: error lines from any logger, raw tracebacks, or the origin's KeyError.
+_BAD_LINE = re.compile(r"\[ERROR\]|\"level\": \"ERROR\"|Traceback|KeyError|Error handling request")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """One `start.sh` run. Use as a context manager, or call start() and stop()."""
+
+    def __init__(self, **env: Any) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, **TEST_ENV, "HOST": "127.0.0.1", "PORT": str(self.port)}
+        self.env.update({k: str(v) for k, v in env.items()})
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_file = tempfile.NamedTemporaryFile(prefix="signalboard-", suffix=".log", delete=False)
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        self.process = subprocess.Popen(
+            [str(ROOT / "start.sh")], cwd=ROOT, env=self.env,
+            stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if requests.get(self.url + "/livez", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not answer /livez within {timeout}s:\n{self.log()}")
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def worker_pid(self) -> int:
+        """The gthread worker: the only child of the gunicorn master that start.sh exec'd into."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        assert len(children) == 1, children
+        return int(children[0])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()  # by PID, never by name
+            return self.process.wait(timeout=5)
+
+    def log(self) -> str:
+        return Path(self.log_file.name).read_text(errors="replace")
+
+    def bad_log_lines(self) -> list[str]:
+        return [line for line in self.log().splitlines() if _BAD_LINE.search(line)]
+
+    def readyz(self) -> dict:
+        return requests.get(self.url + "/readyz", timeout=5).json()
+
+    def wait_until(self, predicate, timeout: float = 10.0, interval: float = 0.1, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        value = None
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value {value!r}")
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+        os.unlink(self.log_file.name)

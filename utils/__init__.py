@@ -1,0 +1,1 @@
+"""Cross-cutting helpers: Socket.IO error handling, logging, metrics, readiness."""

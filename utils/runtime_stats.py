@@ -1,0 +1,32 @@
+"""Point-in-time figures about this process, read when asked (health bodies, metrics, dashboard), never kept."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+STARTED_AT = time.time()
+
+# gunicorn's gthread pool names its threads after the executor; everything else (per-connection Engine.IO writers,
+# simple-websocket readers, ping timers, our own tasks) is what can leak.
+_POOL_THREAD_PREFIX = "ThreadPoolExecutor"
+
+
+def connected_clients(engineio_server: Any) -> dict[str, int]:
+    """Open Engine.IO sessions by transport."""
+    counts = {"websocket": 0, "polling": 0}
+    for socket in list(engineio_server.sockets.values()):
+        if not socket.closed:
+            counts["websocket" if socket.upgraded else "polling"] += 1
+    return counts
+
+
+def thread_counts() -> dict[str, int]:
+    pool = sum(1 for t in threading.enumerate() if t.name.startswith(_POOL_THREAD_PREFIX))
+    total = threading.active_count()
+    return {"total": total, "pool": pool, "other": total - pool}
+
+
+def uptime_seconds() -> float:
+    return round(time.time() - STARTED_AT, 1)
