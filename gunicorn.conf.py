@@ -15,3 +15,5 @@ keepalive = _config["GUNICORN_KEEPALIVE"]
 loglevel = "warning" if _config["LOG_LEVEL"] in ("INFO", "WARNING") else _config["LOG_LEVEL"].lower()
 errorlog = "-"
 accesslog = None
+# gunicorn 27's control socket lives at one path per user; several instances on one machine would fight over it.
+control_socket_disable = True

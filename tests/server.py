@@ -111,4 +111,40 @@ class ServerProcess:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+        self.log_file.close()
         os.unlink(self.log_file.name)
+
+
+class LivezWatcher:
+    """Asks /livez every few milliseconds in a thread while a test runs; records every slow or failed answer."""
+
+    def __init__(self, server: ServerProcess, interval: float = 0.05, slow: float = 1.0) -> None:
+        import threading
+
+        self.server, self.interval, self.slow = server, interval, slow
+        self.failures: list[str] = []
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        session = requests.Session()
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                status = session.get(self.server.url + "/livez", timeout=self.slow).status_code
+                if status != 200:
+                    self.failures.append(f"status {status}")
+            except requests.RequestException as exc:
+                self.failures.append(f"{type(exc).__name__}")
+            self.latencies.append(time.monotonic() - started)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> LivezWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        assert self.latencies, "the watcher never asked /livez"

@@ -1,0 +1,56 @@
+"""config.py: every bad value stops start-up with one line naming its variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from config import ConfigError, load_config
+from tests.server import ROOT
+
+GOOD = {"SECRET_KEY": "a-real-secret-of-some-length"}
+
+
+def test_defaults():
+    config = load_config(environ=GOOD)
+    assert config["PORT"] == 5000
+    assert (config["PING_INTERVAL"], config["PING_TIMEOUT"]) == (25, 20)
+    assert config["CORS_ALLOWED_ORIGINS"] == ()
+    assert config["ALLOW_ANONYMOUS"] is False
+    assert config["ADMISSION_RESERVE_THREADS"] == 120  # 10% of the 1200 default threads
+
+
+@pytest.mark.parametrize("name, value", [
+    ("PORT", "abc"), ("PORT", "70000"), ("PING_TIMEOUT", "-1"), ("PING_INTERVAL", "0"),
+    ("LOG_FORMAT", "xml"), ("ALLOW_ANONYMOUS", "maybe"), ("CORS_ALLOWED_ORIGINS", "example.com"),
+    ("REDIS_URL", "http://localhost"), ("GUNICORN_THREADS", "2"), ("ADMISSION_RESERVE_THREADS", "1200"),
+])
+def test_bad_value_names_the_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        load_config(environ={**GOOD, name: value})
+
+
+def test_production_requires_a_real_secret():
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        load_config(environ={})
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        load_config(environ={"SECRET_KEY": "changeme"})
+
+
+def test_development_generates_a_secret():
+    config = load_config(environ={"SIGNALBOARD_ENV": "development"})
+    assert len(config["SECRET_KEY"]) >= 32 and config["SECRET_KEY_GENERATED"]
+
+
+def test_reserve_is_capped_for_small_pools():
+    assert load_config(environ={**GOOD, "GUNICORN_THREADS": "4"})["ADMISSION_RESERVE_THREADS"] == 2
+
+
+def test_command_line_check_prints_one_line():
+    result = subprocess.run([sys.executable, "-m", "config"], cwd=ROOT, capture_output=True, text=True,
+                            env={"PORT": "abc", "SECRET_KEY": GOOD["SECRET_KEY"]})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["signalboard: configuration error: PORT must be a whole number, "
+                                                  "got 'abc'"]
