@@ -1,0 +1,145 @@
+"""The single ordered queue between publishing and sending, so publishers never wait for subscribers.
+
+Everything that changes what a connection receives goes through this one queue and is carried out by one
+worker in arrival order: messages, subscriptions (with their recovery backlog), unsubscriptions and presence
+announcements. That order is what makes recovery exact: a subscription queued after message N and before
+message N+1 replays up to N from history, then joins the live audience in time for N+1, so each message
+reaches the subscriber exactly once and in offset order.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from hub.errors import Unavailable
+from hub.history import Message
+from hub.presence import PresenceChange
+
+log = logging.getLogger(__name__)
+
+
+class Transport(Protocol):
+    """What the fan-out worker needs from the network layer (implemented with Socket.IO rooms)."""
+
+    def send(self, message: Message, sid: str | None = None) -> None:
+        """Send to everyone subscribed to the message's channel, or to one connection."""
+
+    def send_presence(self, change: PresenceChange) -> None:
+        """Tell the channel's presence listeners that a user joined or left."""
+
+    def add(self, sid: str, channel: str, presence: bool) -> None:
+        """Make `sid` a live recipient of `channel` (and of its presence events if `presence`)."""
+
+    def remove(self, sid: str, channel: str) -> None:
+        """Stop sending `channel` to `sid`."""
+
+
+@dataclass(frozen=True)
+class _Attach:
+    sid: str
+    channel: str
+    backlog: Sequence[Message]
+    presence: bool
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class _Detach:
+    sid: str
+    channel: str
+
+
+_STOP = object()
+
+
+class FanoutQueue:
+    """Queue fed by the hub (never blocking) and drained by run() in one background worker.
+
+    The bound is checked by admit() before a message is stored, not when it is queued, so a message that
+    was stored is always queued too: refusing it afterwards would leave it in history but never sent live.
+    """
+
+    def __init__(self, max_pending: int = 10_000) -> None:
+        if max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+        self.max_pending = max_pending
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        # Guards the counters below, which the worker and publishers update concurrently.
+        self._stats_lock = threading.Lock()
+        self._handled = 0
+        self._failed = 0
+        self._refused = 0
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def admit(self, count: int = 1) -> None:
+        """Raise Unavailable if `count` more messages would take the queue past its bound."""
+        if self._queue.qsize() + count > self.max_pending:
+            with self._stats_lock:
+                self._refused += count
+            raise Unavailable("fan-out queue is full, retry shortly")
+
+    def deliver(self, message: Message) -> None:
+        self._queue.put(message)
+
+    def announce(self, change: PresenceChange) -> None:
+        self._queue.put(change)
+
+    def attach(self, sid: str, channel: str, backlog: Sequence[Message], *, presence: bool = False) -> threading.Event:
+        """Queue: send `backlog` to `sid`, then add it to the channel; the returned event is set once done."""
+        job = _Attach(sid, channel, tuple(backlog), presence)
+        self._queue.put(job)
+        return job.done
+
+    def detach(self, sid: str, channel: str) -> None:
+        self._queue.put(_Detach(sid, channel))
+
+    def stop(self) -> None:
+        """Ask run() to return once it has handled everything queued before this call."""
+        self._queue.put(_STOP)
+
+    def stats(self) -> dict[str, int]:
+        with self._stats_lock:
+            counts = {"handled": self._handled, "failed": self._failed, "refused": self._refused}
+        return {"pending": self.pending(), **counts}
+
+    def _handle(self, item: object, transport: Transport) -> None:
+        if isinstance(item, Message):
+            transport.send(item)
+        elif isinstance(item, _Attach):
+            try:
+                for message in item.backlog:
+                    transport.send(message, item.sid)
+                transport.add(item.sid, item.channel, item.presence)
+            finally:
+                # Set even on failure so the subscriber's handler stops waiting and can answer.
+                item.done.set()
+        elif isinstance(item, _Detach):
+            transport.remove(item.sid, item.channel)
+        elif isinstance(item, PresenceChange):
+            transport.send_presence(item)
+
+    def run(self, transport: Transport) -> None:
+        """Worker loop: handle queued items in order until stop() is called."""
+        log.info("fan-out worker started")
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            try:
+                self._handle(item, transport)
+            # The worker is the only path to subscribers: one failing send must not stop every later one.
+            except Exception:
+                log.exception("fan-out failed for %s", type(item).__name__)
+                with self._stats_lock:
+                    self._failed += 1
+            else:
+                with self._stats_lock:
+                    self._handled += 1
+        log.info("fan-out worker stopped")

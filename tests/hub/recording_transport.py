@@ -1,0 +1,65 @@
+"""Test doubles for the hub: a transport recording what each connection would receive, and a running worker.
+
+The real transport is Socket.IO (exercised by tests/integration); here the hub's ordering logic is checked on
+its own, with rooms kept in plain sets that only the worker thread touches.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+
+from hub.fanout import FanoutQueue
+from hub.history import Message
+from hub.presence import PresenceChange
+
+
+class RecordingTransport:
+    def __init__(self) -> None:
+        self.audience: dict[str, set[str]] = defaultdict(set)
+        self.presence_audience: dict[str, set[str]] = defaultdict(set)
+        self.received: dict[str, list[Message]] = defaultdict(list)
+        self.presence_received: dict[str, list[PresenceChange]] = defaultdict(list)
+        self.gate = threading.Event()  # cleared: send() blocks, to play a slow network
+        self.gate.set()
+
+    def send(self, message: Message, sid: str | None = None) -> None:
+        self.gate.wait(timeout=10)
+        for target in [sid] if sid else sorted(self.audience[message.channel]):
+            self.received[target].append(message)
+
+    def send_presence(self, change: PresenceChange) -> None:
+        for target in sorted(self.presence_audience[change.channel]):
+            self.presence_received[target].append(change)
+
+    def add(self, sid: str, channel: str, presence: bool) -> None:
+        self.audience[channel].add(sid)
+        if presence:
+            self.presence_audience[channel].add(sid)
+
+    def remove(self, sid: str, channel: str) -> None:
+        self.audience[channel].discard(sid)
+        self.presence_audience[channel].discard(sid)
+
+    def offsets(self, sid: str, channel: str) -> list[int]:
+        return [m.offset for m in self.received[sid] if m.channel == channel]
+
+
+class Worker:
+    """A FanoutQueue with its run() loop on a thread; drain() waits until everything queued so far is handled."""
+
+    def __init__(self, fanout: FanoutQueue, transport: RecordingTransport) -> None:
+        self.fanout = fanout
+        self.transport = transport
+        self.thread = threading.Thread(target=fanout.run, args=(transport,), daemon=True)
+        self.thread.start()
+
+    def drain(self) -> None:
+        marker = self.fanout.attach("drain-marker", "drain.marker", [])
+        assert marker.wait(timeout=10), "fan-out worker did not catch up"
+
+    def stop(self) -> None:
+        self.transport.gate.set()
+        self.fanout.stop()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()

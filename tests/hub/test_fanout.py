@@ -1,0 +1,69 @@
+"""The fan-out queue: order of items, bound checked before storing, and a worker that survives failures."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from hub.errors import Unavailable
+from hub.fanout import FanoutQueue
+from hub.history import MemoryHistoryStore
+from tests.hub.recording_transport import RecordingTransport, Worker
+
+
+def test_items_are_handled_in_queue_order(worker, transport):
+    store = MemoryHistoryStore()
+    worker.fanout.deliver(store.append("c", "e", 1))  # nobody subscribed yet: goes nowhere
+    backlog, _ = store.since("c", 0)
+    worker.fanout.attach("s1", "c", backlog)
+    worker.fanout.deliver(store.append("c", "e", 2))
+    worker.fanout.detach("s1", "c")
+    worker.fanout.deliver(store.append("c", "e", 3))
+    worker.drain()
+    assert transport.offsets("s1", "c") == [1, 2]
+
+
+def test_admit_enforces_the_bound():
+    fanout = FanoutQueue(max_pending=3)
+    store = MemoryHistoryStore()
+    fanout.admit(3)
+    for n in range(3):
+        fanout.deliver(store.append("c", "e", n))
+    with pytest.raises(Unavailable) as info:
+        fanout.admit()
+    assert info.value.status == 503 and info.value.retry_after == 1.0
+    assert fanout.stats()["refused"] == 1 and fanout.pending() == 3
+
+
+def test_worker_survives_a_failing_send(caplog):
+    class Flaky(RecordingTransport):
+        def send(self, message, sid=None):
+            if message.data == "boom":
+                raise OSError("socket went away")
+            super().send(message, sid)
+
+    transport = Flaky()
+    worker = Worker(FanoutQueue(), transport)
+    store = MemoryHistoryStore()
+    done = worker.fanout.attach("s1", "c", [store.append("c", "e", "boom")])
+    worker.fanout.deliver(store.append("c", "e", "fine"))
+    with caplog.at_level(logging.ERROR, logger="hub.fanout"):
+        worker.drain()
+    worker.stop()
+    assert done.is_set()  # the waiting subscriber is released even though its backlog failed
+    assert transport.received["s1"] == []  # the attach failed before joining, so no live message either
+    stats = worker.fanout.stats()
+    assert stats["failed"] == 1 and stats["handled"] >= 2
+    assert "fan-out failed for _Attach" in caplog.text
+
+
+def test_stop_handles_everything_queued_before(transport):
+    fanout = FanoutQueue()
+    store = MemoryHistoryStore()
+    fanout.attach("s1", "c", [])
+    for n in range(5):
+        fanout.deliver(store.append("c", "e", n))
+    fanout.stop()
+    fanout.run(transport)  # returns once it reaches the stop marker
+    assert transport.offsets("s1", "c") == [1, 2, 3, 4, 5]
