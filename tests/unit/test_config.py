@@ -54,3 +54,12 @@ def test_command_line_check_prints_one_line():
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == ["signalboard: configuration error: PORT must be a whole number, "
                                                   "got 'abc'"]
+
+
+@pytest.mark.parametrize("document", ["README.md", ".env.example"])
+def test_every_setting_is_documented(document):
+    from config import SETTINGS
+
+    text = (ROOT / document).read_text()
+    missing = [s.name for s in SETTINGS if s.name not in text]
+    assert missing == []

@@ -1,0 +1,30 @@
+# Thin targets: each calls the command the README documents.
+PYTHON ?= python3
+VENV := .venv
+
+.PHONY: setup run test test-unit lint bench
+
+$(VENV)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r requirements.txt
+	touch $@
+
+setup: $(VENV)/.runtime
+
+# Runs the server on the embedded default (no Redis, no Docker) on http://127.0.0.1:5000
+run: setup
+	SIGNALBOARD_ENV=development ./start.sh
+
+# Installs everything the whole suite needs (Python, Debian and npm packages), then runs it
+test:
+	./scripts/setup_test_env.sh
+	$(VENV)/bin/pytest
+
+test-unit:
+	$(VENV)/bin/pytest -m "not integration"
+
+lint:
+	$(VENV)/bin/ruff check .
+
+bench: setup
+	$(VENV)/bin/python bench/run.py
