@@ -63,6 +63,7 @@ class _Client:
     outbuf: bytearray = field(default_factory=bytearray)
     fragments: bytearray = field(default_factory=bytearray)
     connected_at: float = 0.0
+    close_started: float = 0.0
     error: str = ""
     closed_by_server: bool = False
 
@@ -85,6 +86,8 @@ class _Worker:
         self.first_recv = 0.0
         self.last_recv = 0.0
         self.received = 0
+        self.close_times: list[float] = []
+        self.close_unanswered = 0
         self.running = True
 
     # ---- socket plumbing -------------------------------------------------------------------
@@ -130,6 +133,8 @@ class _Worker:
             c.error = reason
         elif c.state == READY:
             c.closed_by_server = True
+        elif reason != "closed":
+            self.close_times.append(time.time() - c.close_started)
         c.state = CLOSED
         try:
             self.sel.unregister(c.sock)
@@ -325,8 +330,10 @@ class _Worker:
                 }
             )
         elif cmd == "close":
+            dropped = self._dropped()
+            self.close_times = []
             self._close_all(msg["timeout"])
-            self.pipe.send({"ok": True, "dropped": self._dropped()})
+            self.pipe.send({"dropped": dropped, "close_times": self.close_times, "unanswered": self.close_unanswered})
         elif cmd == "quit":
             self.running = False
 
@@ -380,13 +387,16 @@ class _Worker:
                 self._send_text(c, "41")
                 self._send(c, _frame(OP_CLOSE, struct.pack("!H", 1000)))
                 c.state = CLOSING
+                c.close_started = time.time()
         deadline = time.time() + timeout
         while time.time() < deadline and any(c.state == CLOSING for c in self.clients):
             for key, mask in self.sel.select(0.05):
                 if key.data is not None:
                     self._on_io(key.data, mask)
+        self.close_unanswered = 0
         for c in self.clients:
             if c.state != CLOSED:
+                self.close_unanswered += c.state == CLOSING
                 c.state = CLOSING
                 self._fail(c, "closed")
         self.clients = []
@@ -458,7 +468,7 @@ class LoadGen:
         """Open n more clients spread over the workers; returns counts, errors and connect times."""
         shares = [n // len(self.pipes) + (1 if i < n % len(self.pipes) else 0) for i in range(len(self.pipes))]
         t0 = time.time()
-        for pipe, share in zip(self.pipes, shares):
+        for pipe, share in zip(self.pipes, shares, strict=True):
             pipe.send(
                 {
                     "cmd": "open",
@@ -524,10 +534,20 @@ class LoadGen:
             time.sleep(0.05)
         return counts
 
-    def close_clients(self, timeout: float = 10.0) -> int:
-        """Cleanly close every client; returns how many the server had dropped before."""
+    def close_clients(self, timeout: float = 10.0) -> dict[str, Any]:
+        """Cleanly close every client: how many the server had dropped before, and how long each close took.
+
+        A close counts as done when the server answers the websocket close frame or closes the TCP connection;
+        clients still waiting at `timeout` are closed from our side and counted as `unanswered`.
+        """
+        t0 = time.time()
         replies = self._ask_all({"cmd": "close", "timeout": timeout}, timeout + 10)
-        return sum(r["dropped"] for r in replies)
+        return {
+            "dropped": sum(r["dropped"] for r in replies),
+            "close_times": sorted(t for r in replies for t in r["close_times"]),
+            "unanswered": sum(r["unanswered"] for r in replies),
+            "wall": time.time() - t0,
+        }
 
     def stop(self) -> None:
         for pipe in self.pipes:
@@ -578,5 +598,6 @@ if __name__ == "__main__":
         while time.time() < deadline:
             time.sleep(1)
             log.info("%s", lg.count())
-        dropped = lg.close_clients()
-        log.info("closed; dropped by server before close: %d", dropped)
+        closed = lg.close_clients()
+        times = closed.pop("close_times")
+        log.info("closed: %s answered=%d p50=%.1fms", closed, len(times), percentile(times, 50) * 1e3)

@@ -119,6 +119,7 @@ class Server:
     publish_headers: dict[str, str] = field(default_factory=dict)
     auth: dict[str, Any] | None = None
     subscribe: str | None = BENCH_CHANNEL
+    has_publish_api: bool = True
 
     @property
     def pid(self) -> int:
@@ -175,7 +176,13 @@ def _spawn(name: str, kind: str, cmd: list[str], env: dict[str, str], cwd: Path,
     port = int(env["PORT"])
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
-            cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     server = Server(name=name, kind=kind, port=port, proc=proc, log_path=log_path, workdir=workdir, **kw)
     _wait_ready(server, 30)
@@ -243,6 +250,9 @@ def start_signalboard(extra_env: dict[str, str] | None = None) -> Server:
         publish_headers={"Authorization": f"Bearer {BENCH_API_KEY}"},
     )
     server.auth = _signalboard_auth(server)
+    if not server.has_publish_api:
+        # The hub (issue 3) is not there yet: clients can connect but there is nothing to subscribe to.
+        server.subscribe = None
     return server
 
 
@@ -259,6 +269,8 @@ def _signalboard_auth(server: Server) -> dict[str, Any] | None:
     except OSError as exc:
         log.warning("token request failed (%s); connecting anonymously", exc)
         return None
+    if status == 404:
+        server.has_publish_api = False
     if status // 100 != 2:
         log.warning("token request answered %d %s; connecting anonymously", status, body[:200])
         return None
