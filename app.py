@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask
 
+from blueprints.realtime import init_realtime
 from config import load_config
 from extensions import init_socketio, socketio
 from utils.admission import Admission, ThreadBudget
@@ -56,12 +57,15 @@ def register_extensions(app: Flask) -> None:
     # The guard sits outside Flask-SocketIO's middleware: python-engineio raises gone-session errors before any
     # handler runs, so only a layer in front of it can answer them.
     app.wsgi_app = SocketGuard(app.wsgi_app, socketio.server.eio, admission)  # type: ignore[method-assign]
+    init_realtime(app)  # the hub, the '/' namespace and its fan-out worker (started on first use)
 
 
 def register_blueprints(app: Flask) -> None:
+    from blueprints.api import bp as api
     from blueprints.health import bp as health
 
     app.register_blueprint(health)
+    app.register_blueprint(api)
 
 
 def register_error_handlers(app: Flask) -> None:

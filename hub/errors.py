@@ -28,6 +28,10 @@ class HubError(Exception):
             body["retry_after"] = self.retry_after
         return body
 
+    def to_ack(self) -> dict[str, Any]:
+        """The Socket.IO ack for this error (utils/socketio_error_handler.py calls it)."""
+        return {"ok": False, "error": self.to_dict()}
+
 
 class InvalidChannel(HubError):
     code = "invalid_channel"

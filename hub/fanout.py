@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -69,11 +69,36 @@ class FanoutQueue:
             raise ValueError("max_pending must be at least 1")
         self.max_pending = max_pending
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        # Guards the counters below, which the worker and publishers update concurrently.
+        # Guards the counters below (updated by the worker and by publishers) and the one-time handover of _start.
         self._stats_lock = threading.Lock()
         self._handled = 0
         self._failed = 0
         self._refused = 0
+        self._transport: Transport | None = None
+        self._start: Callable[..., object] | None = None
+        # None: not started; True: running; False: returned (stop() or a crash).
+        self._running: bool | None = None
+
+    def bind(self, transport: Transport, start: Callable[..., object]) -> None:
+        """Run the worker as `start(self.run, transport)` when the first item is queued.
+
+        Lazy so that apps built only for a CLI command or a unit test never start a thread they do not use.
+        """
+        self._transport, self._start = transport, start
+
+    @property
+    def running(self) -> bool | None:
+        """None before the worker started, then True while it runs and False once it has returned."""
+        return self._running
+
+    def _put(self, item: object) -> None:
+        if self._running is None and self._start is not None:
+            with self._stats_lock:
+                start, self._start = self._start, None  # whoever takes it starts the worker, once
+            if start is not None:
+                self._running = True
+                start(self.run, self._transport)
+        self._queue.put(item)
 
     def pending(self) -> int:
         return self._queue.qsize()
@@ -86,19 +111,19 @@ class FanoutQueue:
             raise Unavailable("fan-out queue is full, retry shortly")
 
     def deliver(self, message: Message) -> None:
-        self._queue.put(message)
+        self._put(message)
 
     def announce(self, change: PresenceChange) -> None:
-        self._queue.put(change)
+        self._put(change)
 
     def attach(self, sid: str, channel: str, backlog: Sequence[Message], *, presence: bool = False) -> threading.Event:
         """Queue: send `backlog` to `sid`, then add it to the channel; the returned event is set once done."""
         job = _Attach(sid, channel, tuple(backlog), presence)
-        self._queue.put(job)
+        self._put(job)
         return job.done
 
     def detach(self, sid: str, channel: str) -> None:
-        self._queue.put(_Detach(sid, channel))
+        self._put(_Detach(sid, channel))
 
     def stop(self) -> None:
         """Ask run() to return once it has handled everything queued before this call."""
@@ -128,6 +153,14 @@ class FanoutQueue:
     def run(self, transport: Transport) -> None:
         """Worker loop: handle queued items in order until stop() is called."""
         log.info("fan-out worker started")
+        self._running = True
+        try:
+            self._loop(transport)
+        finally:
+            self._running = False
+            log.info("fan-out worker stopped")
+
+    def _loop(self, transport: Transport) -> None:
         while True:
             item = self._queue.get()
             if item is _STOP:
@@ -142,4 +175,3 @@ class FanoutQueue:
             else:
                 with self._stats_lock:
                     self._handled += 1
-        log.info("fan-out worker stopped")

@@ -206,7 +206,13 @@ class Hub:
         return [{"channel": n, "subscribers": counts.get(n, 0), "offset": self.history.latest(n)} for n in names]
 
     def who(self, channel: str) -> dict[str, Any]:
+        """Connections to `channel`: total, anonymous, and each named user with their connection count."""
         validate_channel(channel)
         subs = self.presence.who(channel)
         total = self.presence.count(channel)
-        return {"channel": channel, "connections": total, "anonymous": total - sum(subs.values()), "subs": subs}
+        return {
+            "channel": channel,
+            "connections": total,
+            "anonymous": total - sum(subs.values()),
+            "subscribers": [{"sub": sub, "connections": n} for sub, n in sorted(subs.items())],
+        }

@@ -67,3 +67,18 @@ def test_stop_handles_everything_queued_before(transport):
     fanout.stop()
     fanout.run(transport)  # returns once it reaches the stop marker
     assert transport.offsets("s1", "c") == [1, 2, 3, 4, 5]
+
+
+def test_bound_worker_starts_once_on_first_use(transport):
+    fanout = FanoutQueue()
+    starts = []
+    fanout.bind(transport, lambda run, bound: starts.append((run, bound)))
+    assert starts == [] and fanout.running is None  # building an app starts nothing
+    store = MemoryHistoryStore()
+    for n in range(3):
+        fanout.deliver(store.append("c", "e", n))
+    assert len(starts) == 1 and starts[0][1] is transport
+    fanout.stop()
+    run, bound = starts[0]
+    run(bound)
+    assert fanout.running is False and fanout.stats()["handled"] == 3

@@ -286,5 +286,11 @@ def test_channel_summaries_and_who(hub):
         {"channel": "public:room", "subscribers": 1, "offset": 0},
         {"channel": "room", "subscribers": 2, "offset": 0},
     ]
-    assert hub.who("room") == {"channel": "room", "connections": 2, "anonymous": 0, "subs": {"alice": 2}}
-    assert hub.who("public:room") == {"channel": "public:room", "connections": 1, "anonymous": 1, "subs": {}}
+    hub.subscribe("s4", "bob", ["**"], "room")
+    assert hub.who("room") == {
+        "channel": "room",
+        "connections": 3,
+        "anonymous": 0,
+        "subscribers": [{"sub": "alice", "connections": 2}, {"sub": "bob", "connections": 1}],
+    }
+    assert hub.who("public:room") == {"channel": "public:room", "connections": 1, "anonymous": 1, "subscribers": []}

@@ -1,0 +1,77 @@
+"""The `/api/v1` routes: thin translations between JSON over HTTP and hub calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import jsonify, request
+from flask.typing import ResponseReturnValue
+
+from blueprints.api import bp
+from blueprints.realtime.services import hub_services
+from hub.errors import InvalidPayload
+
+DEFAULT_TOKEN_TTL = 3600
+
+
+def _json_object() -> dict[str, Any]:
+    # force: curl without a Content-Type header is still a JSON publisher; silent: bad JSON gets our own 400.
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise InvalidPayload("the request body must be a JSON object")
+    return body
+
+
+def _query_int(name: str) -> int | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit():
+        raise InvalidPayload(f"{name} must be a whole number from 0")
+    return int(raw)
+
+
+@bp.post("/publish")
+def publish() -> ResponseReturnValue:
+    body = _json_object()
+    message = hub_services().hub.publish(body.get("channel"), body.get("event"), body.get("data"))
+    return jsonify(message.meta())
+
+
+@bp.post("/publish/batch")
+def publish_batch() -> ResponseReturnValue:
+    """`{"messages": [{"channel", "event", "data"}, ...]}`: all stored in order, or none if any is invalid."""
+    messages = hub_services().hub.publish_batch(_json_object().get("messages"))
+    return jsonify(results=[m.meta() for m in messages])
+
+
+@bp.post("/tokens")
+def create_token() -> ResponseReturnValue:
+    body = _json_object()
+    tokens = hub_services().tokens
+    ttl = body.get("ttl", DEFAULT_TOKEN_TTL)
+    token = tokens.issue(body.get("sub"), body.get("channels"), ttl, publish=body.get("publish"))
+    claims = tokens.verify(token)
+    return jsonify(token=token, sub=claims.sub, expires_at=claims.exp)
+
+
+@bp.get("/channels")
+def channels() -> ResponseReturnValue:
+    return jsonify(channels=hub_services().hub.channel_summaries())
+
+
+@bp.get("/channels/<channel>/presence")
+def presence(channel: str) -> ResponseReturnValue:
+    return jsonify(hub_services().hub.who(channel))
+
+
+@bp.get("/channels/<channel>/history")
+def history(channel: str) -> ResponseReturnValue:
+    page = hub_services().hub.read_history(channel, since=_query_int("since"), limit=_query_int("limit"))
+    return jsonify(
+        channel=page.channel,
+        offset=page.latest,
+        epoch=page.epoch,
+        complete=page.complete,
+        messages=[{"event": m.event, "data": m.data, **m.meta()} for m in page.messages],
+    )

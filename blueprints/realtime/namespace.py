@@ -1,0 +1,140 @@
+"""Socket.IO namespace '/': token auth at connect, then subscribe/unsubscribe/publish acked with dicts."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flask import request
+from flask_socketio import ConnectionRefusedError, Namespace
+
+from blueprints.realtime.services import HubServices
+from hub.errors import InvalidPayload, NotFound, Unauthorized, Unavailable
+
+log = logging.getLogger(__name__)
+
+# How long a subscribe waits for the fan-out worker to replay its backlog and join it to the channel.
+# Far above normal (milliseconds); reaching it means the worker is stuck, which readiness also reports.
+ATTACH_TIMEOUT = 10.0
+CLIENT_EVENTS = frozenset({"subscribe", "unsubscribe", "publish"})
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a connection is: a token's claims, or an anonymous visitor (sub None, public channels only)."""
+
+    sub: str | None
+    channels: tuple[str, ...] = ()
+    publish: tuple[str, ...] = ()
+    exp: int | None = None
+
+
+def authenticate(services: HubServices, auth: Any) -> Identity:
+    """The identity for a connect's `auth` payload; raises Unauthorized with a reason."""
+    if auth is not None and not isinstance(auth, dict):
+        raise Unauthorized("auth must be an object like {\"token\": \"...\"}", reason="token_invalid")
+    token = (auth or {}).get("token")
+    if token in (None, "") and services.allow_anonymous:
+        return Identity(sub=None)
+    claims = services.tokens.verify(token)
+    return Identity(claims.sub, claims.channels, claims.publish, claims.exp)
+
+
+def _body(payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise InvalidPayload("the event payload must be an object like {\"channel\": \"...\"}")
+    return payload
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidPayload(f"{name} must be true or false")
+    return value
+
+
+class RealtimeNamespace(Namespace):
+    """Handlers translate between Socket.IO and the hub; HubErrors become error acks via HubError.to_ack()."""
+
+    def __init__(self, namespace: str, services: HubServices) -> None:
+        super().__init__(namespace)
+        self.services = services
+        # Guards _identities: connect, disconnect and every event run on threads of their own.
+        self._lock = threading.Lock()
+        self._identities: dict[str, Identity] = {}
+
+    def trigger_event(self, event: str, *args: Any) -> Any:
+        if event not in CLIENT_EVENTS and event not in ("connect", "disconnect"):
+            # Without this the client's ack callback would never fire and it could only time out.
+            return NotFound(f"unknown event {event!r}; use subscribe, unsubscribe or publish").to_ack()
+        return super().trigger_event(event, *args)
+
+    def on_connect(self, auth: Any = None) -> None:
+        try:
+            identity = authenticate(self.services, auth)
+        except Unauthorized as exc:
+            log.debug("connection refused: %s", exc.reason)
+            # The client's connect_error gets {"message": ..., "data": {"code", "message", "reason"}}.
+            raise ConnectionRefusedError(exc.message, exc.to_dict()) from None
+        with self._lock:
+            self._identities[request.sid] = identity
+
+    def on_disconnect(self, reason: Any = None) -> None:
+        sid = request.sid
+        with self._lock:
+            self._identities.pop(sid, None)
+        self.services.hub.disconnect(sid)
+
+    def _caller(self) -> tuple[str, Identity]:
+        """The calling connection and its identity, after its rate limit and token expiry are checked."""
+        sid = request.sid
+        with self._lock:
+            identity = self._identities.get(sid)
+        if identity is None:
+            raise Unauthorized("not connected", reason="not_connected")
+        if self.services.client_limiter is not None:
+            self.services.client_limiter.check(sid)
+        if identity.exp is not None and identity.exp <= time.time():
+            raise Unauthorized("token has expired; reconnect with a new one", reason="token_expired")
+        return sid, identity
+
+    def _still_connected(self, sid: str) -> bool:
+        return self.socketio.server.manager.is_connected(sid, self.namespace)
+
+    def on_subscribe(self, payload: Any = None) -> dict[str, Any] | None:
+        sid, identity = self._caller()
+        body = _body(payload)
+        hub = self.services.hub
+        result = hub.subscribe(
+            sid,
+            identity.sub,
+            identity.channels,
+            body.get("channel"),
+            since=body.get("since"),
+            epoch=body.get("epoch"),
+            presence=_flag(body, "presence"),
+        )
+        if not result.ready.wait(ATTACH_TIMEOUT):
+            hub.unsubscribe(sid, result.channel)  # queued after the attach, so it undoes it whenever that runs
+            raise Unavailable("the subscription could not be completed in time")
+        if not self._still_connected(sid):
+            hub.disconnect(sid)  # it left while subscribing; its own disconnect may have run before our add
+            return None
+        return result.ack()
+
+    def on_unsubscribe(self, payload: Any = None) -> dict[str, Any]:
+        sid, _ = self._caller()
+        channel = _body(payload).get("channel")
+        self.services.hub.unsubscribe(sid, channel)
+        return {"ok": True, "channel": channel}
+
+    def on_publish(self, payload: Any = None) -> dict[str, Any]:
+        _, identity = self._caller()
+        body = _body(payload)
+        message = self.services.hub.publish(
+            body.get("channel"), body.get("event"), body.get("data"), grants=identity.publish
+        )
+        return {"ok": True, **message.meta()}

@@ -1,0 +1,49 @@
+"""The hub's runtime objects built from validated config, shared by the HTTP API and the Socket.IO namespace."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, current_app
+
+from hub import FanoutQueue, Hub, MemoryHistoryStore, PresenceRegistry, RateLimiter, TokenIssuer
+
+EXTENSION_KEY = "hub"
+
+
+@dataclass(frozen=True)
+class HubServices:
+    hub: Hub
+    tokens: TokenIssuer
+    client_limiter: RateLimiter | None  # None: unlimited
+    api_limiter: RateLimiter | None
+    allow_anonymous: bool
+
+
+def _limiter(rate: int, burst: int) -> RateLimiter | None:
+    return RateLimiter(rate, max(burst, 1)) if rate > 0 else None
+
+
+def build_services(config: Mapping[str, Any]) -> HubServices:
+    history = MemoryHistoryStore(config["HISTORY_MAX_MESSAGES"], config["HISTORY_MAX_AGE"])
+    hub = Hub(
+        history,
+        PresenceRegistry(),
+        FanoutQueue(config["FANOUT_QUEUE_SIZE"]),
+        max_payload_bytes=config["MAX_PAYLOAD_BYTES"],
+        max_subscriptions=config["MAX_SUBSCRIPTIONS"],
+    )
+    return HubServices(
+        hub=hub,
+        tokens=TokenIssuer(config["SECRET_KEY"], max_ttl=config["TOKEN_MAX_TTL"]),
+        client_limiter=_limiter(config["CLIENT_RATE_LIMIT"], config["CLIENT_RATE_BURST"]),
+        api_limiter=_limiter(config["API_RATE_LIMIT"], config["API_RATE_BURST"]),
+        allow_anonymous=config["ALLOW_ANONYMOUS"],
+    )
+
+
+def hub_services(app: Flask | None = None) -> HubServices:
+    """The services of `app` (default: the current app)."""
+    return (app or current_app).extensions[EXTENSION_KEY]

@@ -1,0 +1,66 @@
+"""The fan-out worker's view of Socket.IO: channel rooms, presence rooms and emits to them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hub import Message, PresenceChange
+
+PRESENCE_EVENT = "signalboard:presence"
+
+
+# Room names contain a space, which no channel name can, so a channel can never be mistaken for a sid's own room.
+def channel_room(channel: str) -> str:
+    return f"channel {channel}"
+
+
+def presence_room(channel: str) -> str:
+    return f"presence {channel}"
+
+
+class SocketIOTransport:
+    """Implements hub.fanout.Transport with a python-socketio server; called only by the fan-out worker."""
+
+    def __init__(self, server: Any, namespace: str = "/") -> None:
+        self._server = server
+        self._namespace = namespace
+
+    def _connected(self, sid: str) -> bool:
+        return self._server.manager.is_connected(sid, self._namespace)
+
+    def send(self, message: Message, sid: str | None = None) -> None:
+        self._server.emit(
+            message.event,
+            data=(message.data, message.meta()),
+            to=sid or channel_room(message.channel),
+            namespace=self._namespace,
+        )
+
+    def send_presence(self, change: PresenceChange) -> None:
+        body = {
+            "channel": change.channel,
+            "sub": change.sub,
+            "action": "join" if change.joined else "leave",
+            "connections": change.connections,
+        }
+        self._server.emit(PRESENCE_EVENT, data=body, to=presence_room(change.channel), namespace=self._namespace)
+
+    def add(self, sid: str, channel: str, presence: bool) -> None:
+        if not self._connected(sid):
+            return  # it left while the subscription was queued; its disconnect already cleaned up
+        rooms = [channel_room(channel)] + ([presence_room(channel)] if presence else [])
+        try:
+            for room in rooms:
+                self._server.enter_room(sid, room, namespace=self._namespace)
+        # python-socketio's way of saying the sid vanished between the check above and this call.
+        except (KeyError, ValueError):
+            self.remove(sid, channel)
+            return
+        # python-socketio marks a leaving sid as disconnected before it clears its rooms, so if it is still
+        # connected now, that clearing is yet to come and will include these rooms; if not, undo them here.
+        if not self._connected(sid):
+            self.remove(sid, channel)
+
+    def remove(self, sid: str, channel: str) -> None:
+        for room in (channel_room(channel), presence_room(channel)):
+            self._server.leave_room(sid, room, namespace=self._namespace)
