@@ -293,6 +293,8 @@ def machine_info() -> dict[str, Any]:
         "node": version(["node", "--version"]),
         "python_packages": pkgs,
         "signalboard_commit": version(["git", "-C", str(servers.REPO_DIR), "rev-parse", "--short", "HEAD"]),
+        # Signalboard runs from the work tree; say when that differs from the commit.
+        "uncommitted_changes": bool(version(["git", "-C", str(servers.REPO_DIR), "status", "--porcelain", "-uno"])),
     }
 
 
@@ -337,7 +339,8 @@ def write_report(report: dict[str, Any], out_base: Path) -> None:
         "",
         f"Measured {m['date_utc']} on {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB RAM, "
         f"Linux {m['kernel']}, Python {m['python']}, Node {m['node']}; {m['python_packages']}; "
-        f"Signalboard at commit {m['signalboard_commit']}.",
+        f"Signalboard at commit {m['signalboard_commit']}"
+        + (" plus uncommitted changes in the work tree." if m.get("uncommitted_changes") else "."),
         "",
         f"Command: `{report['command']}`. Mode: {report['mode']}; each figure is the median of "
         f"{report['config']['reps']} run(s), each on a fresh server. Load generator and servers share the machine, "

@@ -10,6 +10,7 @@ import http.client
 import json
 import logging
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -28,6 +29,14 @@ VENV_BIN = REPO_DIR / ".venv" / "bin"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BENCH_API_KEY = "bench-api-key-0123456789abcdef"
 BENCH_CHANNEL = "bench"
+
+
+def raise_fd_limit() -> None:
+    """Thousands of sockets on each side: lift the soft descriptor limit (inherited by the servers we start)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def free_port() -> int:
@@ -171,6 +180,7 @@ def _wait_ready(server: Server, timeout: float) -> None:
 
 
 def _spawn(name: str, kind: str, cmd: list[str], env: dict[str, str], cwd: Path, **kw: Any) -> Server:
+    raise_fd_limit()
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     log_path = workdir / "server.log"
     port = int(env["PORT"])
@@ -237,7 +247,6 @@ def start_signalboard(extra_env: dict[str, str] | None = None) -> Server:
         "SECRET_KEY": "bench-secret-key-0123456789abcdef0123456789",
         "API_KEYS": BENCH_API_KEY,
         "ALLOW_ANONYMOUS": "1",
-        "LOG_LEVEL": "WARNING",
     }
     env |= extra_env or {}
     server = _spawn(
