@@ -52,7 +52,8 @@ def register_extensions(app: Flask) -> None:
     init_socketio(app)
     readiness = app.extensions["readiness"] = Readiness()
     budget = ThreadBudget(app.config["GUNICORN_THREADS"], app.config["ADMISSION_RESERVE_THREADS"])
-    admission = app.extensions["admission"] = Admission(budget, socketio.server.eio, lambda: readiness.draining)
+    admission = app.extensions["admission"] = Admission(budget, socketio.server.eio, lambda: readiness.draining,
+                                                        app.config["LONG_POLL_CAP_SECONDS"])
     readiness.add_check("capacity", admission.capacity_check)
     # The guard sits outside Flask-SocketIO's middleware: python-engineio raises gone-session errors before any
     # handler runs, so only a layer in front of it can answer them.

@@ -143,6 +143,15 @@ def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str
     """
     environ = os.environ if environ is None else environ
     overrides = dict(overrides or {})
+    Setting("LONG_POLL_CAP_SECONDS", "5", _integer(1, 3600),
+            "while threads are short, a long-poll older than this is answered early so the client polls again"),
+    Setting("WEBSOCKET_TRANSPORT", "threaded", _choice("shared", "threaded"),
+            "`shared`: one I/O thread serves every websocket (no gthread thread held); `threaded`: python-engineio's "
+            "threads per websocket"),
+    Setting("MAX_WEBSOCKET_CLIENTS", "5000", _integer(1, 1_000_000),
+            "websocket sessions one process takes with the shared transport (503 + Retry-After above)"),
+    Setting("WEBSOCKET_SEND_BUFFER", "1048576", _integer(65536, 1_000_000_000),
+            "bytes waiting to be sent to one websocket before it is dropped as too slow (shared transport)"),
     config: dict[str, Any] = {}
     for setting in SETTINGS:
         if setting.name in overrides:

@@ -3,51 +3,137 @@
 Under gunicorn gthread every websocket holds a worker thread for its whole life and every idle long-poll holds one
 until its next ping, so each open session costs about one thread. Sessions beyond `threads - reserve` are refused
 quickly with 503 and Retry-After while a thread is still free to say so; the reserve keeps /livez, the publish API
-and the dashboard answering.
+and the dashboard answering. When threads run short anyway, long-polls are answered early so they cannot pin the
+pool.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from engineio import packet as eio_packet
 from prometheus_client import Counter
 
 from utils.metrics import PREFIX
 from utils.runtime_stats import connected_clients
 
+log = logging.getLogger(__name__)
+
 ADMISSION_REFUSALS = Counter(f"{PREFIX}_admission_refusals", "Socket.IO connections refused before taking a thread",
                              ["reason"])
+LONG_POLLS_CUT_SHORT = Counter(f"{PREFIX}_long_polls_cut_short", "Long-polls answered early to free a thread")
 for _reason in ("capacity", "draining"):
     ADMISSION_REFUSALS.labels(_reason)
 
+HOLD_KINDS = ("websocket", "long_poll", "http")
 
-@dataclass(frozen=True)
+
 class ThreadBudget:
-    threads: int
-    reserve: int
+    """Knows at all times how the worker's threads are spent: held by websockets, by long-polls, or busy with
+    ordinary requests."""
+
+    def __init__(self, threads: int, reserve: int) -> None:
+        self.threads = threads
+        self.reserve = reserve
+        self._lock = threading.Lock()  # guards _held
+        self._held = dict.fromkeys(HOLD_KINDS, 0)
 
     @property
     def session_capacity(self) -> int:
         return self.threads - self.reserve
 
+    @contextmanager
+    def hold(self, kind: str) -> Iterator[None]:
+        with self._lock:
+            self._held[kind] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held[kind] -= 1
+
+    def free_threads(self) -> int:
+        with self._lock:
+            return self.threads - sum(self._held.values())
+
+    def tight(self) -> bool:
+        """Fewer threads free than the reserve: time to stop long-polls from sitting on them."""
+        return self.free_threads() < self.reserve
+
     def report(self, engineio_server: Any) -> dict[str, int]:
         clients = connected_clients(engineio_server)
-        used = clients["websocket"] + clients["polling"]
-        return {"threads": self.threads, "reserved": self.reserve, "capacity": self.session_capacity,
-                "sessions": used, "free": max(0, self.session_capacity - used)}
+        sessions = clients["websocket"] + clients["polling"]
+        with self._lock:
+            held = dict(self._held)
+        return {
+            "threads": self.threads, "reserved": self.reserve,
+            "held_websocket": held["websocket"], "held_long_poll": held["long_poll"], "busy_http": held["http"],
+            "free_threads": self.threads - sum(held.values()),
+            "capacity": self.session_capacity, "sessions": sessions, "free": max(0, self.session_capacity - sessions),
+        }
+
+
+class LongPollCap:
+    """While the budget is tight, answers long-polls older than `cap_seconds` with a no-op packet, so the client
+    polls again and the thread serves someone else in between. One lazily started thread watches them all."""
+
+    def __init__(self, budget: ThreadBudget, engineio_server: Any, cap_seconds: float, interval: float = 0.25) -> None:
+        self.budget = budget
+        self.engineio_server = engineio_server
+        self.cap_seconds = cap_seconds
+        self.interval = interval
+        self._lock = threading.Lock()  # guards _polls and _watcher
+        self._polls: dict[str, float] = {}  # sid -> when its current long-poll started
+        self._watcher: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @contextmanager
+    def track(self, sid: str) -> Iterator[None]:
+        with self._lock:
+            self._polls[sid] = time.monotonic()
+            if self._watcher is None:
+                self._watcher = self.engineio_server.start_background_task(self._watch)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._polls.pop(sid, None)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval):
+            if not self.budget.tight():
+                continue
+            deadline = time.monotonic() - self.cap_seconds
+            with self._lock:
+                overdue = [sid for sid, started in self._polls.items() if started <= deadline]
+                for sid in overdue:
+                    del self._polls[sid]  # one no-op per poll is enough
+            for sid in overdue:
+                socket = self.engineio_server.sockets.get(sid)
+                if socket is not None and not socket.closed:
+                    socket.send(eio_packet.Packet(eio_packet.NOOP))
+                    LONG_POLLS_CUT_SHORT.inc()
 
 
 class Admission:
     """Decides whether a new Engine.IO session may start; answers the refusal itself when not."""
 
-    def __init__(self, budget: ThreadBudget, engineio_server: Any, draining: Callable[[], bool]) -> None:
+    def __init__(self, budget: ThreadBudget, engineio_server: Any, draining: Callable[[], bool],
+                 long_poll_cap_seconds: float) -> None:
         self.budget = budget
         self.engineio_server = engineio_server
         self.draining = draining
+        self.poll_cap = LongPollCap(budget, engineio_server, long_poll_cap_seconds)
 
     def refusal_reason(self) -> str | None:
         if self.draining():
@@ -66,6 +152,7 @@ class Admission:
     @staticmethod
     def refuse(reason: str, start_response: Callable) -> Iterable[bytes]:
         ADMISSION_REFUSALS.labels(reason).inc()
+        log.debug("refused a new Socket.IO session: %s", reason)
         message = "Server is shutting down" if reason == "draining" else "Server at capacity"
         body = json.dumps({"code": 5, "message": message, "reason": reason}).encode()
         # Jittered so refused clients do not all come back in the same second.

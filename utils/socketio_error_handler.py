@@ -65,26 +65,39 @@ class SocketGuard:
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if not environ.get("PATH_INFO", "").startswith(self.path):
-            return self.wsgi_app(environ, start_response)
+            return self._serve(environ, start_response, "http")
         sid = _query_sid(environ)
+        websocket = environ.get("HTTP_UPGRADE", "").lower() == "websocket"
         if sid is None:
             if self.admission is not None and environ.get("REQUEST_METHOD") == "GET":
                 reason = self.admission.refusal_reason()
                 if reason:
                     return self.admission.refuse(reason, start_response)
+            kind = "websocket" if websocket else "http"
         else:
             socket = self.engineio_server.sockets.get(sid)
             if socket is None or socket.closed:
                 kind = "unknown_session" if socket is None else "closed_session"
                 return self._session_unknown(environ, start_response, kind, sid)
+            kind = "websocket" if websocket else "long_poll" if environ.get("REQUEST_METHOD") == "GET" else "http"
         try:
-            return self.wsgi_app(environ, start_response)
+            return self._serve(environ, start_response, kind, sid)
         except KeyError as exc:
             # The socket closed between the check above and Engine.IO's own lookup (its POST path does not catch
             # this). Engine.IO raises before start_response, so a clean 400 can still be sent.
             if not is_disconnected_session_error(exc):
                 raise
             return self._session_unknown(environ, start_response, "request_race", sid)
+
+    def _serve(self, environ: dict, start_response: Callable, kind: str, sid: str | None = None) -> Iterable[bytes]:
+        """Call through, counting the thread this request holds against the budget."""
+        if self.admission is None:
+            return self.wsgi_app(environ, start_response)
+        with self.admission.budget.hold(kind):
+            if kind == "long_poll":
+                with self.admission.poll_cap.track(sid):
+                    return self.wsgi_app(environ, start_response)
+            return self.wsgi_app(environ, start_response)
 
     @staticmethod
     def _session_unknown(environ: dict, start_response: Callable, kind: str, sid: str | None) -> list[bytes]:

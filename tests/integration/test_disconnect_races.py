@@ -32,8 +32,11 @@ def assert_settled(server, baseline_threads: int | None = None) -> None:
 
 
 def other_threads(server) -> int:
-    """Non-pool threads once the server has seen a client (Engine.IO starts its monitor task on the first one)."""
-    PollingSession(server.url).post("1")
+    """Non-pool threads once the server has seen a client: Engine.IO starts its monitor task on the first session,
+    the long-poll watcher starts on the first long-poll."""
+    warm_up = PollingSession(server.url)
+    warm_up.get()  # a long-poll, answered by the first ping
+    warm_up.post("1")
     time.sleep(int(server.env["PING_INTERVAL"]) + 0.5)  # that session's ping timer ends after one interval
     return server.readyz()["threads"]["other"]
 
