@@ -7,22 +7,40 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 # Context fields a log call may pass with `extra=` and the JSON format then carries as keys.
 CONTEXT_FIELDS = ("sid", "channel", "event", "namespace", "transport", "reason")
 
 _SECRET_PATTERNS = (
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"(?i)(\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+"),
     re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),  # JWTs
-    re.compile(r"(?i)((?:token|api_key|apikey|password|secret|session)[\"']?\s*[=:]\s*[\"']?)[^\s\"'&,;}]+"),
+    # Whole header values, as `Name: value` lines or in a dict's repr.
+    re.compile(r"(?i)(\b(?:http_)?(?:(?:proxy[-_])?authorization|(?:set[-_])?cookie|x[-_]api[-_]key))"
+               r"([\"']?\s*[=:]\s*[\"']?)[^\"'\r\n]+"),
+    # key=value and "key": "value" shapes: query strings, form bodies, JSON, reprs.
+    re.compile(r"(?i)(\b[a-z_]*(?:token|api[_-]?key|apikey|password|passwd|secret|session)[\"']?\s*[=:]\s*[\"']?)"
+               r"[^\s\"'&,;}]+"),
 )
+# Configured secrets (API keys, SECRET_KEY, METRICS_TOKEN) are masked wherever they appear, whatever their shape.
+# Shorter values would mask ordinary words.
+_MIN_LITERAL_LENGTH = 6
+_literal_secrets: tuple[str, ...] = ()
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Mask these exact values in every log line from now on (replaces the previous set)."""
+    global _literal_secrets
+    _literal_secrets = tuple(sorted({v for v in values if len(v) >= _MIN_LITERAL_LENGTH}, key=len, reverse=True))
 
 
 def redact(text: str) -> str:
-    """Mask anything shaped like a credential."""
+    """Mask configured secrets and anything shaped like a credential."""
+    for secret in _literal_secrets:
+        text = text.replace(secret, "[redacted]")
     for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "[redacted]", text)
+        text = pattern.sub(lambda m: "".join(g or "" for g in m.groups()) + "[redacted]", text)
     return text
 
 
@@ -31,8 +49,17 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+TEXT_FORMAT = "%(asctime)s [%(levelname)s] %(name)s: %(message)s"
+# gunicorn's access line without its own timestamp (every format carries one) and without the referer, which can
+# carry tokens in its URL; the request line is redacted like every other message.
+ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, context fields, and the trace when there is one."""
+    """One JSON object per line: time, level, logger, message, context fields, and the trace when there is one.
+
+    gunicorn's access lines also carry `method`, `status` and `duration_ms` as fields.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -45,9 +72,26 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, field, None)
             if value is not None:
                 entry[field] = value
+        if record.name == "gunicorn.access" and isinstance(record.args, Mapping):
+            entry.update(_access_fields(record.args))
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
+
+
+def _access_fields(atoms: Mapping[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {"method": atoms.get("m")}
+    for name, atom in (("status", "s"), ("duration_ms", "M")):
+        try:
+            fields[name] = int(atoms.get(atom))
+        except (TypeError, ValueError):  # gunicorn's '-' for a value it does not know
+            pass
+    return fields
+
+
+def formatter_for(fmt: str) -> logging.Formatter:
+    """The one formatter of the chosen format (`text` or `json`); both redact secrets."""
+    return JsonFormatter() if fmt == "json" else RedactingFormatter(TEXT_FORMAT)
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text", library_level: str = "WARNING") -> None:
@@ -58,23 +102,36 @@ def configure_logging(level: str = "INFO", fmt: str = "text", library_level: str
             root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stdout)
     handler._signalboard = True  # type: ignore[attr-defined]
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(RedactingFormatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
+    handler.setFormatter(formatter_for(fmt))
     root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(True)  # a Python warning becomes a log line in the same format, not raw stderr text
     # The libraries log every packet at INFO; they get their own, quieter level (their own loggers, so they can
     # still be turned up for debugging).
     for name in ("engineio", "socketio", "engineio.server", "socketio.server"):
         logging.getLogger(name).setLevel(library_level)
-    if fmt == "json":
-        _route_gunicorn_through(handler)
+    _route_gunicorn_through(handler.formatter)
 
 
-def _route_gunicorn_through(handler: logging.Handler) -> None:
-    """In JSON mode gunicorn's own error log uses the same formatter, so every line parses."""
+def _route_gunicorn_through(formatter: logging.Formatter | None) -> None:
+    """gunicorn's own error and access logs use the same formatter, so every line has one shape and is redacted."""
     for name in ("gunicorn.error", "gunicorn.access"):
-        logger = logging.getLogger(name)
-        for existing in logger.handlers:
-            existing.setFormatter(handler.formatter)
+        for existing in logging.getLogger(name).handlers:
+            existing.setFormatter(formatter)
+
+
+def gunicorn_logger_class(fmt: str) -> type:
+    """A gunicorn `logger_class` writing gunicorn's own lines to stdout in our format, from the master's first line
+    on (before any app exists to call configure_logging)."""
+    from gunicorn.glogging import Logger  # only gunicorn.conf.py needs it
+
+    class SignalboardGunicornLogger(Logger):
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            for logger in (self.error_log, self.access_log):
+                for handler in logger.handlers:
+                    handler.setFormatter(formatter_for(fmt))
+                    if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+                        handler.setStream(sys.stdout)
+
+    return SignalboardGunicornLogger

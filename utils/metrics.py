@@ -1,10 +1,24 @@
-"""Prometheus metrics shared by every layer, defined once at import so repeated app factories reuse them."""
+"""Prometheus metrics shared by every layer, defined once at import so repeated app factories reuse them.
+
+Every name starts with `signalboard_`; counters gain `_total` in the exposition. Labels stay low-cardinality: values
+that come from clients (channel namespaces, event names) pass through a `LabelCap`, so a client inventing names
+cannot grow the series without bound.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 PREFIX = "signalboard"
+
+# `*_created` timestamps double the series count and no dashboard of ours reads them.
+disable_created_metrics()
 
 DISCONNECT_RACES = Counter(
     f"{PREFIX}_disconnect_races",
@@ -34,3 +48,113 @@ def disconnect_race_counts() -> dict[str, int]:
             if sample.name.endswith("_total"):
                 counts[sample.labels["kind"]] = int(sample.value)
     return counts
+
+
+class LabelCap:
+    """Lets the first `limit` distinct values through as label values; every later newcomer becomes `other`."""
+
+    OTHER = "other"
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()  # guards _seen
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:  # the common case, without the lock: sets are safe to read while another adds
+            return value
+        with self._lock:
+            if value in self._seen:
+                return value
+            if len(self._seen) >= self.limit:
+                return self.OTHER
+            self._seen.add(value)
+            return value
+
+
+_channel_namespaces = LabelCap(50)
+_event_names = LabelCap(50)
+
+
+def channel_namespace(channel: str) -> str:
+    """The label for a channel: its part before the first '.' or ':' (`orders.eu` -> `orders`, `public:news` ->
+    `public`), capped to 50 distinct values."""
+    cut = min((i for i in (channel.find("."), channel.find(":")) if i >= 0), default=len(channel))
+    return _channel_namespaces(channel[:cut] or "none")
+
+
+def event_label(event: str) -> str:
+    """The label for a Socket.IO event name, capped to 50 distinct values."""
+    return _event_names(event)
+
+
+CONNECTS = Counter(f"{PREFIX}_socketio_connects", "Engine.IO sessions opened, by the transport they opened with",
+                   ["transport"])
+DISCONNECTS = Counter(f"{PREFIX}_socketio_disconnects", "Engine.IO sessions closed, by reason", ["reason"])
+DISCONNECT_REASONS = ("client_disconnect", "server_disconnect", "ping_timeout", "transport_close", "transport_error")
+for _transport in ("polling", "websocket"):
+    CONNECTS.labels(_transport)
+for _reason in DISCONNECT_REASONS:
+    DISCONNECTS.labels(_reason)
+
+EVENTS_RECEIVED = Counter(f"{PREFIX}_socketio_events_received", "Socket.IO events received from clients, by event",
+                          ["event"])
+EVENTS_SENT = Counter(f"{PREFIX}_socketio_events_sent", "Socket.IO emits this process made, by event "
+                      "(one per emit call, however many clients it reaches)", ["event"])
+
+MESSAGES_PUBLISHED = Counter(f"{PREFIX}_messages_published", "Messages accepted for a channel, by channel namespace",
+                             ["channel_namespace"])
+MESSAGES_DELIVERED = Counter(f"{PREFIX}_messages_delivered", "Messages handed to subscribed clients (one per "
+                             "client reached), by channel namespace", ["channel_namespace"])
+FANOUT_LATENCY = Histogram(f"{PREFIX}_fanout_latency_seconds", "Time from a publish being accepted to its fan-out "
+                           "emit", buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                                            2.5, 5.0))
+
+HTTP_REQUESTS = Counter(f"{PREFIX}_http_requests", "HTTP requests answered by Flask routes (Socket.IO transport "
+                        "requests are counted as sessions and events instead)", ["endpoint", "method", "status"])
+DRAINED_SESSIONS = Counter(f"{PREFIX}_drained_sessions", "Sessions ended by a graceful shutdown: `asked` left when "
+                           "told to, `forced` had to be closed", ["outcome"])
+for _outcome in ("asked", "forced"):
+    DRAINED_SESSIONS.labels(_outcome)
+
+
+class RuntimeCollector(Collector):
+    """Figures read at scrape time from the app this process serves (clients, thread budget, threads, drain).
+
+    Registered once per process; `bind` points it at the current app's sources, so the last app a factory built
+    (the only one in production) is the one reported.
+    """
+
+    def __init__(self) -> None:
+        self._sources: dict[str, Callable[[], Any]] = {}
+
+    def bind(self, *, clients: Callable[[], Mapping[str, int]], budget: Callable[[], Mapping[str, int]],
+             threads: Callable[[], Mapping[str, int]], draining: Callable[[], bool]) -> None:
+        self._sources = {"clients": clients, "budget": budget, "threads": threads, "draining": draining}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        sources = self._sources
+        if not sources:
+            return
+        clients = GaugeMetricFamily(f"{PREFIX}_connected_clients", "Open Engine.IO sessions by transport",
+                                    labels=["transport"])
+        for transport, count in sources["clients"]().items():
+            clients.add_metric([transport], count)
+        yield clients
+        budget = GaugeMetricFamily(f"{PREFIX}_thread_budget", "The worker's thread budget (see /readyz): configured "
+                                   "threads, reserve, session capacity and how they are spent", labels=["figure"])
+        for figure, value in sources["budget"]().items():
+            budget.add_metric([figure], value)
+        yield budget
+        threads = GaugeMetricFamily(f"{PREFIX}_threads", "Live threads: gunicorn's pool and all others",
+                                    labels=["kind"])
+        for kind, count in sources["threads"]().items():
+            if kind != "total":
+                threads.add_metric([kind], count)
+        yield threads
+        yield GaugeMetricFamily(f"{PREFIX}_draining", "1 while the process is shutting down gracefully",
+                                value=1 if sources["draining"]() else 0)
+
+
+RUNTIME = RuntimeCollector()
+REGISTRY.register(RUNTIME)

@@ -1,0 +1,187 @@
+"""Graceful shutdown: on SIGTERM the worker stops taking new traffic, asks every client to reconnect elsewhere, ends
+their sessions in batches and stops background work, all before gunicorn's graceful timeout runs out.
+
+Why a hook of our own: gunicorn's gthread worker answers SIGTERM by leaving its loop and waiting for open connections,
+but every websocket holds its connection (and a thread) until the client goes, so the worker would sit out the whole
+graceful timeout and be killed. `install_sigterm_drain` (called from gunicorn.conf.py's `post_worker_init`) puts a
+handler in front of gunicorn's: it flags the drain at once and wakes a thread that runs `Drain.run`, which hands back
+to gunicorn's own handler when the sessions are gone. Meanwhile the worker keeps answering HTTP, so load balancers see
+/readyz turn 503 and new Socket.IO sessions get 503 with Retry-After (utils/admission.py).
+
+Timeline for a graceful timeout G (seconds):
+  0                  /readyz 503, new sessions refused
+  0 .. G/2 at most   batches of DRAIN_BATCH_SIZE clients get `signalboard:reconnect` {"reason", "retry_after_ms"},
+                     then a Socket.IO disconnect (each namespace they joined); batches at most 1 s apart
+  + up to 2 s        clients close their own transport; the ones that do not are closed
+                     stop callbacks run (fan-out task and other background work), then the Socket.IO service task
+  >= notice          the drain lasts at least DRAIN_NOTICE_SECONDS, so load balancers notice the 503
+  <= G - 3           handed back to gunicorn, which closes idle keep-alive connections (2 s at most) and exits 0
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from utils.metrics import DRAINED_SESSIONS
+from utils.readiness import Readiness
+from utils.socketio_error_handler import swallow_disconnected_session
+
+log = logging.getLogger(__name__)
+
+RECONNECT_EVENT = "signalboard:reconnect"
+RETRY_AFTER_MS = (500, 5000)  # jittered, so the clients of one instance do not all land elsewhere in the same second
+# gunicorn's gthread worker keeps idle keep-alive connections this long after it stops (STOP_KEEPALIVE_LINGER), and
+# the drain must end early enough for that plus a margin to fit in the graceful timeout.
+GUNICORN_STOP_LINGER = 2.0
+MARGIN = 1.0
+LEAVE_GRACE = 2.0  # how long asked clients get to close their own transport before theirs is closed
+MAX_BATCH_INTERVAL = 1.0
+
+
+class Drain:
+    """The graceful shutdown of one app: its Socket.IO server, readiness flag and stop callbacks."""
+
+    def __init__(self, server: Any, readiness: Readiness, *, graceful_timeout: float, batch_size: int,
+                 notice: float, namespace: str = "/") -> None:
+        self.server = server
+        self.readiness = readiness
+        self.batch_size = batch_size
+        self.namespace = namespace
+        self.budget = max(0.0, graceful_timeout - GUNICORN_STOP_LINGER - MARGIN)
+        self.notice = min(notice, self.budget)
+        self._lock = threading.Lock()  # guards _stop_callbacks
+        self._stop_callbacks: list[tuple[str, Callable[[], object]]] = []
+        self._requested = threading.Event()
+        self.finished = threading.Event()
+
+    def add_stop_callback(self, name: str, callback: Callable[[], object]) -> None:
+        """Run `callback` once during shutdown, after the clients are gone (e.g. stop the fan-out task's loop).
+
+        It should return quickly; one that raises is logged and the others still run.
+        """
+        with self._lock:
+            self._stop_callbacks.append((name, callback))
+
+    def arm(self, then: Callable[[], object]) -> None:
+        """Start the thread that waits for `request()`, drains, and then calls `then` (gunicorn's own handler).
+
+        Started ahead of time because a signal handler must not start threads: it could interrupt the main thread
+        while that holds the lock thread creation needs.
+        """
+
+        def wait_then_drain() -> None:
+            self._requested.wait()
+            try:
+                self.run()
+            finally:
+                then()
+
+        self.server.start_background_task(wait_then_drain)
+
+    def request(self) -> bool:
+        """Begin draining; safe inside a signal handler. False when a drain was already requested."""
+        if self._requested.is_set():
+            return False
+        self.readiness.start_draining()
+        self._requested.set()
+        return True
+
+    def run(self) -> None:
+        """The drain itself, in the calling thread; returns when it is time to hand back to gunicorn."""
+        self.readiness.start_draining()
+        started = time.monotonic()
+        sids = self._open_sessions()
+        log.info("graceful shutdown: %d sessions to drain in batches of %d", len(sids), self.batch_size)
+        batches = [sids[i:i + self.batch_size] for i in range(0, len(sids), self.batch_size)]
+        interval = min(MAX_BATCH_INTERVAL, self.budget / 2 / len(batches)) if len(batches) > 1 else 0.0
+        for number, batch in enumerate(batches):
+            if number:
+                time.sleep(interval)
+            for eio_sid in batch:
+                self._ask_to_leave(eio_sid)
+        deadline = min(started + self.budget, time.monotonic() + LEAVE_GRACE)
+        while self._still_open(sids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        forced = self._still_open(sids)
+        for eio_sid in forced:
+            self._close(eio_sid)
+        DRAINED_SESSIONS.labels("asked").inc(len(sids) - len(forced))
+        DRAINED_SESSIONS.labels("forced").inc(len(forced))
+        self._stop_background_work()
+        time.sleep(max(0.0, started + self.notice - time.monotonic()))
+        log.info("graceful shutdown: %d sessions drained (%d closed by the server) in %.1f s",
+                 len(sids), len(forced), time.monotonic() - started)
+        self.finished.set()
+
+    def close_all_now(self) -> None:
+        """Quick shutdown (SIGINT/SIGQUIT): no notice, no batches; close every session so no thread holds the exit."""
+        self.readiness.start_draining()
+        for eio_sid in self._open_sessions():
+            self._close(eio_sid)
+
+    def _open_sessions(self) -> list[str]:
+        return [sid for sid, socket in list(self.server.eio.sockets.items()) if not socket.closed]
+
+    def _still_open(self, sids: list[str]) -> list[str]:
+        sockets = self.server.eio.sockets
+        return [sid for sid in sids if (socket := sockets.get(sid)) is not None and not socket.closed]
+
+    @swallow_disconnected_session
+    def _ask_to_leave(self, eio_sid: str) -> None:
+        """The reconnect hint on the main namespace, then a Socket.IO disconnect from every namespace the client
+        joined; a well-behaved client then closes its transport itself."""
+        manager = self.server.manager
+        namespaces = [(ns, sid) for ns in list(manager.get_namespaces())
+                      if (sid := manager.sid_from_eio_sid(eio_sid, ns)) is not None]
+        for namespace, sid in namespaces:
+            if namespace == self.namespace:
+                hint = {"reason": "server_shutdown", "retry_after_ms": random.randint(*RETRY_AFTER_MS)}
+                self.server.emit(RECONNECT_EVENT, hint, to=sid, namespace=namespace, ignore_queue=True)
+        for namespace, sid in namespaces:
+            self.server.disconnect(sid, namespace=namespace, ignore_queue=True)
+
+    def _close(self, eio_sid: str) -> None:
+        socket = self.server.eio.sockets.get(eio_sid)
+        if socket is not None:
+            # wait=False: a polling client that never polls again must not hold the drain.
+            socket.close(wait=False, reason=self.server.eio.reason.SERVER_DISCONNECT)
+
+    def _stop_background_work(self) -> None:
+        with self._lock:
+            callbacks = list(self._stop_callbacks)
+        for name, callback in callbacks:
+            try:
+                callback()
+            except Exception:  # one broken stop callback must not keep the others (or the exit) from happening
+                log.error("stop callback %s failed during shutdown", name, exc_info=True)
+        self.server.shutdown()  # python-engineio's service task (ping timeouts); nothing is left to watch
+
+
+def drain_of(worker: Any) -> Drain | None:
+    """The Drain of the app a gunicorn worker serves, if that app is ours."""
+    extensions = getattr(getattr(worker, "wsgi", None), "extensions", None)
+    drain = extensions.get("drain") if isinstance(extensions, dict) else None
+    return drain if isinstance(drain, Drain) else None
+
+
+def install_sigterm_drain(worker: Any) -> None:
+    """Put the drain in front of the gunicorn worker's SIGTERM handler (from `post_worker_init`)."""
+    drain = drain_of(worker)
+    if drain is None:
+        log.warning("the app has no drain; SIGTERM stops the worker without telling clients")
+        return
+    gunicorn_handler = worker.handle_exit
+    drain.arm(then=lambda: gunicorn_handler(signal.SIGTERM, None))
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if not drain.request():  # a second SIGTERM: stop waiting for the drain
+            gunicorn_handler(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn sets it for its own handler
