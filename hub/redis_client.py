@@ -1,0 +1,82 @@
+"""What the Redis-backed hub parts share: one way to connect, the key names, and outage errors mapped to 503."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from hub.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+# Seconds a command may take before the caller gets a 503: long enough for a busy Redis, short enough
+# that a publisher never hangs on a dead one.
+COMMAND_TIMEOUT = 2.0
+CONNECT_TIMEOUT = 1.0
+# Errors that mean "Redis is not there right now" (down, restarting, loading, failed over to a replica),
+# as opposed to a bug such as a script error, which must stay loud.
+OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
+
+
+def connect(url: str, *, timeout: float = COMMAND_TIMEOUT) -> redis.Redis:
+    """A client that fails fast instead of retrying: appends are not idempotent, so the caller decides."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=timeout,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_keepalive=True,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=10,
+    )
+
+
+@contextmanager
+def unavailable_on_outage(what: str) -> Iterator[None]:
+    """Turn a Redis outage into the hub's Unavailable (HTTP 503 / error ack `unavailable`)."""
+    try:
+        yield
+    except OUTAGE_ERRORS as exc:
+        log.warning("redis unavailable during %s: %s", what, exc)
+        raise Unavailable("message store unavailable, retry shortly", retry_after=1.0) from None
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """Every key Signalboard uses, under one prefix so several deployments can share a Redis."""
+
+    prefix: str = "signalboard"
+
+    @property
+    def epoch(self) -> str:
+        return f"{self.prefix}:epoch"
+
+    @property
+    def offsets(self) -> str:
+        return f"{self.prefix}:offsets"
+
+    @property
+    def channels(self) -> str:
+        return f"{self.prefix}:channels"
+
+    def stream(self, channel: str) -> str:
+        return f"{self.prefix}:stream:{channel}"
+
+    @property
+    def socketio_channel(self) -> str:
+        """The pub/sub channel of python-socketio's Redis manager, shared by every instance and publisher."""
+        return f"{self.prefix}:socketio"
+
+    @property
+    def presence(self) -> str:
+        """Key prefix of the presence structures (see hub.redis_presence)."""
+        return f"{self.prefix}:presence"

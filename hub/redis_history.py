@@ -1,0 +1,298 @@
+"""History in Redis Streams, shared by every instance: offsets, storage and live broadcast in one atomic step.
+
+Each channel is a stream whose entry IDs are `<offset>-0`, so reading "everything after offset N" is one
+XRANGE. Offsets come from HINCRBY on one hash inside the same Lua script that appends, trims (by count with
+MAXLEN, by age with MINID) and, when a broadcast target is configured, PUBLISHes the message to
+python-socketio's Redis channel as an ordinary `emit` for the channel's room. Doing the PUBLISH inside the
+script is what keeps delivery in offset order across instances: Redis runs scripts one at a time, so the
+pub/sub stream every instance reads carries each channel's messages in exactly the order of their offsets,
+whichever instance or external process published them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from hub.history import HistoryStore, Message, new_message_id
+from hub.redis_client import RedisKeys, unavailable_on_outage
+
+# Shared Lua helpers, prepended to each script. Entry fields: e (event), d (data as JSON), i (id), t (ms).
+_LUA_HELPERS = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function get_epoch(key, candidate)
+  local epoch = redis.call('GET', key)
+  if not epoch then
+    redis.call('SET', key, candidate)
+    epoch = candidate
+  end
+  return epoch
+end
+local function field(entry, name)
+  local f = entry[2]
+  for i = 1, #f, 2 do
+    if f[i] == name then return f[i + 1] end
+  end
+end
+local function offset_of(id)
+  return tonumber(string.match(id, '^(%d+)'))
+end
+local function trim_old(key, horizon)
+  while true do
+    local batch = redis.call('XRANGE', key, '-', '+', 'COUNT', 100)
+    if #batch == 0 then return end
+    for _, entry in ipairs(batch) do
+      if tonumber(field(entry, 't')) > horizon then
+        redis.call('XTRIM', key, 'MINID', entry[1])
+        return
+      end
+    end
+    redis.call('XTRIM', key, 'MINID', (offset_of(batch[#batch][1]) + 1) .. '-0')
+    if #batch < 100 then return end
+  end
+end
+-- python-socketio's message-queue format for an emit; `data` is spliced in as stored, never re-encoded,
+-- so numbers keep their exact JSON spelling.
+local function emit_packet(room, channel, entry, host, extra)
+  local meta = '{"channel":' .. cjson.encode(channel) .. ',"offset":' .. offset_of(entry[1])
+    .. ',"id":' .. cjson.encode(field(entry, 'i')) .. ',"ts":' .. field(entry, 't') .. '}'
+  return '{"method":"emit","event":' .. cjson.encode(field(entry, 'e')) .. ',"data":[' .. field(entry, 'd')
+    .. ',' .. meta .. '],"binary":false,"namespace":"/","room":' .. cjson.encode(room)
+    .. ',"skip_sid":null,"callback":null,"host_id":' .. cjson.encode(host) .. extra .. '}'
+end
+"""
+
+# KEYS: epoch, offsets, stream, channels.
+# ARGV: channel, event, data, id, max_messages, max_age_ms, epoch candidate, pubsub channel ('' = none), room, host.
+_APPEND = _LUA_HELPERS + """
+local now = now_ms()
+local epoch = get_epoch(KEYS[1], ARGV[7])
+local offset = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+local id = offset .. '-0'
+redis.call('XADD', KEYS[3], 'MAXLEN', '=', ARGV[5], id, 'e', ARGV[2], 'd', ARGV[3], 'i', ARGV[4], 't', now)
+trim_old(KEYS[3], now - tonumber(ARGV[6]))
+redis.call('ZADD', KEYS[4], now, ARGV[1])
+if ARGV[8] ~= '' then
+  local entry = {id, {'e', ARGV[2], 'd', ARGV[3], 'i', ARGV[4], 't', tostring(now)}}
+  local extra = ',"signalboard":{"channel":' .. cjson.encode(ARGV[1]) .. ',"offset":' .. offset
+    .. ',"epoch":' .. cjson.encode(epoch) .. '}'
+  redis.call('PUBLISH', ARGV[8], emit_packet(ARGV[9], ARGV[1], entry, ARGV[10], extra))
+end
+return {offset, now, epoch}
+"""
+
+# KEYS: epoch, offsets, stream. ARGV: channel, after, limit (0 = all), max_age_ms, epoch candidate.
+_SINCE = _LUA_HELPERS + """
+local epoch = get_epoch(KEYS[1], ARGV[5])
+local latest = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local from = tonumber(ARGV[2])
+if from >= latest then
+  return {from == latest and 1 or 0, latest, epoch, {}}
+end
+trim_old(KEYS[3], now_ms() - tonumber(ARGV[4]))
+local entries
+if tonumber(ARGV[3]) > 0 then
+  entries = redis.call('XRANGE', KEYS[3], (from + 1) .. '-0', '+', 'COUNT', ARGV[3])
+else
+  entries = redis.call('XRANGE', KEYS[3], (from + 1) .. '-0', '+')
+end
+local complete = 0
+if #entries > 0 and offset_of(entries[1][1]) == from + 1 then complete = 1 end
+return {complete, latest, epoch, entries}
+"""
+
+# Publishes every held message after `after` to one connection's room, then the marker (a python-socketio
+# `callback` packet, completed with the latest offset and the epoch) that tells its instance where the
+# replay ends in the pub/sub order. KEYS: epoch, offsets, stream.
+# ARGV: channel, after, max_age_ms, epoch candidate, pubsub channel, sid room, host, marker prefix.
+_REPLAY = _LUA_HELPERS + """
+local epoch = get_epoch(KEYS[1], ARGV[4])
+local latest = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local after = tonumber(ARGV[2])
+local complete = 1
+local sent = 0
+if after < latest then
+  trim_old(KEYS[3], now_ms() - tonumber(ARGV[3]))
+  local entries = redis.call('XRANGE', KEYS[3], (after + 1) .. '-0', '+')
+  if #entries == 0 or offset_of(entries[1][1]) ~= after + 1 then complete = 0 end
+  for _, entry in ipairs(entries) do
+    redis.call('PUBLISH', ARGV[5], emit_packet(ARGV[6], ARGV[1], entry, ARGV[7], ''))
+    sent = sent + 1
+  end
+elseif after > latest then
+  complete = 0
+end
+redis.call('PUBLISH', ARGV[5], ARGV[8] .. latest .. ',' .. cjson.encode(epoch) .. ']}')
+return {complete, latest, epoch, sent}
+"""
+
+# KEYS: channels. ARGV: max_age_ms.
+_CHANNELS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+
+# Who the queue packets claim to come from. No python-socketio instance has this host id, so every instance's
+# listener handles them, including the one whose hub published.
+BROADCAST_HOST_ID = "signalboard"
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """Where appended messages are announced live: python-socketio's Redis channel and the channel rooms."""
+
+    pubsub_channel: str
+    room_prefix: str
+
+    def room(self, channel: str) -> str:
+        return self.room_prefix + channel
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What a replay published: whether nothing was missing after `after`, and up to which offset."""
+
+    complete: bool
+    latest: int
+    epoch: str
+    sent: int
+
+
+def encode_data(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+class RedisHistoryStore(HistoryStore):
+    """HistoryStore on Redis Streams; safe to share between any number of instances and publishers."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: RedisKeys,
+        max_messages: int = 1000,
+        max_age_seconds: float = 300.0,
+        *,
+        broadcast: Broadcast | None = None,
+    ) -> None:
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        if max_age_seconds <= 0:
+            raise ValueError("max_age_seconds must be positive")
+        self.client = client
+        self.keys = keys
+        self.max_messages = max_messages
+        self.max_age_ms = int(max_age_seconds * 1000)
+        self.broadcast = broadcast
+        self._append = client.register_script(_APPEND)
+        self._since = client.register_script(_SINCE)
+        self._replay = client.register_script(_REPLAY)
+        self._channels = client.register_script(_CHANNELS)
+        # Per thread, per channel: the latest offset the last read saw. A subscription reads history and then
+        # attaches on the same thread; the attach continues exactly where that read stopped (see replay()).
+        self._read_points = threading.local()
+        # The epoch every script call reports, so reading `epoch` right after a read costs no round trip.
+        self._epoch: str | None = None
+
+    @staticmethod
+    def _epoch_candidate() -> str:
+        return uuid.uuid4().hex[:12]
+
+    def _note_read_point(self, channel: str, latest: int, *, first: bool) -> None:
+        points = self._read_points.__dict__.setdefault("points", {})
+        if first:
+            points.setdefault(channel, latest)
+        else:
+            points[channel] = latest
+
+    def take_read_point(self, channel: str) -> int | None:
+        """The offset this thread's last history read of `channel` ended at, once; None if there was none."""
+        return self._read_points.__dict__.get("points", {}).pop(channel, None)
+
+    @property
+    def epoch(self) -> str:  # type: ignore[override]
+        if self._epoch is None:
+            candidate = self._epoch_candidate()
+            with unavailable_on_outage("epoch"):
+                current = self.client.set(self.keys.epoch, candidate, nx=True, get=True)
+            self._epoch = current if current is not None else candidate
+        return self._epoch
+
+    def append(self, channel: str, event: str, data: Any) -> Message:
+        message_id = new_message_id()
+        encoded = encode_data(data)
+        target = self.broadcast
+        with unavailable_on_outage("append"):
+            offset, ts, self._epoch = self._append(
+                keys=[self.keys.epoch, self.keys.offsets, self.keys.stream(channel), self.keys.channels],
+                args=[
+                    channel, event, encoded, message_id, self.max_messages, self.max_age_ms,
+                    self._epoch_candidate(),
+                    target.pubsub_channel if target else "",
+                    target.room(channel) if target else "",
+                    BROADCAST_HOST_ID,
+                ],
+            )
+        return Message(channel, event, data, int(offset), message_id, int(ts))
+
+    def _entries(self, channel: str, entries: list[Any]) -> list[Message]:
+        messages = []
+        for entry_id, flat in entries:
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            offset = int(entry_id.split("-", 1)[0])
+            messages.append(Message(channel, fields["e"], json.loads(fields["d"]), offset, fields["i"], int(fields["t"])))
+        return messages
+
+    def since(self, channel: str, offset: int, limit: int | None = None) -> tuple[list[Message], bool]:
+        with unavailable_on_outage("history read"):
+            complete, latest, self._epoch, entries = self._since(
+                keys=[self.keys.epoch, self.keys.offsets, self.keys.stream(channel)],
+                args=[channel, offset, limit or 0, self.max_age_ms, self._epoch_candidate()],
+            )
+        if limit is None:
+            self._note_read_point(channel, int(latest), first=False)
+        return self._entries(channel, entries), bool(complete)
+
+    def latest(self, channel: str) -> int:
+        with unavailable_on_outage("offset read"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hget(self.keys.offsets, channel)
+            pipe.get(self.keys.epoch)
+            raw_latest, epoch = pipe.execute()
+        latest = int(raw_latest or 0)
+        self._epoch = epoch  # None after a flush: the next `epoch` read starts a new one
+        self._note_read_point(channel, latest, first=True)
+        return latest
+
+    def channels(self) -> list[str]:
+        with unavailable_on_outage("channel list"):
+            return list(self._channels(keys=[self.keys.channels], args=[self.max_age_ms]))
+
+    def replay(self, channel: str, after: int, sid_room: str, marker_prefix: str) -> Replay:
+        """Publish every held message after `after` to `sid_room`, then the marker, in one atomic step.
+
+        `marker_prefix` is a python-socketio `callback` packet up to its `args` list, which the script completes
+        with the latest offset and the epoch; the instance holding the connection runs that callback when its
+        listener reaches it, which is the exact point in the live order where the connection should join.
+        """
+        if self.broadcast is None:
+            raise RuntimeError("replay needs a broadcast target")
+        with unavailable_on_outage("replay"):
+            complete, latest, epoch, sent = self._replay(
+                keys=[self.keys.epoch, self.keys.offsets, self.keys.stream(channel)],
+                args=[
+                    channel, after, self.max_age_ms, self._epoch_candidate(), self.broadcast.pubsub_channel,
+                    sid_room, BROADCAST_HOST_ID, marker_prefix,
+                ],
+            )
+        self._epoch = epoch
+        return Replay(bool(complete), int(latest), epoch, int(sent))

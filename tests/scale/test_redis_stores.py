@@ -1,0 +1,209 @@
+"""The Redis history and presence stores against a real redis-server: offsets, trimming, recovery, expiry."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import redis
+
+from hub.errors import AlreadySubscribed, TooManySubscriptions, Unavailable
+from hub.redis_client import RedisKeys, connect
+from hub.redis_history import Broadcast, RedisHistoryStore
+from hub.redis_presence import RedisPresenceRegistry
+from tests.scale.processes import RedisProcess
+
+pytestmark = [pytest.mark.scale, pytest.mark.integration]
+
+
+@pytest.fixture
+def client(redis_server):
+    return connect(redis_server.url)
+
+
+@pytest.fixture
+def keys(key_prefix):
+    return RedisKeys(key_prefix)
+
+
+def test_offsets_are_strictly_increasing_across_stores_and_threads(client, keys):
+    stores = [RedisHistoryStore(connect(_url(client)), keys) for _ in range(3)]
+    offsets: list[int] = []
+    lock = threading.Lock()
+
+    def publish(store):
+        for i in range(50):
+            message = store.append("orders", "created", {"i": i})
+            with lock:
+                offsets.append(message.offset)
+
+    threads = [threading.Thread(target=publish, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(offsets) == list(range(1, 151))
+    assert stores[0].latest("orders") == 150
+    assert len({store.epoch for store in stores}) == 1
+
+
+def _url(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/0"
+
+
+def test_since_returns_what_is_held_in_order_and_reports_gaps(client, keys):
+    store = RedisHistoryStore(client, keys, max_messages=5)
+    sent = [store.append("ch", "tick", {"n": n, "big": 2**60 + n, "text": "é/\"x"}) for n in range(8)]
+    messages, complete = store.since("ch", 5)
+    assert [m.offset for m in messages] == [6, 7, 8] and complete
+    assert messages[0].data == {"n": 5, "big": 2**60 + 5, "text": "é/\"x"}
+    assert messages[0].id == sent[5].id and messages[0].ts == sent[5].ts and messages[0].event == "tick"
+    evicted, complete = store.since("ch", 1)  # 2 and 3 were trimmed by MAXLEN
+    assert [m.offset for m in evicted] == [4, 5, 6, 7, 8] and not complete
+    assert store.since("ch", 8) == ([], True)
+    assert store.since("ch", 9) == ([], False)  # beyond the latest offset: stale client state
+    assert store.since("never", 0) == ([], True)
+    assert store.since("never", 3) == ([], False)
+    limited, complete = store.since("ch", 3, limit=2)
+    assert [m.offset for m in limited] == [4, 5] and complete
+    assert store.channels() == ["ch"]
+
+
+def test_age_trimming(client, keys):
+    store = RedisHistoryStore(client, keys, max_age_seconds=0.3)
+    store.append("ch", "a", 1)
+    store.append("ch", "a", 2)
+    time.sleep(0.4)
+    assert store.since("ch", 0) == ([], False)
+    assert store.channels() == []
+    third = store.append("ch", "a", 3)
+    assert third.offset == 3  # the counter outlives the messages
+    messages, complete = store.since("ch", 2)
+    assert [m.offset for m in messages] == [3] and complete
+    assert client.xlen(keys.stream("ch")) == 1
+
+
+def test_epoch_changes_when_redis_loses_the_counters(client, keys):
+    store = RedisHistoryStore(client, keys)
+    store.append("ch", "a", 1)
+    before = store.epoch
+    for key in client.scan_iter(f"{keys.prefix}:*"):
+        client.delete(key)
+    assert store.append("ch", "a", 2).offset == 1
+    assert store.epoch != before
+
+
+def test_append_publishes_in_offset_order_with_socketio_packets(client, keys):
+    broadcast = Broadcast(keys.socketio_channel, "channel ")
+    store = RedisHistoryStore(client, keys, broadcast=broadcast)
+    pubsub = connect(_url(client)).pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys.socketio_channel)
+    pubsub.get_message(timeout=1)
+    for n in range(3):
+        store.append("prices", "quote", {"n": n, "s": "a\u2028b"})
+    packets = []
+    deadline = time.monotonic() + 5
+    while len(packets) < 3 and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.5)
+        if message:
+            packets.append(json.loads(message["data"]))
+    assert [p["data"][1]["offset"] for p in packets] == [1, 2, 3]
+    first = packets[0]
+    assert first["method"] == "emit" and first["event"] == "quote" and first["room"] == "channel prices"
+    assert first["namespace"] == "/" and first["host_id"] == "signalboard"
+    assert first["data"][0] == {"n": 0, "s": "a\u2028b"}
+    assert first["signalboard"] == {"channel": "prices", "offset": 1, "epoch": store.epoch}
+
+    replay = store.replay("prices", 1, "SID", '{"method":"callback","host_id":"h","sid":"x","namespace":"/","id":7,"args":[')
+    assert (replay.complete, replay.latest, replay.sent) == (True, 3, 2)
+    replayed = [json.loads(pubsub.get_message(timeout=2)["data"]) for _ in range(3)]
+    assert [p["room"] for p in replayed[:2]] == ["SID", "SID"]
+    assert [p["data"][1]["offset"] for p in replayed[:2]] == [2, 3]
+    assert replayed[2] == {"method": "callback", "host_id": "h", "sid": "x", "namespace": "/", "id": 7,
+                           "args": [3, store.epoch]}
+    pubsub.close()
+
+
+def test_outage_becomes_unavailable_quickly(key_prefix):
+    down = RedisProcess()  # never started: nothing listens on its port
+    store = RedisHistoryStore(connect(down.url), RedisKeys(key_prefix))
+    started = time.monotonic()
+    with pytest.raises(Unavailable):
+        store.append("ch", "a", 1)
+    with pytest.raises(Unavailable):
+        store.since("ch", 0)
+    assert time.monotonic() - started < 5
+
+
+def presence(client, keys, instance, ttl=15.0):
+    registry = RedisPresenceRegistry(client, keys, instance, ttl_seconds=ttl)
+    registry.heartbeat()
+    return registry
+
+
+def test_presence_counts_across_instances(client, keys):
+    a, b = presence(client, keys, "a"), presence(client, keys, "b")
+    first = a.add("s1", "alice", "room")
+    assert first.joined and first.connections == 1 and first.announces
+    second = b.add("s2", "alice", "room")
+    assert second.connections == 2 and not second.announces
+    b.add("s3", None, "room")
+    b.add("s4", "bob", "other")
+    assert a.count("room") == 3 and b.who("room") == {"alice": 2}
+    assert a.counts() == {"room": 3, "other": 1}
+    with pytest.raises(AlreadySubscribed):
+        a.add("s1", "alice", "room")
+    with pytest.raises(TooManySubscriptions):
+        a.add("s1", "alice", "x", max_per_sid=1)
+    leave = a.remove("s1", "room")
+    assert leave is not None and leave.connections == 1 and not leave.announces
+    assert a.remove("s1", "room") is None
+    changes = b.remove_sid("s2")
+    assert [(c.channel, c.connections, c.announces) for c in changes] == [("room", 0, True)]
+    assert b.who("room") == {} and b.count("room") == 1
+    b.remove_sid("s3")
+    assert a.counts() == {"other": 1}
+    assert a.is_subscribed("s1", "room") is False and b.channels_of("s4") == {"other"}
+
+
+def test_a_silent_instance_is_reaped_after_the_ttl(client, keys):
+    a = presence(client, keys, "a", ttl=0.5)
+    crashed = presence(client, keys, "crashed", ttl=0.5)
+    a.add("s1", "alice", "room")
+    crashed.add("s2", "bob", "room")
+    crashed.add("s3", "bob", "room")
+    assert a.who("room") == {"alice": 1, "bob": 2}
+    time.sleep(0.3)
+    assert a.heartbeat() == []
+    time.sleep(0.3)
+    assert a.heartbeat() == ["crashed"]
+    assert a.who("room") == {"alice": 1} and a.count("room") == 1
+
+
+def test_an_instance_republishes_its_state_when_redis_forgot_it(client, keys):
+    a = presence(client, keys, "a")
+    a.add("s1", "alice", "room")
+    a.add("s2", None, "room")
+    for key in client.scan_iter(f"{keys.prefix}:*"):
+        client.delete(key)
+    assert a.count("room") == 0
+    a.heartbeat()
+    assert a.count("room") == 2 and a.who("room") == {"alice": 1}
+    # A change made while unregistered is counted once, not twice.
+    for key in client.scan_iter(f"{keys.prefix}:*"):
+        client.delete(key)
+    assert a.add("s3", "alice", "room").connections == 2
+    assert a.count("room") == 3
+
+
+def test_presence_during_an_outage(key_prefix):
+    down = RedisProcess()
+    registry = RedisPresenceRegistry(connect(down.url), RedisKeys(key_prefix), "a")
+    with pytest.raises(Unavailable):
+        registry.add("s1", "alice", "room")
+    assert registry.channels_of("s1") == set()  # refused subscriptions leave nothing behind
+    with pytest.raises(Unavailable):
+        registry.count("room")
