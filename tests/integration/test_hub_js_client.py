@@ -1,0 +1,60 @@
+"""Interoperability with the official JavaScript client (socket.io-client from npm) against the real server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from tests.hub.realtime_client import unique
+from tests.server import ROOT, ServerProcess
+
+pytestmark = pytest.mark.integration
+
+JS_DIR = ROOT / "tests" / "js"
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    """The node binary, with socket.io-client installed from the npm registry (pinned by package-lock.json)."""
+    node_bin, npm_bin = shutil.which("node"), shutil.which("npm")
+    assert node_bin and npm_bin, "node and npm are needed for the JavaScript interop test"
+    if not (JS_DIR / "node_modules" / "socket.io-client" / "package.json").exists():
+        subprocess.run([npm_bin, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, check=True, timeout=300,
+                       capture_output=True)
+    installed = json.loads((JS_DIR / "node_modules" / "socket.io-client" / "package.json").read_text())
+    assert installed["version"] == "4.8.4"
+    return node_bin
+
+
+def test_official_client_connects_receives_and_recovers(node):
+    channel = unique("js")
+    with ServerProcess() as server:
+        result = subprocess.run(
+            [node, str(JS_DIR / "interop.mjs"), server.url, "test-key-1", channel],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert server.bad_log_lines() == []
+
+    assert report["refusal"]["data"]["reason"] == "token_invalid"
+    assert report["refusal"]["data"]["code"] == "unauthorized"
+
+    assert report["firstAck"]["ok"] is True and report["firstAck"]["offset"] == 0
+    first = report["firstLog"]
+    assert [e["event"] for e in first] == ["subscribe", "tick", "tick", "tick"]
+    assert [e["data"] for e in first[1:]] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert [e["meta"]["offset"] for e in first[1:]] == [1, 2, 3]
+    assert all(set(e["meta"]) == {"channel", "offset", "id", "ts"} and e["meta"]["channel"] == channel
+               for e in first[1:])
+
+    ack = report["secondAck"]
+    assert ack["ok"] is True and ack["recovered"] is True and ack["offset"] == 6
+    second = report["secondLog"]
+    # The three missed messages, in order, then the ack, then the live one: each exactly once.
+    assert [(e["kind"], e.get("meta", {}).get("offset")) for e in second] == [
+        ("event", 4), ("event", 5), ("event", 6), ("ack", None), ("event", 7)]
+    assert [e["data"] for e in second if e["kind"] == "event"] == [{"n": 3}, {"n": 4}, {"n": 5}, {"n": 6}]
