@@ -128,6 +128,13 @@ SETTINGS: tuple[Setting, ...] = (
             "gthread threads: each websocket holds one for its life"),
     Setting("ADMISSION_RESERVE_THREADS", "", _optional_integer(1, 20000),
             "threads kept free for plain HTTP; empty means max(8, 10% of GUNICORN_THREADS), at most half of them"),
+    Setting("WEBSOCKET_TRANSPORT", "threaded", _choice("shared", "threaded"),
+            "`shared`: one I/O thread serves every websocket (no gthread thread held); `threaded`: python-engineio's "
+            "threads per websocket"),
+    Setting("MAX_WEBSOCKET_CLIENTS", "5000", _integer(1, 1_000_000),
+            "websocket sessions one process takes with the shared transport (503 + Retry-After above)"),
+    Setting("WEBSOCKET_SEND_BUFFER", "1048576", _integer(65536, 1_000_000_000),
+            "bytes waiting to be sent to one websocket before it is dropped as too slow (shared transport)"),
     Setting("GUNICORN_WORKER_CONNECTIONS", "4096", _integer(8, 100000),
             "open connections the worker accepts (long-poll GET and POST may use two per client)"),
     Setting("GUNICORN_TIMEOUT", "30", _integer(1, 3600), "seconds before a silent worker is restarted"),

@@ -8,6 +8,8 @@ from typing import Any
 from flask import Flask
 from flask_socketio import SocketIO
 
+from transport import install_transport
+
 socketio = SocketIO()
 
 
@@ -31,3 +33,5 @@ def init_socketio(app: Flask) -> None:
         engineio_logger=logging.getLogger("engineio.server"),
         message_queue=app.config["REDIS_URL"] or None,
     )
+    app.extensions["websocket_transport"] = install_transport(
+        socketio.server, app.config["WEBSOCKET_TRANSPORT"], app.config["WEBSOCKET_SEND_BUFFER"])

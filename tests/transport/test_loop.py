@@ -1,0 +1,53 @@
+"""The shared loop: callbacks in order, timers by due time, one thread that survives a failing callback."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from transport.loop import SharedLoop
+
+
+def wait_for(event: threading.Event, what: str) -> None:
+    assert event.wait(5), f"timed out waiting for {what}"
+
+
+def test_call_soon_runs_in_order_on_the_loop_thread(loop: SharedLoop):
+    seen: list[tuple[int, bool]] = []
+    done = threading.Event()
+    for i in range(100):
+        loop.call_soon(lambda i=i: seen.append((i, loop.on_loop_thread())))
+    loop.call_soon(done.set)
+    wait_for(done, "callbacks")
+    assert seen == [(i, True) for i in range(100)]
+
+
+def test_timers_fire_by_due_time_not_by_arrival(loop: SharedLoop):
+    order: list[str] = []
+    done = threading.Event()
+    loop.call_later(0.3, lambda: (order.append("late"), done.set()))
+    loop.call_later(0.1, lambda: order.append("early"))
+    started = time.monotonic()
+    wait_for(done, "timers")
+    assert order == ["early", "late"]
+    assert time.monotonic() - started >= 0.25
+
+
+def test_a_failing_callback_is_logged_and_the_loop_goes_on(loop: SharedLoop, caplog):
+    done = threading.Event()
+    loop.call_soon(lambda: 1 / 0)
+    loop.call_soon(done.set)
+    wait_for(done, "the callback after the failing one")
+    assert any("callback failed" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def test_many_timers_share_one_thread(loop: SharedLoop):
+    fired = []
+    done = threading.Event()
+    before = threading.active_count()
+    for i in range(2000):
+        loop.call_later(0.05, lambda i=i: fired.append(i))
+    loop.call_later(0.1, done.set)
+    assert threading.active_count() == before  # no thread per timer, unlike python-engineio's pings
+    wait_for(done, "2000 timers")
+    assert sorted(fired) == list(range(2000))

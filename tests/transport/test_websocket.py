@@ -1,0 +1,144 @@
+"""WebSocketConnection over a real socket pair: frames out, messages in, control frames, close handshakes, and
+the bounded send buffer. The peer is a wsproto client, so every byte is checked by an independent parser."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import CloseConnection, Ping, Pong, TextMessage
+
+from transport.frames import encode_frame
+from transport.loop import SharedLoop
+from transport.websocket import WebSocketConnection
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.messages: list[str | bytes] = []
+        self.closed = threading.Event()
+        self.close_calls = 0
+        self.got_message = threading.Event()
+
+    def on_message(self, data):
+        self.messages.append(data)
+        self.got_message.set()
+
+    def on_close(self):
+        self.close_calls += 1
+        self.closed.set()
+
+
+class Peer:
+    """The client end: a blocking socket and a wsproto client connection."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sock.settimeout(5)
+        self.ws = Connection(ConnectionType.CLIENT)
+
+    def send(self, event) -> None:
+        self.sock.sendall(self.ws.send(event))
+
+    def events(self, count: int = 1) -> list:
+        got: list = []
+        while len(got) < count:
+            got.extend(self.ws.events())
+            if len(got) >= count:
+                break
+            data = self.sock.recv(65536)
+            if not data:
+                got.append("eof")
+                break
+            self.ws.receive_data(data)
+        return got
+
+
+@pytest.fixture
+def pair(loop: SharedLoop) -> Iterator[tuple[WebSocketConnection, Peer, Recorder]]:
+    server_sock, client_sock = socket.socketpair()
+    server_sock.setblocking(False)
+    recorder = Recorder()
+    conn = WebSocketConnection(loop, server_sock, recorder, max_message=1000, max_buffered=256 * 1024)
+    loop.call_soon(conn.start)
+    yield conn, Peer(client_sock), recorder
+    client_sock.close()
+    recorder.closed.wait(5)
+    server_sock.close()
+
+
+def test_frames_written_from_any_thread_arrive_in_order(pair):
+    conn, peer, _ = pair
+    writers = [threading.Thread(target=lambda: conn.write(encode_frame(b"x" * 10))) for _ in range(20)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+    conn.write(encode_frame(b"last"))
+    events = peer.events(21)
+    assert [e.data for e in events] == ["x" * 10] * 20 + ["last"]
+
+
+def test_messages_arrive_whole_even_when_fragmented(pair):
+    _, peer, recorder = pair
+    peer.send(TextMessage(data="hel", message_finished=False))
+    peer.send(TextMessage(data="lo", message_finished=True))
+    assert recorder.got_message.wait(5)
+    assert recorder.messages == ["hello"]
+
+
+def test_a_ping_gets_its_pong(pair):
+    _, peer, _ = pair
+    peer.send(Ping(payload=b"abc"))
+    [event] = peer.events()
+    assert isinstance(event, Pong) and event.payload == b"abc"
+
+
+def test_client_close_is_answered_and_reported_once(pair):
+    conn, peer, recorder = pair
+    peer.send(CloseConnection(code=1000))
+    [event] = peer.events()
+    assert isinstance(event, CloseConnection) and event.code == 1000
+    assert recorder.closed.wait(5) and recorder.close_calls == 1
+    assert conn.closed and conn.write(encode_frame(b"late")) is False
+
+
+def test_server_close_flushes_then_closes_after_the_answer(pair):
+    conn, peer, recorder = pair
+    conn.write(encode_frame(b"bye"))
+    conn.close()
+    assert conn.write(encode_frame(b"after close")) is False
+    message, close = peer.events(2)
+    assert message.data == "bye" and isinstance(close, CloseConnection)
+    assert not recorder.closed.is_set()  # waits for the client's answer
+    peer.send(close.response())
+    assert recorder.closed.wait(5) and recorder.close_calls == 1
+
+
+def test_reset_peer_is_reported(pair):
+    _, peer, recorder = pair
+    peer.sock.close()
+    assert recorder.closed.wait(5) and recorder.close_calls == 1
+
+
+def test_too_big_a_message_closes_with_1009(pair):
+    _, peer, recorder = pair
+    peer.send(TextMessage(data="y" * 1001))
+    [event] = peer.events()
+    assert isinstance(event, CloseConnection) and event.code == 1009
+    assert recorder.messages == []
+
+
+def test_a_client_that_stops_reading_is_dropped_not_buffered_forever(pair):
+    conn, peer, recorder = pair
+    frame = encode_frame(b"z" * 60000)
+    accepted = 0
+    for _ in range(1000):  # ~60 MB offered; the kernel buffers a little, our buffer 256 KiB
+        if not conn.write(frame):
+            break
+        accepted += 1
+    assert accepted < 1000
+    assert recorder.closed.wait(5) and conn.closed

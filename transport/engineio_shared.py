@@ -1,0 +1,243 @@
+"""Engine.IO sessions on the shared loop: python-engineio's websocket path without a thread per connection.
+
+Stock python-engineio in threading mode spends four threads on each websocket: the server thread stuck in
+`Socket._websocket_handler`, simple-websocket's reader, python-engineio's writer, and a ping thread that sleeps
+one interval. Here every Engine.IO socket is adopted into `SharedSocket` when it connects:
+
+- its ping is a timer on the shared loop instead of a sleeping thread (polling sessions too);
+- its outgoing queue is a `SinkQueue`: once the socket is on a websocket, packets skip the queue and its writer
+  thread and go straight to the connection, as frames encoded once per broadcast (see transport/frames.py);
+- a websocket upgrade answers the handshake itself, takes the TCP connection over from gunicorn and returns the
+  gthread thread to the pool; the shared loop reads, parses (wsproto) and runs the Engine.IO upgrade dance.
+
+Event handlers still run in their own threads, as python-engineio starts them; only the transport changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import ssl
+import time
+from typing import Any
+
+from engineio import exceptions as eio_exceptions
+from engineio import packet as eio_packet
+from engineio.socket import Socket
+
+from transport.frames import HandshakeError, handshake_response, packet_frame
+from transport.loop import SharedLoop
+from transport.websocket import WebSocketConnection
+
+log = logging.getLogger(__name__)
+
+
+class SinkQueue(queue.Queue):
+    """An Engine.IO socket's outgoing queue that, once attached to a sink, hands every packet to it at once.
+
+    Engine.IO's Socket.send and Socket.close stay untouched: they put packets (and None, "close") on this queue
+    as usual. Attaching moves what is already queued to the sink first, under the queue's own lock, so packets
+    keep their order across the switch.
+    """
+
+    def __init__(self, maxsize: int = 0) -> None:
+        super().__init__(maxsize)
+        self.sink: EngineIOWebSocket | None = None
+
+    @classmethod
+    def taking_over(cls, old: queue.Queue) -> SinkQueue:
+        new = cls()
+        with old.mutex:
+            new.queue.extend(old.queue)
+            new.unfinished_tasks = len(new.queue)
+        return new
+
+    def attach(self, sink: EngineIOWebSocket) -> None:
+        with self.mutex:
+            pending = list(self.queue)
+            self.queue.clear()
+            self.unfinished_tasks = 0
+            self.all_tasks_done.notify_all()
+            for item in pending:
+                sink.deliver(item)
+            self.sink = sink  # set last: a put() that sees it must not overtake the pending packets
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        sink = self.sink
+        if sink is None:
+            with self.mutex:
+                sink = self.sink
+                if sink is None:  # Engine.IO's queues are unbounded, so a plain put never waits
+                    self._put(item)
+                    self.unfinished_tasks += 1
+                    self.not_empty.notify()
+                    return
+        sink.deliver(item)
+
+
+class SharedSocket(Socket):
+    """python-engineio's Socket with its ping on the shared timer and its websocket on the shared loop.
+
+    Instances are adopted (their class switched) right after python-engineio creates them; `transport` is set on
+    the per-server subclass that SharedTransport makes.
+    """
+
+    transport: SharedTransport
+
+    def schedule_ping(self) -> None:
+        # Same rule as python-engineio: one ping cycle at a time, started by the previous pong.
+        if self.last_ping:
+            self.last_ping = None
+            self.transport.loop.call_later(self.server.ping_interval, self._ping_now)
+
+    def _ping_now(self) -> None:
+        if not self.closing and not self.closed:
+            self.last_ping = time.time()
+            self.send(eio_packet.Packet(eio_packet.PING))
+
+    def _upgrade_websocket(self, environ: dict, start_response: Any) -> Any:
+        raw = environ.get("gunicorn.socket")
+        if raw is None or isinstance(raw, ssl.SSLSocket) or self.upgraded:
+            # Not under gunicorn (tests with Werkzeug), TLS terminated by gunicorn, or a repeated upgrade:
+            # python-engineio's own threaded path knows how to answer those.
+            return super()._upgrade_websocket(environ, start_response)
+        return self.transport.take_over(self, environ, raw)
+
+
+class EngineIOWebSocket:
+    """The Engine.IO side of one shared-loop websocket: the upgrade dance, then packets in and out."""
+
+    __slots__ = ("socket", "transport", "conn", "state")
+
+    PROBING, UPGRADING, OPEN = "probing", "upgrading", "open"
+
+    def __init__(self, eio_socket: SharedSocket, transport: SharedTransport, upgrading: bool) -> None:
+        self.socket = eio_socket
+        self.transport = transport
+        self.conn: WebSocketConnection | None = None
+        self.state = self.PROBING if upgrading else self.OPEN
+
+    def deliver(self, item: Any) -> None:
+        """From SinkQueue: a packet to send, or None when Engine.IO closed the socket."""
+        if item is None:
+            self.conn.close()
+        else:
+            self.conn.write(packet_frame(item))
+
+    def on_message(self, data: str | bytes) -> None:
+        try:
+            pkt = eio_packet.Packet(encoded_packet=data)
+        except (ValueError, IndexError, KeyError):
+            log.debug("%s: undecodable Engine.IO packet, closing", self.socket.sid)
+            self.conn.close()
+            return
+        if self.state == self.OPEN:
+            self._receive(pkt)
+        elif self.state == self.PROBING and pkt.packet_type == eio_packet.PING and pkt.data == "probe":
+            self.conn.write(packet_frame(eio_packet.Packet(eio_packet.PONG, data="probe")))
+            self.socket.queue.put(eio_packet.Packet(eio_packet.NOOP))  # ends the client's pending long-poll
+            self.state = self.UPGRADING
+        elif self.state == self.UPGRADING and pkt.packet_type == eio_packet.UPGRADE:
+            self.socket.upgraded = True
+            self.socket.upgrading = False
+            self.state = self.OPEN
+            self.socket.queue.attach(self)
+        else:
+            log.info("%s: failed websocket upgrade, got packet type %s", self.socket.sid, pkt.packet_type)
+            self.conn.close()
+
+    def _receive(self, pkt: eio_packet.Packet) -> None:
+        if pkt.packet_type == eio_packet.PONG:
+            self.socket.schedule_ping()  # a timer entry, cheap enough for the loop thread
+        elif pkt.packet_type == eio_packet.MESSAGE and self.socket.server.async_handlers:
+            self.socket.receive(pkt)  # python-engineio starts the handler thread itself
+        else:
+            # Anything that may run application code synchronously (a close packet runs the disconnect handler)
+            # leaves the loop thread.
+            self.socket.server.start_background_task(self._receive_in_thread, pkt)
+
+    def _receive_in_thread(self, pkt: eio_packet.Packet) -> None:
+        try:
+            self.socket.receive(pkt)
+        except (eio_exceptions.UnknownPacketError, eio_exceptions.SocketIsClosedError):
+            pass  # python-engineio's websocket handler ignores both too
+
+    def upgrade_deadline(self) -> None:
+        """A client that opened the websocket but never finished the upgrade stays on polling."""
+        if self.state != self.OPEN and not self.conn.closed:
+            log.info("%s: websocket upgrade not finished in time", self.socket.sid)
+            self.conn.close()
+
+    def on_close(self) -> None:
+        if self.state != self.OPEN:
+            self.socket.upgrading = False  # the upgrade failed; the session carries on over polling
+            return
+        self.socket.server.start_background_task(self.transport.end_session, self.socket)
+
+
+class SharedTransport:
+    """Everything one Engine.IO server needs to run its websockets on one shared loop."""
+
+    def __init__(self, engineio_server: Any, max_buffered: int) -> None:
+        self.server = engineio_server
+        self.max_buffered = max_buffered
+        self.loop = SharedLoop(engineio_server.start_background_task)
+        self.socket_class = type("SharedSocket", (SharedSocket,), {"transport": self})
+
+    def adopt(self, eio_socket: Socket) -> None:
+        """Turn a socket python-engineio just created (nobody else knows its sid yet) into a SharedSocket."""
+        eio_socket.queue = SinkQueue.taking_over(eio_socket.queue)
+        eio_socket.__class__ = self.socket_class
+        self.loop.ensure_started()
+
+    def take_over(self, eio_socket: SharedSocket, environ: dict, raw: socket.socket) -> Any:
+        """Answer the websocket handshake, move the TCP connection to the shared loop, free the gthread thread."""
+        try:
+            answer = handshake_response(environ)
+        except HandshakeError as exc:
+            return self.server._bad_request(str(exc))
+        upgrading = eio_socket.connected
+        raw.sendall(answer)
+        sock = _take_from_gunicorn(raw)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        session = EngineIOWebSocket(eio_socket, self, upgrading)
+        session.conn = WebSocketConnection(self.loop, sock, session, self.server.max_http_buffer_size,
+                                           self.max_buffered)
+        self.loop.call_soon(session.conn.start)
+        if upgrading:
+            eio_socket.upgrading = True  # python-engineio holds polling sends while this is set
+            self.loop.call_later(self.server.ping_interval + self.server.ping_timeout, session.upgrade_deadline)
+        else:
+            eio_socket.connected = True
+            eio_socket.upgraded = True
+            eio_socket.queue.attach(session)  # sends the OPEN packet queued by the handshake
+        log.debug("%s: websocket handed to the shared loop (%s)", eio_socket.sid,
+                  "upgrade" if upgrading else "direct")
+        # gunicorn's gthread worker reads StopIteration as "the application took the connection": it stops
+        # serving it and its thread goes back to the pool (simple-websocket's gunicorn mode signals the same).
+        raise StopIteration
+
+    def end_session(self, eio_socket: Socket) -> None:
+        """After the websocket ended: what python-engineio does when its websocket handler returns."""
+        eio_socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+        if self.server.sockets.get(eio_socket.sid) is eio_socket:
+            self.server.sockets.pop(eio_socket.sid, None)
+
+
+def _take_from_gunicorn(raw: socket.socket) -> socket.socket:
+    """Our own descriptor for the connection, and a harmless one in its place for gunicorn to close.
+
+    A plain dup() would not do: gunicorn closes a finished connection with shutdown(SHUT_WR), which acts on the
+    shared TCP socket, not on one descriptor, and would half-close ours too. So the descriptor gunicorn holds is
+    pointed at a fresh unconnected socket; its shutdown() then fails with ENOTCONN, which gunicorn ignores.
+    """
+    ours = socket.socket(fileno=os.dup(raw.fileno()))
+    placeholder = socket.socket(raw.family, socket.SOCK_STREAM)
+    try:
+        os.dup2(placeholder.fileno(), raw.fileno(), inheritable=False)
+    finally:
+        placeholder.close()
+    return ours

@@ -1,0 +1,153 @@
+"""One thread for every handed-off websocket: a selector for reads and backlogged writes, and a timer heap that
+replaces python-engineio's one sleeping ping thread per connection.
+
+Only the loop thread touches the selector and the registered connections' read side; other threads ask for work
+with call_soon() and call_later(), which wake the selector through a socket pair when needed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[int], None]
+
+
+class SharedLoop:
+    """A selector loop run by one background thread, started on first use through `start_thread`."""
+
+    def __init__(self, start_thread: Callable[[Callable[[], None]], Any], name: str = "signalboard-transport") -> None:
+        self.name = name
+        self._start_thread = start_thread
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._lock = threading.Lock()  # guards _calls, _timers, _woken, _thread_started and _stopped
+        self._calls: list[Callable[[], None]] = []
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = itertools.count()  # tie-breaker so equal due times never compare callables
+        self._woken = False
+        self._thread_started = False
+        self._stopped = False
+        self.thread_ident: int | None = None
+
+    # ---- any thread ---------------------------------------------------------------------------------------------
+
+    def ensure_started(self) -> None:
+        with self._lock:
+            if self._thread_started:
+                return
+            self._thread_started = True
+        self._start_thread(self._run)
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        """Run `callback` on the loop thread, after the callbacks asked for before it."""
+        with self._lock:
+            self._calls.append(callback)
+            wake = not self._woken
+            self._woken = True
+        if wake:
+            self._wake()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Run `callback` on the loop thread in about `delay` seconds (no cancel: callbacks check their own state)."""
+        entry = (time.monotonic() + delay, next(self._order), callback)
+        with self._lock:
+            heapq.heappush(self._timers, entry)
+            # Pings are all scheduled one interval ahead, so a new timer is rarely the earliest: no wake needed then.
+            wake = self._timers[0] is entry and not self._woken
+            self._woken = self._woken or wake
+        if wake:
+            self._wake()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # full means a wake-up is already pending; closed means the loop has stopped
+
+    # ---- loop thread only ---------------------------------------------------------------------------------------
+
+    def register(self, sock: socket.socket, handler: Handler, events: int = selectors.EVENT_READ) -> None:
+        self._selector.register(sock, events, handler)
+
+    def modify(self, sock: socket.socket, handler: Handler, events: int) -> None:
+        self._selector.modify(sock, events, handler)
+
+    def unregister(self, sock: socket.socket) -> None:
+        try:
+            self._selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass  # never registered, or its fd is already closed
+
+    def on_loop_thread(self) -> bool:
+        return threading.get_ident() == self.thread_ident
+
+    def _run(self) -> None:
+        self.thread_ident = threading.get_ident()
+        threading.current_thread().name = self.name
+        log.debug("%s loop started", self.name)
+        while True:
+            with self._lock:
+                if self._stopped:
+                    break
+                timeout = None if self._calls else 0.0
+                if timeout is None and self._timers:
+                    timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            for key, mask in self._selector.select(timeout):
+                if key.data is None:
+                    self._drain_wake()
+                else:
+                    self._guarded(key.data, mask)
+            self._run_calls()
+            self._run_timers()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _drain_wake(self) -> None:
+        with self._lock:
+            self._woken = False
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _run_calls(self) -> None:
+        with self._lock:
+            calls, self._calls = self._calls, []
+        for callback in calls:
+            self._guarded(callback)
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        due = []
+        with self._lock:
+            while self._timers and self._timers[0][0] <= now:
+                due.append(heapq.heappop(self._timers)[2])
+        for callback in due:
+            self._guarded(callback)
+
+    def _guarded(self, callback: Callable[..., None], *args: Any) -> None:
+        # The one thread serving every websocket must outlive any single connection's failure, whatever it is.
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("%s: a connection callback failed", self.name)

@@ -1,0 +1,249 @@
+"""A websocket served by the shared loop: wsproto parses what arrives, frames go out through a bounded buffer.
+
+Any thread may write (an emit goes straight to the kernel when nothing is queued, so a delivery costs no thread
+hop); the loop thread reads, flushes a backlog when the socket turns writable, and runs the close handshake.
+A client that cannot keep up with its writes is dropped once its backlog passes `max_buffered` bytes rather than
+growing the server's memory without bound.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import selectors
+import socket
+import threading
+from typing import Protocol
+
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.frame_protocol import CloseReason
+from wsproto.utilities import LocalProtocolError
+
+from transport.loop import SharedLoop
+
+log = logging.getLogger(__name__)
+
+READ = selectors.EVENT_READ
+READ_WRITE = selectors.EVENT_READ | selectors.EVENT_WRITE
+RECEIVE_BYTES = 65536
+CLOSE_GRACE_SECONDS = 5.0  # how long a client gets to answer our close frame before the TCP connection is cut
+
+
+class MessageHandler(Protocol):
+    def on_message(self, data: str | bytes) -> None:
+        """A whole message arrived (called on the loop thread)."""
+
+    def on_close(self) -> None:
+        """The connection is gone, whoever ended it (called once, on the loop thread)."""
+
+
+class WebSocketConnection:
+    """One accepted websocket on the shared loop. `start()` must run on the loop thread (use call_soon)."""
+
+    __slots__ = ("_loop", "_sock", "_handler", "_ws", "_lock", "_out", "_close_requested", "_close_sent",
+                 "_closed", "_parts", "_parts_size", "_max_message", "_max_buffered", "_watching_writes", "peer")
+
+    def __init__(self, loop: SharedLoop, sock: socket.socket, handler: MessageHandler, max_message: int,
+                 max_buffered: int) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._handler = handler
+        self._ws = Connection(ConnectionType.SERVER)  # touched on the loop thread only
+        self._lock = threading.Lock()  # guards _out, _close_requested, _close_sent, _closed and the socket's writes
+        self._out = bytearray()
+        self._close_requested = False
+        self._close_sent = False
+        self._closed = False
+        self._parts: list[str | bytes] = []
+        self._parts_size = 0
+        self._max_message = max_message
+        self._max_buffered = max_buffered
+        self._watching_writes = False
+        try:
+            address = sock.getpeername()
+        except OSError:
+            address = None
+        self.peer = "%s:%s" % address[:2] if isinstance(address, tuple) else "local"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ---- any thread ---------------------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> bool:
+        """Queue one ready-made frame; False when the connection is closing or gone (the frame is dropped)."""
+        with self._lock:
+            if self._close_requested or self._closed:
+                return False
+            return self._write_locked(data)
+
+    def close(self, code: int = CloseReason.NORMAL_CLOSURE, reason: str | None = None) -> None:
+        """Flush what is queued, then run the close handshake; later writes are dropped."""
+        with self._lock:
+            if self._close_requested or self._closed:
+                return
+            self._close_requested = True
+        self._loop.call_soon(lambda: self._send_close(code, reason))
+
+    def _write_locked(self, data: bytes) -> bool:
+        if self._out:
+            if len(self._out) + len(data) > self._max_buffered:
+                self._overflowed()
+                return False
+            self._out += data
+            return True
+        try:
+            sent = self._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._broken(exc)
+            return False
+        if sent < len(data):
+            if len(data) - sent > self._max_buffered:
+                self._overflowed()
+                return False
+            self._out += memoryview(data)[sent:]
+            self._loop.call_soon(self._watch_writes)
+        return True
+
+    def _overflowed(self) -> None:
+        log.info("websocket %s: dropped, more than %d bytes waiting to be sent", self.peer, self._max_buffered)
+        self._close_requested = True
+        self._out.clear()
+        self._loop.call_soon(lambda: self._finish("send buffer overflow"))
+
+    def _broken(self, exc: OSError) -> None:
+        self._close_requested = True
+        self._out.clear()
+        self._loop.call_soon(lambda: self._finish(f"send failed: {errno.errorcode.get(exc.errno or 0, exc)}"))
+
+    # ---- loop thread --------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._closed:
+            return
+        try:
+            self._loop.register(self._sock, self._on_ready)
+        except (ValueError, OSError):
+            self._finish("socket unusable")  # closed before the loop got to it
+
+    def _on_ready(self, mask: int) -> None:
+        if mask & selectors.EVENT_WRITE:
+            self._flush()
+        if mask & selectors.EVENT_READ and not self._closed:
+            self._read()
+
+    def _watch_writes(self) -> None:
+        with self._lock:
+            want = bool(self._out) and not self._closed and not self._watching_writes
+            if want:
+                self._watching_writes = True
+        if want:
+            self._loop.modify(self._sock, self._on_ready, READ_WRITE)
+
+    def _flush(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                sent = self._sock.send(self._out)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._out.clear()
+                reason = f"send failed: {errno.errorcode.get(exc.errno or 0, exc)}"
+            else:
+                del self._out[:sent]
+                if self._out:
+                    return
+                reason = ""
+            self._watching_writes = False
+            finish_now = self._close_sent or bool(reason)
+        if reason:
+            self._finish(reason)
+        elif finish_now and self._ws.state.name == "CLOSED":
+            self._finish("closed")
+        else:
+            self._loop.modify(self._sock, self._on_ready, READ)
+
+    def _send_close(self, code: int, reason: str | None) -> None:
+        if self._closed or self._close_sent:
+            return
+        try:
+            frame = self._ws.send(CloseConnection(code=code, reason=reason))
+        except LocalProtocolError:
+            self._finish("closed")
+            return
+        self._queue_control(frame)
+        self._loop.call_later(CLOSE_GRACE_SECONDS, lambda: self._finish("close handshake timed out"))
+
+    def _queue_control(self, frame: bytes) -> None:
+        """Control frames bypass the close check (they are how a close is said) but not the buffer's order."""
+        with self._lock:
+            if self._closed:
+                return
+            if isinstance(frame, bytes) and self._ws.state.name in ("LOCAL_CLOSING", "CLOSED"):
+                self._close_sent = True
+            self._write_locked(frame)
+
+    def _read(self) -> None:
+        try:
+            data = self._sock.recv(RECEIVE_BYTES)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._finish(f"receive failed: {errno.errorcode.get(exc.errno or 0, exc)}")
+            return
+        if not data:
+            self._finish("end of stream")
+            return
+        try:
+            self._ws.receive_data(data)
+            for event in self._ws.events():
+                if not self._on_event(event):
+                    return
+        except LocalProtocolError:
+            self._finish("protocol error")
+
+    def _on_event(self, event: object) -> bool:
+        """Handle one wsproto event; False once the connection is finished."""
+        if isinstance(event, (TextMessage, BytesMessage)):
+            self._parts.append(event.data)
+            self._parts_size += len(event.data)
+            if self._parts_size > self._max_message:
+                self._parts, self._parts_size = [], 0
+                self.close(CloseReason.MESSAGE_TOO_BIG, "Message is too big")
+                return True
+            if event.message_finished:
+                parts, self._parts, self._parts_size = self._parts, [], 0
+                message = parts[0] if len(parts) == 1 else ("" if isinstance(event, TextMessage) else b"").join(parts)
+                if not self._close_requested:
+                    self._handler.on_message(message)
+        elif isinstance(event, Ping):
+            self._queue_control(self._ws.send(event.response()))
+        elif isinstance(event, CloseConnection):
+            if self._ws.state.name == "REMOTE_CLOSING":  # the client spoke first: answer, then hang up
+                with self._lock:
+                    self._close_requested = True
+                self._queue_control(self._ws.send(event.response()))
+            with self._lock:
+                flushed = not self._out
+            if flushed:
+                self._finish("closed by client")
+                return False
+        return True
+
+    def _finish(self, reason: str) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._close_requested = True
+            self._out.clear()
+        log.debug("websocket %s finished: %s", self.peer, reason)
+        self._loop.unregister(self._sock)
+        self._sock.close()
+        self._handler.on_close()
