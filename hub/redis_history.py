@@ -145,6 +145,9 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 # Who the queue packets claim to come from. No python-socketio instance has this host id, so every instance's
 # listener handles them, including the one whose hub published.
 BROADCAST_HOST_ID = "signalboard"
+# The Socket.IO room of a channel is this prefix + its name; it must equal what
+# blueprints.realtime.transport.channel_room() builds (a test checks that they agree).
+CHANNEL_ROOM_PREFIX = "channel "
 
 
 @dataclass(frozen=True)
@@ -197,8 +200,8 @@ class RedisHistoryStore(HistoryStore):
         self._since = client.register_script(_SINCE)
         self._replay = client.register_script(_REPLAY)
         self._channels = client.register_script(_CHANNELS)
-        # Per thread, per channel: the latest offset the last read saw. A subscription reads history and then
-        # attaches on the same thread; the attach continues exactly where that read stopped (see replay()).
+        # Per thread: the kind, channel and latest offset of the last read. A subscription reads history and
+        # then attaches on the same thread; the attach continues exactly where that read stopped.
         self._read_points = threading.local()
         # The epoch every script call reports, so reading `epoch` right after a read costs no round trip.
         self._epoch: str | None = None
@@ -207,16 +210,17 @@ class RedisHistoryStore(HistoryStore):
     def _epoch_candidate() -> str:
         return uuid.uuid4().hex[:12]
 
-    def _note_read_point(self, channel: str, latest: int, *, first: bool) -> None:
-        points = self._read_points.__dict__.setdefault("points", {})
-        if first:
-            points.setdefault(channel, latest)
-        else:
-            points[channel] = latest
+    def _note_read(self, kind: str, channel: str, latest: int) -> None:
+        last = getattr(self._read_points, "last", None)
+        if kind == "latest" and last is not None and last[:2] == ("since", channel):
+            return  # a subscription reads since() then latest(): its replay continues from the since() read
+        self._read_points.last = (kind, channel, latest)
 
     def take_read_point(self, channel: str) -> int | None:
-        """The offset this thread's last history read of `channel` ended at, once; None if there was none."""
-        return self._read_points.__dict__.get("points", {}).pop(channel, None)
+        """Where this thread's last read of `channel` ended (see replay()); None if its last read was elsewhere."""
+        last = getattr(self._read_points, "last", None)
+        self._read_points.last = None
+        return last[2] if last is not None and last[1] == channel else None
 
     @property
     def epoch(self) -> str:  # type: ignore[override]
@@ -259,7 +263,7 @@ class RedisHistoryStore(HistoryStore):
                 args=[channel, offset, limit or 0, self.max_age_ms, self._epoch_candidate()],
             )
         if limit is None:
-            self._note_read_point(channel, int(latest), first=False)
+            self._note_read("since", channel, int(latest))
         return self._entries(channel, entries), bool(complete)
 
     def latest(self, channel: str) -> int:
@@ -270,7 +274,7 @@ class RedisHistoryStore(HistoryStore):
             raw_latest, epoch = pipe.execute()
         latest = int(raw_latest or 0)
         self._epoch = epoch  # None after a flush: the next `epoch` read starts a new one
-        self._note_read_point(channel, latest, first=True)
+        self._note_read("latest", channel, latest)
         return latest
 
     def channels(self) -> list[str]:

@@ -82,17 +82,21 @@ return redis.call('ZADD', KEYS[1], now_ms(), ARGV[1])
 """
 
 # Withdraw every instance silent for longer than the TTL. KEYS: instances, channels.
-# ARGV: ttl ms, instance hash prefix, subs prefix. Returns the reaped instances.
+# ARGV: ttl ms, instance hash prefix, subs prefix.
+# Returns the reaped instances and the "<channel> u:<sub>" fields that lost their last connection with them.
 _REAP = _LUA_APPLY + """
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms() - tonumber(ARGV[1]))
+local gone = {}
 for _, inst in ipairs(dead) do
   local key = ARGV[2] .. inst
   local old = redis.call('HGETALL', key)
-  for i = 1, #old, 2 do apply(ARGV[3], KEYS[2], old[i], -tonumber(old[i + 1])) end
+  for i = 1, #old, 2 do
+    if apply(ARGV[3], KEYS[2], old[i], -tonumber(old[i + 1])) == 0 then table.insert(gone, old[i]) end
+  end
   redis.call('DEL', key)
   redis.call('ZREM', KEYS[1], inst)
 end
-return dead
+return {dead, gone}
 """
 
 
@@ -201,10 +205,11 @@ class RedisPresenceRegistry:
             raw = self.client.hgetall(self._subs_prefix + channel)
         return {key[2:]: int(n) for key, n in raw.items() if key.startswith("u:") and int(n) > 0}
 
-    def heartbeat(self) -> list[str]:
+    def heartbeat(self) -> list[PresenceChange]:
         """Mark this instance alive (re-publishing its state if Redis lost it) and reap silent instances.
 
-        Returns the instances reaped. Raises Redis outage errors for the caller's loop to retry.
+        Returns a leave for each named user whose last connection went with a reaped instance (sid empty:
+        the connections were elsewhere). Raises Redis outage errors for the caller's loop to retry.
         """
         with self._lock:
             missing = self._beat(keys=[self._instances], args=[self.instance_id])
@@ -212,8 +217,13 @@ class RedisPresenceRegistry:
                 if missing:
                     log.info("presence: instance %s registered in redis, publishing local state", self.instance_id)
                 self._sync_locked()
-        reaped = self._reap(keys=[self._instances, self._channels],
-                            args=[self.ttl_ms, self._inst_prefix, self._subs_prefix])
+        reaped, gone = self._reap(keys=[self._instances, self._channels],
+                                  args=[self.ttl_ms, self._inst_prefix, self._subs_prefix])
         for instance in reaped:
             log.info("presence: instance %s stopped heartbeating, its connections were removed", instance)
-        return list(reaped)
+        changes = []
+        for field in gone:
+            channel, subkey = field.split(" ", 1)
+            if subkey.startswith("u:"):
+                changes.append(PresenceChange(channel, "", subkey[2:], False, 0))
+        return changes

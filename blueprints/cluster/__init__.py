@@ -1,0 +1,98 @@
+"""Scale-out: with REDIS_URL, the hub's history, presence and delivery go through Redis, shared by every instance.
+
+Also the `flask --app app publish CHANNEL EVENT JSON` command for publishers outside the web instances.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+from flask import Flask, current_app
+
+from blueprints.cluster.queue import ClusterQueueManager
+from blueprints.realtime import hub_services
+from blueprints.realtime.transport import SocketIOTransport
+from config import ConfigError
+from extensions import socketio
+from hub.errors import HubError
+from hub.external import ExternalPublisher, history_for
+from hub.redis_client import connect
+from hub.redis_fanout import RedisFanout
+from hub.redis_history import CHANNEL_ROOM_PREFIX
+from hub.redis_presence import RedisPresenceRegistry
+from utils.redis_health import RedisHealth
+
+log = logging.getLogger(__name__)
+
+EXTENSION_KEY = "cluster"
+
+
+def init_cluster(app: Flask) -> None:
+    """Register the publish command; with REDIS_URL, move the hub onto Redis and add the `redis` readiness check."""
+    app.cli.add_command(publish_command)
+    url = app.config["REDIS_URL"]
+    if not url:
+        return
+    config = app.config
+    history = history_for(url, config["REDIS_KEY_PREFIX"], config["HISTORY_MAX_MESSAGES"], config["HISTORY_MAX_AGE"])
+    keys = history.keys
+    presence = RedisPresenceRegistry(connect(url), keys, config["INSTANCE_ID"], config["PRESENCE_TTL"])
+    server = socketio.server
+    # Flask-SocketIO built a stock RedisManager from message_queue; it has not started anything yet (that
+    # happens on the first connection), so it is replaced here by one that survives outages.
+    assert not server.manager_initialized, "the message-queue manager started before it could be replaced"
+    manager = ClusterQueueManager(url, keys.socketio_channel, history, CHANNEL_ROOM_PREFIX)
+    server.manager = manager
+    manager.set_server(server)
+    fanout = RedisFanout(history, manager)
+    health = RedisHealth(history.client, manager, presence, socketio.start_background_task,
+                         announce=fanout.announce, presence_interval=config["PRESENCE_TTL"] / 3)
+    fanout.on_use = health.ensure_started
+    fanout.bind(SocketIOTransport(server), socketio.start_background_task)
+    hub = hub_services(app).hub
+    hub.history, hub.presence, hub.fanout = history, presence, fanout
+    app.extensions["readiness"].add_check("redis", health.check)
+    app.before_request(health.ensure_started)
+    app.extensions[EXTENSION_KEY] = health
+    log.info("scale-out: Redis at key prefix %r, instance %s", keys.prefix, config["INSTANCE_ID"])
+
+
+def _fail(code: str, message: str) -> None:
+    click.echo(json.dumps({"error": {"code": code, "message": message}}), err=True)
+    sys.exit(1)
+
+
+@click.command("publish")
+@click.argument("channel")
+@click.argument("event")
+@click.argument("data", default="null")
+def publish_command(channel: str, event: str, data: str) -> None:
+    """Publish DATA (JSON, default null) as EVENT on CHANNEL to every instance, through Redis.
+
+    Prints {"channel", "offset", "id", "ts"} on success; on failure a JSON error on stderr and exit status 1.
+    """
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        _fail("invalid_payload", "DATA must be JSON, e.g. '{\"price\": 10}' or '\"text\"'")
+    config = current_app.config
+    if not config["REDIS_URL"]:
+        _fail("unavailable", "REDIS_URL is not set: without Redis, publish over HTTP (POST /api/v1/publish)")
+    try:
+        publisher = ExternalPublisher(
+            config["REDIS_URL"],
+            key_prefix=config["REDIS_KEY_PREFIX"],
+            max_messages=config["HISTORY_MAX_MESSAGES"],
+            max_age_seconds=config["HISTORY_MAX_AGE"],
+            max_payload_bytes=config["MAX_PAYLOAD_BYTES"],
+        )
+        with publisher:
+            message = publisher.publish(channel, event, payload)
+    except (HubError, ConfigError) as exc:
+        code = exc.code if isinstance(exc, HubError) else "invalid_config"
+        _fail(code, str(exc))
+    click.echo(json.dumps(message.meta()))
+

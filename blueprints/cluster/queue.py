@@ -1,0 +1,245 @@
+"""python-socketio's Redis manager, made to notice and survive Redis outages without losing messages.
+
+The stock RedisManager (python-socketio 5.18.1) retries a lost subscription with a backoff that grows to 60 s,
+logs every failed publish at ERROR, and cannot tell anyone whether it is receiving: an instance whose listener
+is stuck on a dead connection keeps serving clients that silently get nothing. This subclass keeps the same
+wire format and pub/sub channel, and adds:
+
+- a listener that polls (1 s) instead of blocking, reconnects within seconds, and can be told to reconnect;
+- catch-up: after every re-subscription it replays from Redis history what local subscribers missed while
+  unsubscribed, and drops live copies it already delivered (per-channel offsets only grow, see
+  hub.redis_history), so an outage loses nothing that was acknowledged;
+- markers: python-socketio `callback` packets addressed to this instance, used to place subscriptions in
+  the live order (hub.redis_fanout) and to probe that the listener really receives (utils.redis_health).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import redis
+import socketio
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from hub.errors import Unavailable
+from hub.redis_client import CONNECT_TIMEOUT, OUTAGE_ERRORS
+from hub.redis_history import BROADCAST_HOST_ID, RedisHistoryStore
+
+log = logging.getLogger(__name__)
+
+# Not a connection id: the key python-socketio files our marker callbacks under, so a client disconnecting
+# (which drops its own callbacks) never drops one.
+MARKER_SID = "signalboard:marker"
+POLL_SECONDS = 1.0
+RETRY_MIN_SECONDS = 0.2
+RETRY_MAX_SECONDS = 2.0
+_PROBE_EXPIRY_SECONDS = 30.0
+
+
+class ClusterQueueManager(socketio.RedisManager):
+    """RedisManager with a supervised listener, catch-up after outages and in-order markers (module docstring)."""
+
+    name = "signalboard-redis"
+
+    def __init__(self, url: str, channel: str, history: RedisHistoryStore, room_prefix: str) -> None:
+        super().__init__(url, channel=channel, logger=logging.getLogger("socketio.server"))
+        self.history = history
+        self.room_prefix = room_prefix
+        self.subscribed = False
+        self.last_marker = 0.0  # monotonic time the listener last ran a marker (probes included)
+        self.last_receive = 0.0  # monotonic time the listener last received anything from Redis
+        self._reconnect = threading.Event()
+        # Written only by the listener thread (live packets, catch-up and markers all run there).
+        self._delivered: dict[str, tuple[str, int]] = {}
+        self._init_lock = threading.Lock()
+        self._initialized = False
+        # Probes sent recently (monotonic time, marker): one lost with a dropped connection is forgotten later.
+        self._probes: deque[tuple[float, str]] = deque()
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+
+    def initialize(self) -> None:
+        """Start the listener once, whether the first client or the health monitor gets here first."""
+        with self._init_lock:
+            if self._initialized:
+                return
+            self._initialized = True
+        super().initialize()
+
+    def listener_alive(self) -> bool:
+        thread = getattr(self, "thread", None)
+        return thread is not None and thread.is_alive()
+
+    def restart_listener(self) -> None:
+        """Start a new listener thread if the old one returned (python-socketio lets it end on a bug)."""
+        log.warning("message-queue listener thread ended; starting a new one")
+        self.thread = self.server.start_background_task(self._thread)
+
+    def reconnect(self) -> None:
+        """Ask the listener to drop its connection and subscribe again (it polls this within a second)."""
+        self._reconnect.set()
+
+    # --- Redis connections --------------------------------------------------------------------------------
+
+    def _client(self, read_timeout: float, **extra: Any) -> redis.Redis:
+        return redis.Redis.from_url(
+            self.redis_url, socket_timeout=read_timeout, socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_keepalive=True, retry=Retry(NoBackoff(), 0), **extra,
+        )
+
+    def _redis_connect(self) -> None:
+        """The publishing connection only: fail fast, a publish must never hang."""
+        self.redis = self._client(2.0)
+        self.connected = True
+
+    def _listener_connect(self) -> None:
+        # A longer read timeout than publishing: pub/sub replies can queue behind a burst of messages.
+        self.pubsub = self._client(10.0, health_check_interval=5).pubsub(ignore_subscribe_messages=True)
+
+    def _publish(self, data: Any) -> Any:
+        try:
+            if not self.connected:
+                self._redis_connect()
+            return self.redis.publish(self.channel, json.dumps(data))
+        except OUTAGE_ERRORS as exc:
+            # Presence events and the like: best effort during an outage (messages go through history instead).
+            log.warning("message queue publish failed: %s", exc)
+            self.connected = False
+            return None
+
+    def publish_raw(self, packet: str) -> None:
+        """Publish an already encoded packet; raises Unavailable during an outage."""
+        if not self.connected:
+            self._redis_connect()
+        try:
+            self.redis.publish(self.channel, packet)
+        except OUTAGE_ERRORS as exc:
+            self.connected = False
+            raise Unavailable("message queue unavailable") from exc
+
+    def _close_pubsub(self) -> None:
+        self.subscribed = False
+        if self.pubsub is not None:
+            try:
+                self.pubsub.close()
+            except OUTAGE_ERRORS:
+                pass  # closing a connection that is already gone
+        self.pubsub = None
+
+    # --- the listener -------------------------------------------------------------------------------------
+
+    def _listen(self) -> Iterator[dict[str, Any]]:
+        """Yield queue packets (as dicts) forever, reconnecting and catching up after any failure."""
+        retry = RETRY_MIN_SECONDS
+        while True:
+            try:
+                if self._reconnect.is_set() or self.pubsub is None:
+                    self._reconnect.clear()
+                    self._close_pubsub()
+                    self._listener_connect()
+                    self.pubsub.subscribe(self.channel)
+                    self.subscribed = True
+                    log.info("message queue listener subscribed to %s", self.channel)
+                    yield from self._catch_up()
+                message = self.pubsub.get_message(timeout=POLL_SECONDS)
+                retry = RETRY_MIN_SECONDS
+                if message is None:
+                    continue
+                self.last_receive = time.monotonic()
+                if message.get("type") != "message":
+                    continue
+                packet = self._decode(message["data"])
+                if packet is not None and self._is_new(packet):
+                    yield packet
+            except (*OUTAGE_ERRORS, Unavailable) as exc:
+                log.warning("message queue listener lost redis (%s); retrying in %.1fs", exc, retry)
+                self._close_pubsub()
+                time.sleep(retry)
+                retry = min(retry * 2, RETRY_MAX_SECONDS)
+
+    @staticmethod
+    def _decode(raw: Any) -> dict[str, Any] | None:
+        try:
+            packet = json.loads(raw)
+        except ValueError:
+            log.warning("ignored a message-queue packet that is not JSON")
+            return None
+        return packet if isinstance(packet, dict) else None
+
+    def _is_new(self, packet: dict[str, Any]) -> bool:
+        """False for a live message this instance already delivered (during catch-up); records the rest."""
+        info = packet.get("signalboard")
+        if not isinstance(info, dict):
+            return True
+        channel, epoch, offset = info.get("channel"), info.get("epoch"), info.get("offset")
+        previous = self._delivered.get(channel)
+        if previous is not None and previous[0] == epoch and offset <= previous[1]:
+            return False
+        self._delivered[channel] = (epoch, offset)
+        return True
+
+    def _has_local_members(self, channel: str) -> bool:
+        return bool(self.rooms.get("/", {}).get(self.room_prefix + channel))
+
+    def _catch_up(self) -> Iterator[dict[str, Any]]:
+        """Packets for what local subscribers missed while this listener was not subscribed."""
+        for channel, (epoch, offset) in list(self._delivered.items()):
+            if not self._has_local_members(channel):
+                del self._delivered[channel]
+                continue
+            messages, complete = self.history.since(channel, offset)
+            if self.history.epoch != epoch:
+                log.warning("redis lost the history of %s during the outage; its subscribers must resync", channel)
+                del self._delivered[channel]
+                continue
+            if not complete:
+                log.warning("catch-up of %s: some messages after offset %d were already evicted", channel, offset)
+            if messages:
+                log.info("catch-up of %s: replaying %d messages missed during the outage", channel, len(messages))
+            for message in messages:
+                yield {
+                    "method": "emit", "event": message.event, "data": [message.data, message.meta()],
+                    "namespace": "/", "room": self.room_prefix + channel, "host_id": BROADCAST_HOST_ID,
+                    "signalboard": {"channel": channel, "epoch": epoch, "offset": message.offset},
+                }
+                self._delivered[channel] = (epoch, message.offset)
+
+    # --- markers (hub.redis_fanout.JoinMarkers) -------------------------------------------------------------
+
+    def _marker_prefix(self, marker_id: int) -> str:
+        return (f'{{"method":"callback","host_id":{json.dumps(self.host_id)},"sid":{json.dumps(MARKER_SID)},'
+                f'"namespace":"/","id":{marker_id},"args":[')
+
+    def register(self, channel: str, fn: Callable[[], None]) -> str:
+        def reached(latest: int, epoch: str) -> None:
+            self.last_marker = time.monotonic()
+            previous = self._delivered.get(channel)
+            if previous is None or previous[0] != epoch or previous[1] < latest:
+                self._delivered[channel] = (epoch, latest)
+            fn()
+
+        return self._marker_prefix(self._generate_ack_id(MARKER_SID, reached))
+
+    def forget(self, marker: str) -> None:
+        marker_id = int(marker.rsplit('"id":', 1)[1].split(",", 1)[0])
+        self.callbacks.get(MARKER_SID, {}).pop(marker_id, None)
+
+    def probe(self, on_reached: Callable[[], None]) -> None:
+        """Send a marker through Redis to this instance's own listener; raises Unavailable during an outage."""
+        def reached(*_: Any) -> None:
+            self.last_marker = time.monotonic()
+            on_reached()
+
+        now = time.monotonic()
+        while self._probes and self._probes[0][0] < now - _PROBE_EXPIRY_SECONDS:
+            self.forget(self._probes.popleft()[1])
+        marker = self._marker_prefix(self._generate_ack_id(MARKER_SID, reached))
+        self._probes.append((now, marker))
+        self.publish_raw(marker + "]}")

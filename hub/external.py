@@ -1,0 +1,91 @@
+"""Publish from any Python process (a job runner, a trading engine, a cron script) without going through HTTP.
+
+The message takes exactly the path of one published to a web instance: the same checks, an offset from the
+shared Redis history, and the live broadcast through python-socketio's Redis channel in the same atomic step,
+so subscribers on every instance receive it once, in offset order, and can recover it with `since`.
+
+    from hub.external import ExternalPublisher
+
+    with ExternalPublisher.from_env() as publisher:          # REDIS_URL, REDIS_KEY_PREFIX, HISTORY_* ...
+        message = publisher.publish("orders", "created", {"id": 42})
+        print(message.offset, message.id)
+
+Use the same REDIS_URL, REDIS_KEY_PREFIX and HISTORY_* values as the web instances. From a shell:
+`flask --app app publish CHANNEL EVENT JSON`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from config import SETTINGS, ConfigError
+from hub.channels import validate_channel, validate_event
+from hub.errors import PayloadTooLarge
+from hub.history import Message
+from hub.hub import DEFAULT_MAX_PAYLOAD_BYTES, payload_size
+from hub.redis_client import RedisKeys, connect
+from hub.redis_history import CHANNEL_ROOM_PREFIX, Broadcast, RedisHistoryStore
+
+_FROM_ENV = ("REDIS_URL", "REDIS_KEY_PREFIX", "HISTORY_MAX_MESSAGES", "HISTORY_MAX_AGE", "MAX_PAYLOAD_BYTES")
+
+
+def history_for(redis_url: str, key_prefix: str, max_messages: int, max_age_seconds: float) -> RedisHistoryStore:
+    """The Redis history every instance and publisher must share (same keys, bounds and broadcast target)."""
+    keys = RedisKeys(key_prefix)
+    broadcast = Broadcast(keys.socketio_channel, CHANNEL_ROOM_PREFIX)
+    return RedisHistoryStore(connect(redis_url), keys, max_messages, max_age_seconds, broadcast=broadcast)
+
+
+class ExternalPublisher:
+    """A trusted publisher (like an API key holder): no grants are checked, limits and name rules are."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        key_prefix: str = "signalboard",
+        max_messages: int = 1000,
+        max_age_seconds: float = 300.0,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
+        if not redis_url:
+            raise ConfigError("REDIS_URL must be set to publish from outside the web instances")
+        self.history = history_for(redis_url, key_prefix, max_messages, max_age_seconds)
+        self.max_payload_bytes = max_payload_bytes
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ExternalPublisher:
+        """Built from the same environment variables as the web instances (validated the same way)."""
+        environ = os.environ if environ is None else environ
+        values = {s.name: s.parse(s.name, environ.get(s.name, s.default)) for s in SETTINGS if s.name in _FROM_ENV}
+        return cls(
+            values["REDIS_URL"],
+            key_prefix=values["REDIS_KEY_PREFIX"],
+            max_messages=values["HISTORY_MAX_MESSAGES"],
+            max_age_seconds=values["HISTORY_MAX_AGE"],
+            max_payload_bytes=values["MAX_PAYLOAD_BYTES"],
+        )
+
+    def publish(self, channel: str, event: str, data: Any) -> Message:
+        """Store and broadcast one message; returns it with its offset and id.
+
+        Raises the hub's errors: InvalidChannel, InvalidEvent, InvalidPayload, PayloadTooLarge, and
+        Unavailable when Redis cannot be reached (nothing was published then; retry).
+        """
+        validate_channel(channel)
+        validate_event(event)
+        size = payload_size(data)
+        if size > self.max_payload_bytes:
+            raise PayloadTooLarge(f"data is {size} bytes, the limit is {self.max_payload_bytes}")
+        return self.history.append(channel, event, data)
+
+    def close(self) -> None:
+        self.history.client.close()
+
+    def __enter__(self) -> ExternalPublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

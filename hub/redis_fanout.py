@@ -1,0 +1,158 @@
+"""Fan-out when Redis carries messages: nothing to queue locally, joins placed exactly in the live order.
+
+With REDIS_URL, RedisHistoryStore.append already broadcasts each message through python-socketio's Redis
+channel, and every instance's queue listener emits it to its own members of the channel room. What is left
+for this class is the one thing that must happen at a precise point of that shared order: a subscription.
+attach() has Redis publish, in one atomic step, the backlog the client is owed (to the client's own room) and
+then a marker; when this instance's listener reaches the marker, every message before it went out as backlog
+or before the join, and every later one will reach the client live. So each message arrives exactly once and
+in offset order, even while other instances publish to the same channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hub.errors import Unavailable
+from hub.fanout import Transport
+from hub.history import Message
+from hub.presence import PresenceChange
+from hub.redis_history import RedisHistoryStore
+
+log = logging.getLogger(__name__)
+
+# A join whose marker has not come back after this long is forgotten (Redis dropped it or the listener was
+# down); the subscriber's own wait gives up long before.
+_STALE_JOIN_SECONDS = 60.0
+
+
+class JoinMarkers(Protocol):
+    """Run a function on this instance's queue listener when a marker published through Redis reaches it."""
+
+    def register(self, channel: str, fn: Callable[[], None]) -> str:
+        """Remember `fn`; return the marker packet up to its argument list, for RedisHistoryStore.replay()."""
+
+    def forget(self, marker: str) -> None:
+        """Drop a marker that will never arrive."""
+
+
+@dataclass
+class _Join:
+    sid: str
+    channel: str
+    presence: bool
+    done: threading.Event = field(default_factory=threading.Event)
+    since: float = field(default_factory=time.monotonic)
+    marker: str = ""
+
+
+class RedisFanout:
+    """The FanoutQueue interface for a Redis deployment (see the module docstring)."""
+
+    # Read by the realtime blueprint's readiness check; joins in flight never approach it.
+    max_pending = 1_000_000
+
+    def __init__(self, history: RedisHistoryStore, markers: JoinMarkers, *, on_use: Callable[[], Any] = lambda: None):
+        self.history = history
+        self.markers = markers
+        self.on_use = on_use  # called before each join (the health monitor starts on first use)
+        self._transport: Transport | None = None
+        # Guards _joins: the handler thread adds, the listener thread completes, unsubscribe cancels.
+        self._lock = threading.Lock()
+        self._joins: dict[tuple[str, str], _Join] = {}
+        self._failed = 0
+
+    def bind(self, transport: Transport, start: Callable[..., object]) -> None:
+        """Same signature as FanoutQueue.bind; there is no worker to start."""
+        self._transport = transport
+
+    @property
+    def running(self) -> bool:
+        return True
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._joins)
+
+    def admit(self, count: int = 1) -> None:
+        """Nothing is queued here: Redis itself refuses (503) when it cannot take a message."""
+
+    def deliver(self, message: Message) -> None:
+        """Already broadcast by RedisHistoryStore.append, in the same atomic step that gave it its offset."""
+
+    def announce(self, change: PresenceChange) -> None:
+        assert self._transport is not None, "bind() first"
+        self._transport.send_presence(change)
+
+    def _after(self, channel: str, backlog: Sequence[Message]) -> int:
+        if backlog:
+            return backlog[0].offset - 1
+        point = self.history.take_read_point(channel)
+        return point if point is not None else self.history.latest(channel)
+
+    def attach(self, sid: str, channel: str, backlog: Sequence[Message], *, presence: bool = False) -> threading.Event:
+        """Publish `sid`'s backlog and its join marker through Redis; the event is set once the join happened.
+
+        The backlog is re-read in the atomic step (from the first offset the caller found missing, or from
+        where its last read ended), so messages published since that read are included, not lost.
+        """
+        self.on_use()
+        job = _Join(sid, channel, presence)
+        self._purge_stale()
+        with self._lock:
+            self._joins[(sid, channel)] = job
+        job.marker = self.markers.register(channel, lambda: self._joined(job))
+        try:
+            replay = self.history.replay(channel, self._after(channel, backlog), sid, job.marker)
+        except Unavailable:
+            # The event stays unset: the subscriber's wait times out and its handler undoes the subscription.
+            self._cancel(job)
+            with self._lock:
+                self._failed += 1
+        else:
+            if not replay.complete:
+                log.info("join of %s to %s: history no longer holds everything after the read", sid, channel)
+        return job.done
+
+    def _joined(self, job: _Join) -> None:
+        """Runs on the queue listener, at the marker's place in the live order."""
+        with self._lock:
+            current = self._joins.get((job.sid, job.channel))
+            if current is job:
+                del self._joins[(job.sid, job.channel)]
+        try:
+            if current is job and self._transport is not None:
+                self._transport.add(job.sid, job.channel, job.presence)
+        finally:
+            job.done.set()
+
+    def _cancel(self, job: _Join) -> None:
+        with self._lock:
+            if self._joins.get((job.sid, job.channel)) is job:
+                del self._joins[(job.sid, job.channel)]
+        self.markers.forget(job.marker)
+
+    def _purge_stale(self) -> None:
+        horizon = time.monotonic() - _STALE_JOIN_SECONDS
+        with self._lock:
+            stale = [job for job in self._joins.values() if job.since < horizon]
+        for job in stale:
+            self._cancel(job)
+
+    def detach(self, sid: str, channel: str) -> None:
+        assert self._transport is not None, "bind() first"
+        with self._lock:
+            self._joins.pop((sid, channel), None)  # a join still on its way must not re-add it
+        self._transport.remove(sid, channel)
+
+    def stop(self) -> None:
+        """Nothing to stop: deliveries run on python-socketio's queue listener."""
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"pending": len(self._joins), "handled": 0, "failed": self._failed, "refused": 0}

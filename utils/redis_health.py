@@ -1,0 +1,137 @@
+"""Readiness with REDIS_URL: Redis reachable and the message-queue listener subscribed and really receiving.
+
+A background monitor probes once a second by sending a marker through Redis to this instance's own listener,
+which is the only way to know the listener receives (python-socketio reports nothing). It also restarts a
+listener thread that ended, asks a listener that receives nothing at all to reconnect, and keeps this
+instance's presence heartbeat going.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from hub.errors import Unavailable
+from hub.presence import PresenceChange
+from hub.redis_client import OUTAGE_ERRORS
+
+log = logging.getLogger(__name__)
+
+PROBE_INTERVAL = 1.0
+# No probe back for this long: not ready (the listener is dead, stuck or far behind).
+STALE_AFTER = 5.0
+# Nothing at all received for this long while Redis answers: the subscription is dead, reconnect it.
+RECONNECT_AFTER = 5.0
+
+
+class QueueListener(Protocol):
+    subscribed: bool
+    last_marker: float
+    last_receive: float
+
+    def initialize(self) -> None: ...
+    def listener_alive(self) -> bool: ...
+    def restart_listener(self) -> None: ...
+    def reconnect(self) -> None: ...
+    def probe(self, on_reached: Callable[[], None]) -> None: ...
+
+
+class Heartbeat(Protocol):
+    def heartbeat(self) -> list[PresenceChange]: ...
+
+
+class RedisHealth:
+    def __init__(
+        self,
+        client: Any,
+        listener: QueueListener,
+        presence: Heartbeat,
+        start_task: Callable[..., Any],
+        *,
+        announce: Callable[[PresenceChange], None] = lambda change: None,
+        presence_interval: float = 5.0,
+    ) -> None:
+        self.client = client
+        self.listener = listener
+        self.presence = presence
+        self.presence_interval = presence_interval
+        self.announce = announce
+        self._start_task = start_task
+        # Guards _started so that concurrent first users start one monitor.
+        self._lock = threading.Lock()
+        self._started = False
+        self._ticked = False
+        self._redis_error: str | None = None
+        self._last_beat = 0.0
+        self._last_reconnect = 0.0
+
+    def ensure_started(self) -> None:
+        """Start the monitor (and the listener) on first use: apps built for a CLI command never start them."""
+        if self._started:
+            return
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        self.listener.initialize()
+        self._start_task(self._run)
+
+    def _run(self) -> None:
+        log.info("redis health monitor started")
+        while True:
+            try:
+                self.tick()
+            # The monitor is what readiness relies on: a bug in one round must not end it.
+            except Exception:
+                log.exception("redis health monitor round failed")
+            time.sleep(PROBE_INTERVAL)
+
+    def tick(self) -> None:
+        """One round: listener thread, Redis, probe, presence heartbeat, reconnect if nothing arrives."""
+        if not self.listener.listener_alive():
+            self.listener.restart_listener()
+        try:
+            self.client.ping()
+            self.listener.probe(lambda: None)
+        except (*OUTAGE_ERRORS, Unavailable) as exc:
+            if self._redis_error is None:
+                log.warning("redis unreachable: %s", exc)
+            self._redis_error = type(exc).__name__
+            self._ticked = True
+            return
+        if self._redis_error is not None:
+            log.info("redis reachable again")
+        self._redis_error = None
+        now = time.monotonic()
+        if now - self._last_beat >= self.presence_interval:
+            try:
+                for change in self.presence.heartbeat():
+                    self.announce(change)  # users whose last connection was on a crashed instance
+                self._last_beat = now
+            except OUTAGE_ERRORS as exc:
+                log.warning("presence heartbeat failed: %s", exc)
+        silent = now - max(self.listener.last_receive, self.listener.last_marker)
+        if self._ticked and silent > RECONNECT_AFTER and now - self._last_reconnect > RECONNECT_AFTER:
+            log.warning("message-queue listener received nothing for %.0fs while redis answers; reconnecting", silent)
+            self._last_reconnect = now
+            self.listener.reconnect()
+        self._ticked = True
+
+    def check(self) -> str | None:
+        """Readiness check: None when ready, else why not."""
+        self.ensure_started()
+        if not self._ticked:
+            return "starting"
+        if self._redis_error is not None:
+            return f"redis unreachable ({self._redis_error})"
+        if not self.listener.listener_alive():
+            return "message-queue listener not running"
+        if not self.listener.subscribed:
+            return "message-queue listener not subscribed"
+        late = time.monotonic() - self.listener.last_marker
+        if late > STALE_AFTER:
+            return f"message-queue listener not receiving (last probe {late:.0f}s ago)"
+        return None
