@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from blueprints.realtime import init_realtime
+from blueprints.realtime import hub_services, init_realtime
 from config import load_config
 from extensions import init_socketio, socketio
 from utils.admission import Admission, ThreadBudget
@@ -41,10 +41,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def configure_sessions(app: Flask) -> None:
+    secure = app.config["SESSION_COOKIE_SECURE"]  # None: decided by SIGNALBOARD_ENV
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=app.config["SIGNALBOARD_ENV"] == "production",
+        SESSION_COOKIE_SECURE=app.config["SIGNALBOARD_ENV"] == "production" if secure is None else secure,
     )
 
 
@@ -63,10 +64,12 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     from blueprints.api import bp as api
+    from blueprints.dashboard import init_dashboard
     from blueprints.health import bp as health
 
     app.register_blueprint(health)
     app.register_blueprint(api)
+    init_dashboard(app, hub_services(app).hub)  # the page at /, its '/dashboard' namespace and sampler task
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -48,6 +48,10 @@ def _boolean(name: str, raw: str) -> bool:
     raise ConfigError(f"{name} must be 1 or 0 (true/false), got {raw!r}")
 
 
+def _optional_boolean(name: str, raw: str) -> bool | None:
+    return _boolean(name, raw) if raw.strip() else None
+
+
 def _choice(*allowed: str) -> Callable[[str, str], str]:
     def parse(name: str, raw: str) -> str:
         value = raw.strip()
@@ -99,6 +103,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PORT", "5000", _integer(1, 65535), "bind port"),
     Setting("SECRET_KEY", "", _text, "signs sessions and tokens; required in production, at least 16 characters"),
     Setting("API_KEYS", "", _word_list, "comma-separated keys allowed to publish and mint tokens"),
+    Setting("DASHBOARD_PASSWORD", "", _text,
+            "password for the dashboard at `/`; empty means any of API_KEYS logs in (no keys: login disabled)"),
+    Setting("SESSION_COOKIE_SECURE", "", _optional_boolean,
+            "send the dashboard's session cookie over HTTPS only; empty means on in production, off in development"),
     Setting("PING_INTERVAL", "25", _integer(1, 3600), "seconds between Engine.IO pings"),
     Setting("PING_TIMEOUT", "20", _integer(1, 3600), "seconds to wait for a pong before dropping a client"),
     Setting("CORS_ALLOWED_ORIGINS", "", _origins,

@@ -40,8 +40,8 @@ def free_port() -> int:
 class ServerProcess:
     """One `start.sh` run. Use as a context manager, or call start() and stop()."""
 
-    def __init__(self, **env: Any) -> None:
-        self.port = free_port()
+    def __init__(self, port: int | None = None, **env: Any) -> None:
+        self.port = port or free_port()  # a given port lets a test restart "the same" server
         self.env = {**os.environ, **TEST_ENV, "HOST": "127.0.0.1", "PORT": str(self.port)}
         self.env.update({k: str(v) for k, v in env.items()})
         self.url = f"http://127.0.0.1:{self.port}"

@@ -1,0 +1,110 @@
+"""The operators' dashboard: login, the page at `/`, and its own Socket.IO namespace fed by one sampler task."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request, session, url_for
+
+from blueprints.dashboard.live import NAMESPACE, ConnectionTally, Sampler, Watchers
+from blueprints.dashboard.namespace import DashboardNamespace
+from blueprints.dashboard.security import (
+    add_security_headers,
+    csrf_token,
+    csrf_valid,
+    current_login,
+    login_configured,
+    origin_allowed,
+    password_matches,
+    start_login,
+)
+from extensions import socketio
+from hub import Hub, RateLimiter
+from utils.http_errors import json_error
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("dashboard", __name__)
+
+EXTENSION_KEY = "dashboard"
+# Password guesses per client address: a burst of 5, then one every 12 seconds.
+LOGIN_ATTEMPTS_PER_SECOND = 1 / 12
+LOGIN_BURST = 5
+
+
+def init_dashboard(app: Flask, hub: Hub) -> Sampler:
+    """Register the blueprint, the '/dashboard' namespace and the sampler (started by the first dashboard)."""
+    tally = ConnectionTally()
+    tally.install(socketio.server.eio)
+    watchers = Watchers()
+    # The realtime namespace knows each connection's `sub`; without its sub_of() the table shows none.
+    realtime = socketio.server.namespace_handlers.get("/")
+    sampler = Sampler(socketio, hub, tally, watchers, getattr(realtime, "sub_of", lambda sid: None))
+    app.extensions[EXTENSION_KEY] = {
+        "sampler": sampler,
+        "watchers": watchers,
+        "login_limiter": RateLimiter(LOGIN_ATTEMPTS_PER_SECOND, LOGIN_BURST),
+    }
+    socketio.on_namespace(DashboardNamespace(NAMESPACE, hub, sampler, watchers))
+    app.register_blueprint(bp)
+    app.after_request(add_security_headers)
+    return sampler
+
+
+def _login_page(status: int = 200, error: str | None = None, retry_after: int | None = None) -> Response:
+    response = current_app.make_response(
+        (render_template("login.html", error=error, csrf_token=csrf_token(), configured=login_configured()), status))
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+@bp.get("/")
+def index() -> Response:
+    if current_login() is None:
+        return redirect(url_for("dashboard.login"))
+    return current_app.make_response(render_template("dashboard.html", csrf_token=csrf_token()))
+
+
+@bp.get("/login")
+def login() -> Response:
+    if current_login() is not None:
+        return redirect(url_for("dashboard.index"))
+    return _login_page()
+
+
+@bp.post("/login")
+def login_submit() -> Response:
+    if not origin_allowed(request):
+        return json_error(403, "forbidden_origin", "This form may only be sent from the dashboard's own pages.")
+    if not login_configured():
+        return _login_page(403, "Dashboard login is disabled: set DASHBOARD_PASSWORD or API_KEYS.")
+    if not csrf_valid(request.form.get("csrf_token")):
+        return _login_page(400, "The form had expired. Please try again.")
+    wait = current_app.extensions[EXTENSION_KEY]["login_limiter"].acquire(request.remote_addr or "unknown")
+    if wait:
+        seconds = max(1, math.ceil(wait))
+        log.warning("dashboard login rate limited for %s", request.remote_addr)
+        return _login_page(429, f"Too many attempts. Try again in {seconds} s.", retry_after=seconds)
+    if not password_matches(request.form.get("password", "")):
+        log.info("dashboard login failed from %s", request.remote_addr)
+        return _login_page(401, "Wrong password or API key.")
+    start_login()
+    log.info("dashboard login from %s", request.remote_addr)
+    return redirect(url_for("dashboard.index"))
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    if not origin_allowed(request):
+        return json_error(403, "forbidden_origin", "This form may only be sent from the dashboard's own pages.")
+    if not csrf_valid(request.form.get("csrf_token")):
+        return json_error(400, "csrf_failed", "The form had expired; reload the page and try again.")
+    login_id = current_login()
+    session.clear()
+    if login_id is not None:
+        # Socket sessions are copies taken at connect, so clearing the cookie does not reach them: end them here.
+        for sid in current_app.extensions[EXTENSION_KEY]["watchers"].sids_of_login(login_id):
+            socketio.server.disconnect(sid, namespace=NAMESPACE)
+    return redirect(url_for("dashboard.login"))

@@ -1,0 +1,311 @@
+"""The dashboard's live feed: one background task samples the process once a second and pushes a snapshot.
+
+Nothing here polls the HTTP API: the sampler reads the in-process objects (Engine.IO sessions, the hub, the
+Prometheus counters) directly and emits to the dashboard room, plus the new messages of the channels each
+dashboard watches (read from history, so watching never joins a channel or shows up in its presence).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import tomllib
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Counter
+
+from hub import Hub
+from utils.metrics import MESSAGES_DELIVERED, MESSAGES_PUBLISHED, disconnect_race_counts
+from utils.runtime_stats import thread_counts, uptime_seconds
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "/dashboard"
+ROOM = "dashboards"
+SAMPLE_INTERVAL = 1.0
+# What one snapshot carries at most, so 1000 clients or channels cost the page a bounded DOM and the wire a bounded
+# frame; the totals are always sent alongside.
+MAX_CLIENT_ROWS = 500
+MAX_CHANNEL_ROWS = 200
+MAX_WATCHED_CHANNELS = 20
+# Newest messages per watched channel per tick; at 100 events/s the page keeps up and older ones are skipped.
+MAX_EVENTS_PER_TICK = 200
+BACKLOG_ON_WATCH = 20
+
+_PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def read_version() -> str:
+    try:
+        with _PYPROJECT.open("rb") as file:
+            return str(tomllib.load(file)["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
+
+
+def resident_memory_bytes() -> int | None:
+    """VmRSS of this process from /proc (Linux); None elsewhere."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def counter_total(counter: Counter) -> float:
+    """A labelled counter summed over all its labels."""
+    return sum(sample.value for metric in counter.collect() for sample in metric.samples
+               if sample.name.endswith("_total"))
+
+
+class PerSecondRing:
+    """Events counted into one-second buckets over the last minute, in bounded memory at any churn rate."""
+
+    def __init__(self, seconds: int = 60, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: deque[list[int]] = deque(maxlen=seconds)  # [second, count]
+        self._seconds = seconds
+        self._lock = threading.Lock()  # guards _buckets: Engine.IO handler threads add, the sampler reads
+
+    def add(self) -> None:
+        second = int(self._clock())
+        with self._lock:
+            if self._buckets and self._buckets[-1][0] == second:
+                self._buckets[-1][1] += 1
+            else:
+                self._buckets.append([second, 1])
+
+    def last_minute(self) -> int:
+        cutoff = int(self._clock()) - self._seconds
+        with self._lock:
+            return sum(count for second, count in self._buckets if second > cutoff)
+
+
+class ConnectionTally:
+    """Counts Engine.IO connects and disconnects and remembers when each open session began.
+
+    It wraps the handlers python-socketio registered on its Engine.IO server, so it sees every session,
+    however short, without another layer having to report them.
+    """
+
+    def __init__(self) -> None:
+        self.connects = PerSecondRing()
+        self.disconnects = PerSecondRing()
+        # Guards _since (eio sid -> epoch seconds), written on connect/disconnect threads.
+        self._lock = threading.Lock()
+        self._since: dict[str, float] = {}
+
+    def install(self, engineio_server: Any) -> None:
+        on_connect = engineio_server.handlers["connect"]
+        on_disconnect = engineio_server.handlers["disconnect"]
+
+        def connect(eio_sid: str, *args: Any) -> Any:
+            result = on_connect(eio_sid, *args)
+            if result is None or result is True:  # Engine.IO's "accepted"
+                with self._lock:
+                    self._since[eio_sid] = time.time()
+                self.connects.add()
+            return result
+
+        def disconnect(eio_sid: str, *args: Any) -> Any:
+            with self._lock:
+                known = self._since.pop(eio_sid, None) is not None
+            if known:
+                self.disconnects.add()
+            return on_disconnect(eio_sid, *args)
+
+        engineio_server.handlers["connect"] = connect
+        engineio_server.handlers["disconnect"] = disconnect
+
+    def connected_since(self, eio_sid: str) -> float | None:
+        with self._lock:
+            return self._since.get(eio_sid)
+
+
+class Watchers:
+    """Which channels each dashboard connection watches (with the last offset sent to it), and the logins behind
+    the connections (so a logout can end them)."""
+
+    def __init__(self) -> None:
+        # Guards both maps; dashboard connect/disconnect/watch handlers and the sampler run on different threads.
+        self._lock = threading.Lock()
+        self._sent: dict[str, dict[str, int | None]] = {}  # sid -> channel -> last offset sent (None: nothing yet)
+        self._logins: dict[str, str] = {}
+
+    def join(self, sid: str, login_id: str) -> None:
+        with self._lock:
+            self._logins[sid] = login_id
+            self._sent[sid] = {}
+
+    def leave(self, sid: str) -> None:
+        with self._lock:
+            self._logins.pop(sid, None)
+            self._sent.pop(sid, None)
+
+    def watch(self, sid: str, channels: tuple[str, ...]) -> bool:
+        """Replace the channels `sid` watches; False if `sid` is no longer connected."""
+        with self._lock:
+            if sid not in self._logins:
+                return False
+            before = self._sent[sid]
+            self._sent[sid] = {channel: before.get(channel) for channel in channels}
+            return True
+
+    def sent(self, sid: str, channel: str, offset: int) -> None:
+        """Record what the sampler sent, unless the channel was unwatched meanwhile."""
+        with self._lock:
+            channels = self._sent.get(sid)
+            if channels is not None and channel in channels:
+                channels[channel] = offset
+
+    def plan(self) -> list[tuple[str, str, int | None]]:
+        """(sid, channel, last offset sent) for every watched channel of every dashboard."""
+        with self._lock:
+            return [(sid, channel, offset) for sid, channels in self._sent.items()
+                    for channel, offset in channels.items()]
+
+    def sids_of_login(self, login_id: str) -> list[str]:
+        with self._lock:
+            return [sid for sid, login in self._logins.items() if login == login_id]
+
+    def sids(self) -> list[str]:
+        with self._lock:
+            return list(self._logins)
+
+
+def message_row(message: Any) -> dict[str, Any]:
+    return {"channel": message.channel, "event": message.event, "data": message.data,
+            "offset": message.offset, "id": message.id, "ts": message.ts}
+
+
+class Sampler:
+    """The one background task behind every dashboard: sample, emit a snapshot, emit watched channels' news."""
+
+    def __init__(self, socketio: Any, hub: Hub, tally: ConnectionTally, watchers: Watchers,
+                 identity_of: Callable[[str], str | None]) -> None:
+        self.socketio = socketio
+        self.hub = hub
+        self.tally = tally
+        self.watchers = watchers
+        self.identity_of = identity_of
+        self.version = read_version()
+        # Guards the one-time start and the stop flag.
+        self._lock = threading.Lock()
+        self._started = False
+        self._stop = threading.Event()
+        self._last_counts: tuple[float, float, float] | None = None
+
+    def ensure_started(self) -> None:
+        """Start the task on the first dashboard connection: apps that never serve one never run it."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        self.socketio.start_background_task(self.run)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        log.info("dashboard sampler started")
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            # The task feeds every open dashboard: one bad sample must not end it; the next tick tries again.
+            except Exception:
+                log.exception("dashboard sample failed")
+            next_tick += SAMPLE_INTERVAL
+            self._stop.wait(max(0.0, next_tick - time.monotonic()))
+        log.info("dashboard sampler stopped")
+
+    def tick(self) -> None:
+        snapshot = self.snapshot()
+        if self.watchers.sids():
+            self.socketio.emit("snapshot", snapshot, to=ROOM, namespace=NAMESPACE)
+        self.emit_new_events()
+
+    def _rates(self) -> tuple[float | None, float | None]:
+        """Published and delivered per second since the previous tick (None on the first)."""
+        now = time.monotonic()
+        counts = (counter_total(MESSAGES_PUBLISHED), counter_total(MESSAGES_DELIVERED))
+        last, self._last_counts = self._last_counts, (now, *counts)
+        if last is None:
+            return None, None
+        elapsed = max(now - last[0], 1e-3)
+        return round((counts[0] - last[1]) / elapsed, 1), round((counts[1] - last[2]) / elapsed, 1)
+
+    def snapshot(self) -> dict[str, Any]:
+        server = self.socketio.server
+        manager = server.manager
+        dashboard_sids = self.watchers.sids()
+        dashboard_eio = {manager.eio_sid_from_sid(sid, NAMESPACE) for sid in dashboard_sids}
+        by_transport = {"websocket": 0, "polling": 0}
+        for eio_sid, socket in list(server.eio.sockets.items()):
+            if not socket.closed and eio_sid not in dashboard_eio:
+                by_transport["websocket" if socket.upgraded else "polling"] += 1
+        published_rate, delivered_rate = self._rates()
+        channels = self.hub.channel_summaries()
+        clients = self.client_rows()
+        return {
+            "time": time.time(),
+            "version": self.version,
+            "uptime": uptime_seconds(),
+            "threads": thread_counts(),
+            "rss_bytes": resident_memory_bytes(),
+            "clients": {**by_transport, "total": sum(by_transport.values()), "dashboards": len(dashboard_sids)},
+            "connects_per_minute": self.tally.connects.last_minute(),
+            "disconnects_per_minute": self.tally.disconnects.last_minute(),
+            "disconnect_races": disconnect_race_counts(),
+            "published_per_second": published_rate,
+            "delivered_per_second": delivered_rate,
+            "fanout_pending": self.hub.fanout.pending(),
+            "channels": sorted(channels, key=lambda c: (-c["subscribers"], c["channel"]))[:MAX_CHANNEL_ROWS],
+            "channel_count": len(channels),
+            "client_rows": clients[:MAX_CLIENT_ROWS],
+            "client_count": len(clients),
+        }
+
+    def client_rows(self) -> list[dict[str, Any]]:
+        """Realtime ('/') connections, newest first."""
+        server = self.socketio.server
+        rows = []
+        for sid, eio_sid in list(server.manager.get_participants("/", None)):
+            socket = server.eio.sockets.get(eio_sid)
+            if socket is None or socket.closed:
+                continue
+            rows.append({
+                "sid": sid,
+                "sub": self.identity_of(sid),
+                "transport": "websocket" if socket.upgraded else "polling",
+                "channels": sorted(self.hub.presence.channels_of(sid)),
+                "since": self.tally.connected_since(eio_sid),
+            })
+        rows.sort(key=lambda row: row["since"] or 0, reverse=True)
+        return rows
+
+    def emit_new_events(self) -> None:
+        """Each dashboard gets what is new in its channels since its last tick; a new watcher the last few first."""
+        latest: dict[str, int] = {}
+        for sid, channel, sent in self.watchers.plan():
+            if channel not in latest:
+                latest[channel] = self.hub.history.latest(channel)
+            newest = latest[channel]
+            start = max(0, newest - BACKLOG_ON_WATCH) if sent is None else sent
+            if newest > start:
+                messages, _ = self.hub.history.since(channel, max(start, newest - MAX_EVENTS_PER_TICK))
+                rows = [message_row(m) for m in messages]
+                # Messages published since `newest` was read come along too; they count as sent.
+                newest = max(newest, rows[-1]["offset"]) if rows else newest
+                self.socketio.emit("events", {"channel": channel, "events": rows,
+                                              "skipped": max(0, newest - start - len(rows))},
+                                   to=sid, namespace=NAMESPACE)
+            if sent != newest:
+                self.watchers.sent(sid, channel, newest)

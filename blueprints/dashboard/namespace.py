@@ -1,0 +1,73 @@
+"""Socket.IO namespace '/dashboard': only a logged-in dashboard session may connect; it watches, publishes, kicks."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import request, session
+from flask_socketio import ConnectionRefusedError, Namespace, join_room
+
+from blueprints.dashboard.live import MAX_WATCHED_CHANNELS, ROOM, Sampler, Watchers
+from blueprints.dashboard.security import csrf_valid, current_login, origin_allowed
+from hub import Hub
+from hub.channels import validate_channel
+from hub.errors import InvalidPayload, NotFound
+
+log = logging.getLogger(__name__)
+
+
+def _body(payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise InvalidPayload("the event payload must be an object")
+    return payload
+
+
+class DashboardNamespace(Namespace):
+    """Handlers return ack dicts; HubErrors they raise become error acks through the default error handler."""
+
+    def __init__(self, namespace: str, hub: Hub, sampler: Sampler, watchers: Watchers) -> None:
+        super().__init__(namespace)
+        self.hub = hub
+        self.sampler = sampler
+        self.watchers = watchers
+
+    def on_connect(self, auth: Any = None) -> None:
+        # The session seen here is the cookie's, copied at connect. The CSRF token in `auth` proves the page
+        # itself opened the socket: a foreign page gets neither the cookie's contents nor the token.
+        login_id = current_login(session)
+        token = auth.get("csrf") if isinstance(auth, dict) else None
+        if login_id is None or not csrf_valid(token, session) or not origin_allowed(request):
+            log.info("dashboard connection refused (logged in: %s)", login_id is not None)
+            raise ConnectionRefusedError("unauthorized", {"code": "unauthorized", "message": "log in again"})
+        self.watchers.join(request.sid, login_id)
+        join_room(ROOM)
+        self.sampler.ensure_started()
+
+    def on_disconnect(self, reason: Any = None) -> None:
+        self.watchers.leave(request.sid)
+
+    def on_watch(self, payload: Any = None) -> dict[str, Any]:
+        """Replace the channels whose events this dashboard receives."""
+        channels = _body(payload).get("channels")
+        if not isinstance(channels, list) or len(channels) > MAX_WATCHED_CHANNELS:
+            raise InvalidPayload(f"channels must be a list of at most {MAX_WATCHED_CHANNELS} names")
+        names = tuple(dict.fromkeys(validate_channel(channel) for channel in channels))
+        self.watchers.watch(request.sid, names)
+        return {"ok": True, "channels": list(names)}
+
+    def on_publish(self, payload: Any = None) -> dict[str, Any]:
+        """Publish as a trusted publisher, like the HTTP API with an API key."""
+        body = _body(payload)
+        message = self.hub.publish(body.get("channel"), body.get("event"), body.get("data"))
+        log.info("dashboard published", extra={"channel": message.channel, "event": message.event})
+        return {"ok": True, **message.meta()}
+
+    def on_kick(self, payload: Any = None) -> dict[str, Any]:
+        """Disconnect one realtime client; it may reconnect (a ban is not the dashboard's business)."""
+        sid = _body(payload).get("sid")
+        if not isinstance(sid, str) or not self.socketio.server.manager.is_connected(sid, "/"):
+            raise NotFound("no such client (it may have left already)")
+        self.socketio.server.disconnect(sid, namespace="/")
+        log.info("dashboard disconnected a client", extra={"sid": sid})
+        return {"ok": True, "sid": sid}

@@ -1,0 +1,247 @@
+"""The dashboard's routes and namespace in-process: login required, CSRF, origin checks, logout, headers, limits."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from extensions import socketio
+from tests.conftest import UNIT_CONFIG
+
+ROOT = Path(__file__).resolve().parents[2]
+HTTPS = "https://localhost"  # production cookies are Secure: the test client only sends them back over https
+
+
+@pytest.fixture
+def dashboard_client(app):
+    yield app.test_client()
+    app.extensions["dashboard"]["sampler"].stop()  # started by any dashboard connection in the test
+
+
+def csrf_of(client, path: str = "/login") -> str:
+    page = client.get(path, base_url=HTTPS).get_data(as_text=True)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, page
+    return match.group(1)
+
+
+def log_in(client, password: str = "unit-key"):
+    return client.post("/login", base_url=HTTPS, data={"csrf_token": csrf_of(client), "password": password})
+
+
+def test_dashboard_requires_login(dashboard_client):
+    response = dashboard_client.get("/", base_url=HTTPS)
+    assert response.status_code == 302 and response.headers["Location"] == "/login"
+
+
+def test_login_with_an_api_key_then_logout(dashboard_client):
+    response = log_in(dashboard_client)
+    assert response.status_code == 302 and response.headers["Location"] == "/"
+    page = dashboard_client.get("/", base_url=HTTPS)
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert 'id="connection-state"' in html and 'name="csrf-token"' in html
+    token = re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
+
+    assert dashboard_client.post("/logout", base_url=HTTPS, data={}).status_code == 400  # no token: still in
+    assert dashboard_client.get("/", base_url=HTTPS).status_code == 200
+    response = dashboard_client.post("/logout", base_url=HTTPS, data={"csrf_token": token})
+    assert response.status_code == 302 and response.headers["Location"] == "/login"
+    assert dashboard_client.get("/", base_url=HTTPS).status_code == 302
+
+
+def test_wrong_password_is_refused(dashboard_client):
+    response = log_in(dashboard_client, "not-the-key")
+    assert response.status_code == 401
+    assert "Wrong password or API key." in response.get_data(as_text=True)
+    assert dashboard_client.get("/", base_url=HTTPS).status_code == 302
+
+
+def test_login_without_csrf_token_is_refused(dashboard_client):
+    dashboard_client.get("/login", base_url=HTTPS)
+    response = dashboard_client.post("/login", base_url=HTTPS, data={"password": "unit-key"})
+    assert response.status_code == 400
+    response = dashboard_client.post("/login", base_url=HTTPS, data={"password": "unit-key", "csrf_token": "forged"})
+    assert response.status_code == 400
+    assert dashboard_client.get("/", base_url=HTTPS).status_code == 302
+
+
+def test_login_from_a_foreign_origin_is_refused(dashboard_client):
+    token = csrf_of(dashboard_client)
+    response = dashboard_client.post("/login", base_url=HTTPS, headers={"Origin": "https://evil.example"},
+                                     data={"csrf_token": token, "password": "unit-key"})
+    assert response.status_code == 403
+    assert response.get_json()["error"]["code"] == "forbidden_origin"
+    assert dashboard_client.get("/", base_url=HTTPS).status_code == 302
+    same = dashboard_client.post("/login", base_url=HTTPS, headers={"Origin": HTTPS},
+                                 data={"csrf_token": token, "password": "unit-key"})
+    assert same.status_code == 302
+
+
+def test_dashboard_password_replaces_api_keys():
+    from app import create_app
+
+    client = create_app({**UNIT_CONFIG, "DASHBOARD_PASSWORD": "correct horse battery"}).test_client()
+    assert log_in(client, "unit-key").status_code == 401
+    assert log_in(client, "correct horse battery").status_code == 302
+
+
+def test_login_disabled_without_any_secret():
+    from app import create_app
+
+    client = create_app({**UNIT_CONFIG, "API_KEYS": (), "DASHBOARD_PASSWORD": ""}).test_client()
+    page = client.get("/login", base_url=HTTPS).get_data(as_text=True)
+    assert "Dashboard login is disabled" in page and 'name="password"' not in page
+    response = client.post("/login", base_url=HTTPS, data={"password": ""})
+    assert response.status_code == 403
+
+
+def test_login_is_rate_limited(dashboard_client):
+    for _ in range(5):
+        assert log_in(dashboard_client, "guess").status_code == 401
+    limited = log_in(dashboard_client, "unit-key")  # even the right key waits: guesses must not be free
+    assert limited.status_code == 429
+    assert 1 <= int(limited.headers["Retry-After"]) <= 12
+    assert dashboard_client.get("/", base_url=HTTPS).status_code == 302
+
+
+def test_session_cookie_flags(dashboard_client):
+    log_in(dashboard_client)
+    cookie = dashboard_client.get_cookie("session", domain="localhost")
+    assert cookie is not None
+    assert cookie.secure and cookie.http_only and cookie.same_site == "Lax"
+
+
+def test_secure_flag_can_be_turned_off_for_plain_http():
+    from app import create_app
+
+    app = create_app({**UNIT_CONFIG, "SESSION_COOKIE_SECURE": False})
+    assert app.config["SESSION_COOKIE_SECURE"] is False
+    assert create_app(UNIT_CONFIG).config["SESSION_COOKIE_SECURE"] is True
+
+
+@pytest.mark.parametrize("path", ["/login", "/static/dashboard.js"])
+def test_security_headers(dashboard_client, path):
+    with dashboard_client.get(path, base_url=HTTPS) as response:  # static files stay open until closed
+        headers = response.headers
+    policy = headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+
+
+def test_pages_are_not_cached(dashboard_client):
+    log_in(dashboard_client)
+    assert dashboard_client.get("/", base_url=HTTPS).headers["Cache-Control"] == "no-store"
+
+
+class InlineCodeFinder(HTMLParser):
+    """Collects what a strict CSP would block: inline <script>, event-handler attributes, style attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.problems: list[str] = []
+        self.scripts: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        names = dict(attrs)
+        if tag == "script":
+            if "src" not in names:
+                self.problems.append("inline <script>")
+            else:
+                self.scripts.append(names["src"])
+        for name in names:
+            if name.startswith("on") or name == "style":
+                self.problems.append(f"{tag} {name}=")
+        if tag == "style":
+            self.problems.append("<style>")
+
+
+def test_pages_have_no_inline_code_and_no_cdn(dashboard_client):
+    finder = InlineCodeFinder()
+    finder.feed(dashboard_client.get("/login", base_url=HTTPS).get_data(as_text=True))
+    log_in(dashboard_client)
+    finder.feed(dashboard_client.get("/", base_url=HTTPS).get_data(as_text=True))
+    assert finder.problems == []
+    assert finder.scripts and all(src.startswith("/static/") for src in finder.scripts)
+    for src in finder.scripts:
+        with dashboard_client.get(src, base_url=HTTPS) as response:
+            assert response.status_code == 200
+
+
+def test_vendored_libraries_match_their_notes():
+    vendor = ROOT / "static" / "vendor"
+    notes = (vendor / "README.md").read_text()
+    assert "socket.io-client" in notes and "4.8.4" in notes and "uplot" in notes and "1.6.32" in notes
+    assert (vendor / "socket.io-client" / "socket.io.min.js").read_text().startswith("/*!\n * Socket.IO v4.8.4")
+    assert "(v1.6.32)" in (vendor / "uplot" / "uPlot.iife.min.js").read_text()[:100]
+    for library in ("socket.io-client", "uplot"):
+        assert "MIT License" in (vendor / library / "LICENSE").read_text()
+
+
+# --- the '/dashboard' Socket.IO namespace ---
+
+def dashboard_socket(app, client, auth):
+    return socketio.test_client(app, namespace="/dashboard", flask_test_client=client, auth=auth)
+
+
+def page_token(client) -> str:
+    html = client.get("/", base_url=HTTPS).get_data(as_text=True)
+    return re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
+
+
+def test_namespace_refuses_anonymous_and_tokenless(app, dashboard_client):
+    dashboard_client.get("/login", base_url=HTTPS)
+    assert not dashboard_socket(app, dashboard_client, {"csrf": "x"}).is_connected("/dashboard")
+    log_in(dashboard_client)
+    assert not dashboard_socket(app, dashboard_client, {}).is_connected("/dashboard")
+    assert not dashboard_socket(app, dashboard_client, {"csrf": "wrong"}).is_connected("/dashboard")
+
+
+def test_namespace_watch_publish_and_kick(app, dashboard_client):
+    log_in(dashboard_client)
+    sock = dashboard_socket(app, dashboard_client, {"csrf": page_token(dashboard_client)})
+    assert sock.is_connected("/dashboard")
+
+    ack = sock.emit("watch", {"channels": ["orders.eu", "orders.eu"]}, namespace="/dashboard", callback=True)
+    assert ack == {"ok": True, "channels": ["orders.eu"]}
+    bad = sock.emit("watch", {"channels": ["bad..name"]}, namespace="/dashboard", callback=True)
+    assert bad["ok"] is False and bad["error"]["code"] == "invalid_channel"
+
+    ack = sock.emit("publish", {"channel": "orders.eu", "event": "created", "data": {"n": 1}},
+                    namespace="/dashboard", callback=True)
+    assert ack["ok"] is True and ack["offset"] == 1
+    bad = sock.emit("publish", {"channel": "orders.eu", "event": "connect", "data": {}},
+                    namespace="/dashboard", callback=True)
+    assert bad["ok"] is False and bad["error"]["code"] == "invalid_event"
+
+    missing = sock.emit("kick", {"sid": "nobody"}, namespace="/dashboard", callback=True)
+    assert missing["ok"] is False and missing["error"]["code"] == "not_found"
+    sock.disconnect(namespace="/dashboard")
+
+
+def test_sampler_snapshot_and_watched_events(app, dashboard_client):
+    """One tick, run by hand: the snapshot's figures and the new events of a watched channel."""
+    sampler = app.extensions["dashboard"]["sampler"]
+    sampler.stop()  # so the task the connect starts ends at once; the ticks below are driven by hand
+    log_in(dashboard_client)
+    sock = dashboard_socket(app, dashboard_client, {"csrf": page_token(dashboard_client)})
+    sock.emit("watch", {"channels": ["orders.eu"]}, namespace="/dashboard", callback=True)
+    sock.emit("publish", {"channel": "orders.eu", "event": "created", "data": {"n": 1}},
+              namespace="/dashboard", callback=True)
+    sampler.tick()
+    received = {packet["name"]: packet["args"][0] for packet in sock.get_received("/dashboard")}
+    snapshot = received["snapshot"]
+    assert snapshot["clients"]["dashboards"] == 1 and snapshot["clients"]["total"] == 0
+    assert snapshot["channels"] == [{"channel": "orders.eu", "subscribers": 0, "offset": 1}]
+    assert snapshot["rss_bytes"] > 0 and snapshot["threads"]["total"] >= 1
+    assert set(snapshot["disconnect_races"]) >= {"unknown_session", "handler"}
+    assert [e["data"] for e in received["events"]["events"]] == [{"n": 1}]
+
+    sampler.tick()  # nothing new: no events packet
+    assert [p["name"] for p in sock.get_received("/dashboard")] == ["snapshot"]
+    sock.disconnect(namespace="/dashboard")
