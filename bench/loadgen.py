@@ -257,7 +257,7 @@ class _Worker:
                 self._fail(c, "connect_error " + pkt[2:120].decode("utf-8", "replace"))
             elif sio == b"1" and c.state == READY:
                 c.closed_by_server = True
-        elif kind == b"2":
+        elif kind == b"2" and c.state != CLOSING:  # nothing may follow our close frame
             self._send_text(c, "3" + pkt[1:].decode())
         elif kind == b"0" and c.state == EIO_OPEN:
             c.state = SIO_CONNECT

@@ -169,7 +169,7 @@ def _broadcasts(
 def measure_broadcast(start: Callable[[], servers.Server], clients: int, cfg: argparse.Namespace) -> dict[str, Any]:
     """One fresh server, `clients` subscribers: connect, spaced and burst broadcasts, cost, clean close."""
     server = start()
-    out: dict[str, Any] = {"server": server.name, "clients": clients}
+    out: dict[str, Any] = {"server": server.name, "clients": clients, "loadavg_1m": os.getloadavg()[0]}
     publisher = Publisher(server)
     try:
         time.sleep(0.5)
@@ -225,7 +225,7 @@ def _log_errors(server: servers.Server) -> list[str]:
         lines = server.log_path.read_text(errors="replace").splitlines()
     except OSError:
         return []
-    return [line[:200] for line in lines if "ERROR" in line or "Traceback" in line][:20]
+    return [line[:200] for line in lines if any(w in line for w in ("ERROR", "CRITICAL", "Traceback"))][:20]
 
 
 # Figures in the report: (label, path into a measurement, lower is better).
@@ -329,6 +329,21 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _load_line(report: dict[str, Any]) -> str:
+    loads = sorted(
+        run["loadavg_1m"]
+        for per_server in report["broadcast"].values()
+        for entry in per_server.values()
+        for run in entry["runs"]
+    )
+    if not loads:
+        return ""
+    return (
+        f"Machine load (1-minute load average when each run started, other work shares this machine): "
+        f"min {loads[0]:.1f}, median {statistics.median(loads):.1f}, max {loads[-1]:.1f} on {os.cpu_count()} CPUs."
+    )
+
+
 def write_report(report: dict[str, Any], out_base: Path) -> None:
     out_base.parent.mkdir(parents=True, exist_ok=True)
     out_base.with_suffix(".json").write_text(json.dumps(_json_safe(report), indent=1, allow_nan=False) + "\n")
@@ -347,6 +362,8 @@ def write_report(report: dict[str, Any], out_base: Path) -> None:
         "so absolute figures are noisy; the ratios from the same run are what count.",
         "",
         "Servers: " + "; ".join(f"**{n}**: {report['server_descriptions'][n]}" for n in names) + ".",
+        "",
+        _load_line(report),
         "",
         "Ratios are Signalboard / anchor (below 1× is better for Signalboard, except msgs/s and delivered %).",
         "",
