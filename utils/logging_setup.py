@@ -20,7 +20,7 @@ _SECRET_PATTERNS = (
     re.compile(r"(?i)(\b(?:http_)?(?:(?:proxy[-_])?authorization|(?:set[-_])?cookie|x[-_]api[-_]key))"
                r"([\"']?\s*[=:]\s*[\"']?)[^\"'\r\n]+"),
     # key=value and "key": "value" shapes: query strings, form bodies, JSON, reprs.
-    re.compile(r"(?i)(\b[a-z_]*(?:token|api[_-]?key|apikey|password|passwd|secret|session)[\"']?\s*[=:]\s*[\"']?)"
+    re.compile(r"(?i)(\b[a-z_]*(?:token|api[_-]?key|apikey|password|passwd|secret)[\"']?\s*[=:]\s*[\"']?)"
                r"[^\s\"'&,;}]+"),
 )
 # Configured secrets (API keys, SECRET_KEY, METRICS_TOKEN) are masked wherever they appear, whatever their shape.

@@ -1,0 +1,152 @@
+"""Graceful shutdown against the real server: SIGTERM to the gunicorn master, real Socket.IO clients on both
+transports. Each client must get the reconnect hint and then a plain server disconnect, nothing else; /readyz must
+turn 503 at once; the master must exit 0 long before the graceful timeout, with nothing bad in the log."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+import requests
+import socketio
+
+from tests.eio import PollingSession
+
+pytestmark = pytest.mark.integration
+
+GRACEFUL_TIMEOUT = 20
+RECONNECT_EVENT = "signalboard:reconnect"
+
+
+@dataclass
+class Watched:
+    """A real python-socketio client and everything it saw."""
+
+    transport: str
+    client: socketio.Client = field(default_factory=lambda: socketio.Client(reconnection=False))
+    seen: list[tuple[float, str, object]] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def connect(self, url: str) -> Watched:
+        self.client.on(RECONNECT_EVENT, lambda data: self.seen.append((time.monotonic(), "reconnect", data)))
+        self.client.on("connect_error", lambda data: self.seen.append((time.monotonic(), "connect_error", data)))
+
+        def disconnected(reason=None):
+            self.seen.append((time.monotonic(), "disconnect", reason))
+            self.done.set()
+
+        self.client.on("disconnect", disconnected)
+        self.client.connect(url, transports=[self.transport], wait_timeout=5)
+        return self
+
+    def kinds(self) -> list[str]:
+        return [kind for _, kind, _ in self.seen]
+
+
+class ClientLogProblems(logging.Handler):
+    """Warnings and errors the client libraries log (a failed request, an unexpected packet...)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.name}: {record.getMessage()}")
+
+
+@pytest.fixture
+def client_log_problems():
+    handler = ClientLogProblems()
+    loggers = [logging.getLogger(name) for name in ("socketio.client", "engineio.client")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    yield handler.lines
+    for logger in loggers:
+        logger.removeHandler(handler)
+
+
+def start(server_factory, **env):
+    return server_factory(ALLOW_ANONYMOUS="1", GUNICORN_GRACEFUL_TIMEOUT=str(GRACEFUL_TIMEOUT), **env)
+
+
+def connect_clients(server, count_each: int) -> list[Watched]:
+    clients = [Watched(transport).connect(server.url) for transport in ("websocket", "polling") * count_each]
+    server.wait_until(lambda: server.readyz()["clients"] == {"websocket": count_each, "polling": count_each},
+                      timeout=10, what="every client connected")
+    return clients
+
+
+def test_sigterm_drains_every_client_and_exits_early(server_factory, client_log_problems):
+    server = start(server_factory, DRAIN_NOTICE_SECONDS="3")
+    clients = connect_clients(server, 3)
+    sent_at = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+
+    # At once: not ready, with the reason, and new Socket.IO sessions refused (the worker still answers HTTP).
+    response = requests.get(server.url + "/readyz", timeout=5)
+    assert response.status_code == 503 and response.json()["reasons"]["drain"] == "shutting down"
+    assert time.monotonic() - sent_at < 2.5
+    refused = requests.get(server.url + "/socket.io/?EIO=4&transport=polling", timeout=5)
+    assert refused.status_code == 503 and refused.json()["reason"] == "draining" and "Retry-After" in refused.headers
+
+    for watched in clients:
+        assert watched.done.wait(10), f"{watched.transport} client was never disconnected: {watched.seen}"
+    assert server.process.wait(timeout=GRACEFUL_TIMEOUT) == 0
+    exited_after = time.monotonic() - sent_at
+
+    for watched in clients:
+        assert watched.kinds() == ["reconnect", "disconnect"], (watched.transport, watched.seen)
+        hint, reason = watched.seen[0][2], watched.seen[1][2]
+        assert hint["reason"] == "server_shutdown" and 500 <= hint["retry_after_ms"] <= 5000
+        assert reason == socketio.Client.reason.SERVER_DISCONNECT
+    assert len({watched.seen[0][2]["retry_after_ms"] for watched in clients}) > 1  # jittered
+    assert client_log_problems == []
+    # 3 s notice, then gunicorn closes idle keep-alive connections (2 s at most): far below the 20 s it allows.
+    assert exited_after < GRACEFUL_TIMEOUT / 2, (exited_after, server.log()[-3000:])
+    assert server.bad_log_lines() == []
+    assert "graceful shutdown: 6 sessions drained (0 closed by the server)" in server.log()
+
+
+def test_clients_are_disconnected_in_batches(server_factory, client_log_problems):
+    server = start(server_factory, DRAIN_BATCH_SIZE="2", DRAIN_NOTICE_SECONDS="0")
+    clients = connect_clients(server, 3)
+    server.process.send_signal(signal.SIGTERM)
+    for watched in clients:
+        assert watched.done.wait(15), watched.seen
+    assert server.process.wait(timeout=GRACEFUL_TIMEOUT) == 0
+    hinted = sorted(watched.seen[0][0] for watched in clients if watched.kinds() == ["reconnect", "disconnect"])
+    assert len(hinted) == 6
+    # Three batches of two, started 1 s apart (the most the drain waits between batches).
+    assert hinted[2] - hinted[0] >= 0.5 and hinted[4] - hinted[2] >= 0.5, hinted
+    assert client_log_problems == []
+    assert server.bad_log_lines() == []
+
+
+def test_a_client_that_ignores_the_disconnect_is_closed(server_factory):
+    server = start(server_factory, DRAIN_NOTICE_SECONDS="0")
+    stubborn = PollingSession(server.url)
+    assert stubborn.post("40").status_code == 200  # joins '/' and then never polls or closes
+    server.wait_until(lambda: server.readyz()["clients"]["polling"] == 1, what="the raw client")
+    sent_at = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=GRACEFUL_TIMEOUT) == 0
+    assert time.monotonic() - sent_at < GRACEFUL_TIMEOUT / 2
+    assert "graceful shutdown: 1 sessions drained (1 closed by the server)" in server.log()
+    assert server.bad_log_lines() == []
+
+
+def test_quick_shutdown_closes_websockets_so_the_worker_exits(server_factory, client_log_problems):
+    server = start(server_factory)
+    clients = connect_clients(server, 1)
+    sent_at = time.monotonic()
+    server.process.send_signal(signal.SIGINT)
+    assert server.process.wait(timeout=GRACEFUL_TIMEOUT) == 0
+    # gunicorn gives a quick shutdown 2 s before SIGKILL; a worker held by a websocket thread would be killed.
+    assert time.monotonic() - sent_at < 5
+    for watched in clients:
+        assert watched.done.wait(5), watched.seen
+    assert server.bad_log_lines() == []

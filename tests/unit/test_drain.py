@@ -1,0 +1,67 @@
+"""utils/drain.py in process, on the real app's Socket.IO server with no sessions: timing, flags, stop callbacks.
+The drain of real clients under gunicorn is tests/integration/test_drain.py."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+
+from extensions import socketio
+from utils.drain import Drain
+from utils.readiness import Readiness
+
+
+def make_drain(graceful_timeout: float = 20, notice: float = 0.0) -> Drain:
+    return Drain(socketio.server, Readiness(), graceful_timeout=graceful_timeout, batch_size=10, notice=notice)
+
+
+@pytest.mark.parametrize("graceful_timeout, notice, budget, kept_notice", [
+    (20, 2, 17, 2), (5, 2, 2, 2), (5, 4, 2, 2), (3, 2, 0, 0), (1, 0, 0, 0),
+])
+def test_drain_fits_in_the_graceful_timeout(app, graceful_timeout, notice, budget, kept_notice):
+    drain = make_drain(graceful_timeout, notice)
+    assert (drain.budget, drain.notice) == (budget, kept_notice)
+
+
+def test_the_app_has_a_drain_from_config(app):
+    drain = app.extensions["drain"]
+    assert drain.readiness is app.extensions["readiness"]
+    assert drain.batch_size == app.config["DRAIN_BATCH_SIZE"]
+
+
+def test_request_turns_unready_at_once_and_only_once(app):
+    drain = make_drain()
+    assert drain.request() is True
+    assert drain.readiness.draining
+    assert drain.request() is False
+
+
+def test_run_calls_every_stop_callback_even_after_one_fails(app, caplog):
+    drain = make_drain(notice=0.3)
+    called: list[str] = []
+    drain.add_stop_callback("first", lambda: called.append("first"))
+    drain.add_stop_callback("broken", lambda: 1 / 0)
+    drain.add_stop_callback("last", lambda: called.append("last"))
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="utils.drain"):
+        drain.run()
+    assert called == ["first", "last"]
+    assert time.monotonic() - started >= 0.3  # the notice period is kept even with nobody to drain
+    assert drain.finished.is_set() and drain.readiness.draining
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["stop callback broken failed during shutdown"]
+    assert "0 sessions drained" in caplog.text
+
+
+def test_armed_drain_hands_back_after_the_request(app):
+    drain = make_drain()
+    handed_back = threading.Event()
+    drain.arm(then=handed_back.set)
+    time.sleep(0.1)
+    assert not handed_back.is_set()  # nothing happens before SIGTERM
+    drain.request()
+    assert handed_back.wait(5)
+    assert drain.finished.is_set()
