@@ -8,12 +8,14 @@ from typing import Any
 
 from flask import Flask
 
+from blueprints.metrics import init_metrics
 from blueprints.realtime import hub_services, init_realtime
 from config import load_config
 from extensions import init_socketio, socketio
 from utils.admission import Admission, ThreadBudget
+from utils.drain import Drain
 from utils.http_errors import register_http_error_handlers
-from utils.logging_setup import configure_logging
+from utils.logging_setup import configure_logging, register_secrets
 from utils.readiness import Readiness
 from utils.socketio_error_handler import (
     SocketGuard,
@@ -29,6 +31,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app from the environment; `config` overrides settings by their environment variable names."""
     settings = load_config(config)
     configure_logging(settings["LOG_LEVEL"], settings["LOG_FORMAT"], settings["SOCKETIO_LOG_LEVEL"])
+    register_secrets([*settings["API_KEYS"], settings["SECRET_KEY"], settings["METRICS_TOKEN"]])
     app = Flask(__name__)
     app.config.from_mapping(settings)
     configure_sessions(app)
@@ -59,6 +62,11 @@ def register_extensions(app: Flask) -> None:
     # The guard sits outside Flask-SocketIO's middleware: python-engineio raises gone-session errors before any
     # handler runs, so only a layer in front of it can answer them.
     app.wsgi_app = SocketGuard(app.wsgi_app, socketio.server.eio, admission)  # type: ignore[method-assign]
+    # SIGTERM runs it (gunicorn.conf.py); background tasks register their stop with add_stop_callback.
+    app.extensions["drain"] = Drain(
+        socketio.server, readiness, graceful_timeout=app.config["GUNICORN_GRACEFUL_TIMEOUT"],
+        batch_size=app.config["DRAIN_BATCH_SIZE"], notice=app.config["DRAIN_NOTICE_SECONDS"])
+    init_metrics(app)  # counts Socket.IO sessions and events; /metrics reads the runtime figures from this app
     init_realtime(app)  # the hub, the '/' namespace and its fan-out worker (started on first use)
 
 
@@ -66,8 +74,10 @@ def register_blueprints(app: Flask) -> None:
     from blueprints.api import bp as api
     from blueprints.dashboard import init_dashboard
     from blueprints.health import bp as health
+    from blueprints.metrics import bp as metrics
 
     app.register_blueprint(health)
+    app.register_blueprint(metrics)
     app.register_blueprint(api)
     init_dashboard(app, hub_services(app).hub)  # the page at /, its '/dashboard' namespace and sampler task
 

@@ -132,6 +132,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_FORMAT", "text", _choice("text", "json"), "`text` lines or one JSON object per line"),
     Setting("SOCKETIO_LOG_LEVEL", "WARNING", _choice("DEBUG", "INFO", "WARNING", "ERROR"),
             "level of the engineio/socketio library loggers"),
+    Setting("ACCESS_LOG", "0", _boolean, "1 logs every HTTP request (gunicorn's access log, secrets redacted)"),
+    Setting("METRICS_TOKEN", "", _text, "optional; when set, GET /metrics needs `Authorization: Bearer <token>`"),
+    Setting("DRAIN_BATCH_SIZE", "200", _integer(1, 1_000_000),
+            "clients told to reconnect and disconnected at a time during a graceful shutdown"),
+    Setting("DRAIN_NOTICE_SECONDS", "2", _integer(0, 3600),
+            "seconds a stopping server keeps answering (/readyz 503, new sessions refused) so load balancers notice; "
+            "capped to fit GUNICORN_GRACEFUL_TIMEOUT"),
     Setting("GUNICORN_THREADS", "1200", _integer(4, 20000),
             "gthread threads: each websocket holds one for its life"),
     Setting("ADMISSION_RESERVE_THREADS", "", _optional_integer(1, 20000),

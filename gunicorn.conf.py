@@ -1,6 +1,7 @@
 """gunicorn settings, all from the validated environment (config.py), so start.sh and the app agree."""
 
 from config import load_config
+from utils.logging_setup import ACCESS_LOG_FORMAT, gunicorn_logger_class
 
 _config = load_config()
 
@@ -14,6 +15,24 @@ graceful_timeout = _config["GUNICORN_GRACEFUL_TIMEOUT"]
 keepalive = _config["GUNICORN_KEEPALIVE"]
 loglevel = "warning" if _config["LOG_LEVEL"] in ("INFO", "WARNING") else _config["LOG_LEVEL"].lower()
 errorlog = "-"
-accesslog = None
+accesslog = "-" if _config["ACCESS_LOG"] else None
+access_log_format = ACCESS_LOG_FORMAT
+logger_class = gunicorn_logger_class(_config["LOG_FORMAT"])  # gunicorn's own lines in our format, secrets redacted
 # gunicorn 27's control socket lives at one path per user; several instances on one machine would fight over it.
 control_socket_disable = True
+
+
+def post_worker_init(worker):
+    """SIGTERM drains the app before gunicorn stops the worker (utils/drain.py)."""
+    from utils.drain import install_sigterm_drain
+
+    install_sigterm_drain(worker)
+
+
+def worker_int(worker):
+    """SIGINT/SIGQUIT (quick shutdown): close every session at once, so no websocket thread holds the exit."""
+    from utils.drain import drain_of
+
+    drain = drain_of(worker)
+    if drain is not None:
+        drain.close_all_now()
