@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from hub import Message, PresenceChange
+from utils.metrics import FANOUT_LATENCY, MESSAGES_DELIVERED, MESSAGES_PUBLISHED, channel_namespace
 
 PRESENCE_EVENT = "signalboard:presence"
 
@@ -29,12 +31,17 @@ class SocketIOTransport:
         return self._server.manager.is_connected(sid, self._namespace)
 
     def send(self, message: Message, sid: str | None = None) -> None:
-        self._server.emit(
-            message.event,
-            data=(message.data, message.meta()),
-            to=sid or channel_room(message.channel),
-            namespace=self._namespace,
-        )
+        room = sid or channel_room(message.channel)
+        self._server.emit(message.event, data=(message.data, message.meta()), to=room, namespace=self._namespace)
+        label = channel_namespace(message.channel)
+        if sid is None:  # each published message is emitted to its channel exactly once, here
+            MESSAGES_PUBLISHED.labels(label).inc()
+            FANOUT_LATENCY.observe(max(0.0, time.time() - message.ts / 1000))
+        MESSAGES_DELIVERED.labels(label).inc(self._audience(room))
+
+    def _audience(self, room: str) -> int:
+        # Reads python-socketio's room map from this one thread; a size that is off by a leaving client is fine.
+        return len(self._server.manager.rooms.get(self._namespace, {}).get(room, ()))
 
     def send_presence(self, change: PresenceChange) -> None:
         body = {

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -10,7 +13,7 @@ import pytest
 import requests
 
 from tests.hub.realtime_client import Api, HubClient, unique
-from tests.server import TEST_ENV, ServerProcess
+from tests.server import ROOT, TEST_ENV, ServerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -236,3 +239,21 @@ def test_rate_limit_per_key_leaves_other_keys_alone():
         assert int(refused.headers["Retry-After"]) >= 1
         assert other.publish(channel)["offset"] == 4  # the refused call stored nothing; the other key is unaffected
         assert server.bad_log_lines() == []
+
+
+def flask_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **TEST_ENV}
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_tokens_from_the_command_line():
+    result = flask_cli("tokens", "create", "--sub", "ops", "--channel", "orders.*", "--channel", "public:news",
+                       "--publish", "orders.eu", "--ttl", "90")
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "ops" and claims["channels"] == ["orders.*", "public:news"]
+    assert claims["publish"] == ["orders.eu"] and claims["exp"] - claims["iat"] == 90
+    refused = flask_cli("tokens", "create", "--sub", "ops", "--channel", "bad name")
+    assert refused.returncode == 2 and "invalid channel pattern" in refused.stderr
+    assert "Traceback" not in refused.stderr
