@@ -7,6 +7,7 @@ stopped by PID or taken down with `docker-compose down -v`. SIGNALBOARD_SKIP_DOC
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -31,6 +32,8 @@ PROJECT = "signalboard-test"
 TAG = "test"
 DEBIAN_PACKAGES = {"dockerd": "docker.io", "docker-compose": "docker-compose", "debootstrap": "debootstrap"}
 LOCAL_CA_DIR = Path("/usr/local/share/ca-certificates")
+# One run at a time per machine: runs share the daemon, the image tags and the compose project.
+LOCK_PATH = Path("/tmp/signalboard-docker-test.lock")
 
 pytestmark = [
     pytest.mark.docker,
@@ -73,7 +76,25 @@ def daemon_answers() -> bool:
 
 
 @pytest.fixture(scope="module")
-def docker_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def machine_lock() -> Iterator[None]:
+    """Waits for another run of these tests on this machine to finish (it would take our stack down)."""
+    with LOCK_PATH.open("w") as lock:
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                assert time.monotonic() < deadline, f"another docker test run held {LOCK_PATH} for 600 s"
+                time.sleep(1)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="module")
+def docker_daemon(machine_lock: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A Docker daemon: the one already running, or one started here and stopped by its PID afterwards."""
     install_missing_packages()
     if daemon_answers():
@@ -157,7 +178,7 @@ def stack(docker_daemon: None) -> Iterator[Stack]:
         stack.timings["docker-compose build"] = time.monotonic() - started
         started = time.monotonic()
         stack.compose("up", "-d", timeout=300)
-        wait_until_healthy(stack, ["web", "redis", "web-1", "web-2", "nginx"], timeout=120)
+        wait_until_healthy(stack, ["web", "redis", "web-1", "web-2", "nginx"], timeout=180)
         stack.timings["up to all healthy"] = time.monotonic() - started
         yield stack
     finally:
