@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,13 +42,33 @@ def connect(url: str, *, timeout: float = COMMAND_TIMEOUT) -> redis.Redis:
     )
 
 
+# One warning per this many seconds during an outage, with the count of refusals in between, so a busy
+# publisher does not flood the log with one line per refused request.
+_WARN_EVERY = 5.0
+# Guards the two counters below (request threads refuse concurrently).
+_warn_lock = threading.Lock()
+_last_warning = 0.0
+_suppressed = 0
+
+
+def _warn_outage(what: str, exc: Exception) -> None:
+    global _last_warning, _suppressed
+    with _warn_lock:
+        now = time.monotonic()
+        if now - _last_warning < _WARN_EVERY:
+            _suppressed += 1
+            return
+        skipped, _suppressed, _last_warning = _suppressed, 0, now
+    log.warning("redis unavailable during %s: %s (%d more refusals since the last warning)", what, exc, skipped)
+
+
 @contextmanager
 def unavailable_on_outage(what: str) -> Iterator[None]:
     """Turn a Redis outage into the hub's Unavailable (HTTP 503 / error ack `unavailable`)."""
     try:
         yield
     except OUTAGE_ERRORS as exc:
-        log.warning("redis unavailable during %s: %s", what, exc)
+        _warn_outage(what, exc)
         raise Unavailable("message store unavailable, retry shortly", retry_after=1.0) from None
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import redis
 
@@ -126,6 +127,9 @@ class RedisPresenceRegistry:
         # change twice or misses one.
         self._lock = threading.Lock()
         self._dirty = True  # Redis may not match the local state: sync at the next heartbeat
+        # No reaping before this (monotonic) time: after start-up or an outage, every live instance first
+        # needs a chance to heartbeat, or the first one back would reap all the others.
+        self._quiet_until = time.monotonic() + ttl_seconds
 
     def _snapshot(self) -> list[str]:
         args: list[str] = []
@@ -211,14 +215,20 @@ class RedisPresenceRegistry:
         Returns a leave for each named user whose last connection went with a reaped instance (sid empty:
         the connections were elsewhere). Raises Redis outage errors for the caller's loop to retry.
         """
-        with self._lock:
-            missing = self._beat(keys=[self._instances], args=[self.instance_id])
-            if missing or self._dirty:
-                if missing:
-                    log.info("presence: instance %s registered in redis, publishing local state", self.instance_id)
-                self._sync_locked()
-        reaped, gone = self._reap(keys=[self._instances, self._channels],
-                                  args=[self.ttl_ms, self._inst_prefix, self._subs_prefix])
+        try:
+            with self._lock:
+                missing = self._beat(keys=[self._instances], args=[self.instance_id])
+                if missing or self._dirty:
+                    if missing:
+                        log.info("presence: instance %s registered in redis, publishing its state", self.instance_id)
+                    self._sync_locked()
+            if time.monotonic() < self._quiet_until:
+                return []
+            reaped, gone = self._reap(keys=[self._instances, self._channels],
+                                      args=[self.ttl_ms, self._inst_prefix, self._subs_prefix])
+        except OUTAGE_ERRORS:
+            self._quiet_until = time.monotonic() + self.ttl_ms / 1000
+            raise
         for instance in reaped:
             log.info("presence: instance %s stopped heartbeating, its connections were removed", instance)
         changes = []

@@ -43,9 +43,10 @@ def _end(process: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: f
 
 
 class RedisProcess:
-    """One redis-server with AOF on (fsync always), so a restart keeps every acknowledged write."""
+    """One redis-server; `durable` turns AOF on with fsync always, so a restart keeps every acknowledged write."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = True) -> None:
+        self.durable = durable
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="signalboard-redis-"))
         self.process: subprocess.Popen | None = None
@@ -58,7 +59,8 @@ class RedisProcess:
         with (self.dir / "redis.log").open("ab") as log:
             self.process = subprocess.Popen(
                 [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-                 "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "yes"],
+                 "--save", "", "--protected-mode", "yes",
+                 *(["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"])],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         _wait_for_port(self.port, self.process, "redis-server")
@@ -76,10 +78,13 @@ class RedisProcess:
 class NginxProcess:
     """nginx in the foreground with a config generated from deploy/nginx.conf for the given upstream ports."""
 
-    def __init__(self, upstream_ports: list[int]) -> None:
+    def __init__(self, upstream_ports: list[int], balance: str | None = None) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="signalboard-nginx-"))
         self.upstream_ports = upstream_ports
+        # Replaces `ip_hash;` when set: on one machine every client is 127.0.0.1, so ip_hash sends them all to
+        # one instance; a benchmark of websocket-only clients can balance per connection instead.
+        self.balance = balance
         self.process: subprocess.Popen | None = None
 
     @property
@@ -95,6 +100,8 @@ class NginxProcess:
         assert found == 1, "deploy/nginx.conf no longer has the upstream block this test rewrites"
         site, found = re.subn(r"listen \d+;", f"listen 127.0.0.1:{self.port};", site)
         assert found == 1
+        if self.balance:
+            site = site.replace("    ip_hash;\n", f"    {self.balance};\n", 1)
         return (
             "worker_processes 1;\n"
             f"pid {self.dir}/nginx.pid;\n"

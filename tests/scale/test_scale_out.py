@@ -40,7 +40,7 @@ def instances(cluster_env):
     servers = [ServerProcess(INSTANCE_ID=f"web-{n}", **cluster_env) for n in range(3)]
     try:
         for server in servers:
-            server.start()
+            server.start(timeout=60)
         for server in servers:
             server.wait_until(lambda s=server: requests.get(s.url + "/readyz", timeout=5).status_code == 200,
                               timeout=20, what="readiness")
@@ -238,7 +238,7 @@ def presence(server: ServerProcess, channel: str) -> dict:
 def test_presence_spans_instances_and_forgets_a_killed_one(instances, cluster_env, connect):
     a, b, _ = instances
     channel = unique("presence")
-    doomed = ServerProcess(INSTANCE_ID="doomed", **cluster_env).start()
+    doomed = ServerProcess(INSTANCE_ID="doomed", **cluster_env).start(timeout=60)
     try:
         on_a = connect(a.url, sub="alice")
         subscribe(on_a, channel, presence=True)
