@@ -21,8 +21,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-for dir in tests/js; do
-  if [ -f "$dir/package-lock.json" ]; then
-    (cd "$dir" && npm ci --no-audit --no-fund --silent)
-  fi
-done
+# socket.io-client for the JavaScript interop tests, exactly as locked
+(cd tests/js && npm ci --no-audit --no-fund --silent)

@@ -16,6 +16,7 @@ UNIT_CONFIG = {
     "SIGNALBOARD_ENV": "production",
     "SECRET_KEY": "unit-test-secret-key-0123456789",
     "API_KEYS": ("unit-key",),
+    "ALLOW_ANONYMOUS": True,  # the in-process Socket.IO test clients connect without a token
     "TESTING": True,
 }
 
