@@ -207,8 +207,20 @@ def _check_secret_key(config: dict[str, Any]) -> None:
     config["SECRET_KEY_GENERATED"] = True
 
 
+def settings_table() -> str:
+    """The README's configuration table, generated so the two never disagree (`python -m config --markdown`)."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for setting in SETTINGS:
+        default = f"`{setting.default}`" if setting.default else "(empty)"
+        rows.append(f"| `{setting.name}` | {default} | {setting.meaning} |")
+    return "\n".join(rows) + "\n"
+
+
 def main() -> int:
     """Validate the environment; print one line naming the bad variable and fail, or stay quiet."""
+    if sys.argv[1:] == ["--markdown"]:
+        print(settings_table(), end="")
+        return 0
     try:
         load_config()
     except ConfigError as exc:
