@@ -1,7 +1,8 @@
 """How many concurrent websocket clients one server process holds while GET /livez p99 stays under 250 ms.
 
-Clients are added in steps; at each step /livez is timed. The ramp stops at the first step where the p99
-reaches the threshold, a /livez request times out, a connect fails, or the server drops held clients.
+Clients are added in steps; at each step /livez is timed (100 sequential requests). The ramp stops at the first
+step where the p99 reaches the threshold or a /livez request times out (twice in a row, so that one busy moment
+of a shared machine does not count), a connect fails, or the server drops held clients.
 Run alone: `python bench/capacity.py --server signalboard` (or stock-t4, node); run.py calls it too.
 """
 
@@ -27,7 +28,7 @@ DEFAULT_STEPS = [1, 2, 3, 4, 5, 10, 25, 50, 100, 250, 500, 1000, 1500, 2000, 250
 THRESHOLD_MS = 250.0
 
 
-def measure_livez(port: int, requests: int = 50, interval: float = 0.02, timeout: float = 2.0) -> dict[str, Any]:
+def measure_livez(port: int, requests: int = 100, interval: float = 0.01, timeout: float = 2.0) -> dict[str, Any]:
     """Time sequential GET /livez on fresh connections (as a health checker would); stops at the first failure."""
     latencies: list[float] = []
     failure = ""
@@ -58,7 +59,7 @@ def run_capacity(
     steps: list[int],
     max_clients: int,
     processes: int = 4,
-    livez_requests: int = 50,
+    livez_requests: int = 100,
     settle: float = 1.0,
 ) -> dict[str, Any]:
     """Ramp through `steps` (capped at max_clients) on a fresh server; returns every step and the verdict."""
@@ -82,6 +83,11 @@ def run_capacity(
                 time.sleep(settle)
                 counts = lg.count()
                 livez = measure_livez(server.port, livez_requests)
+                if livez["failure"] or livez["p99_ms"] >= THRESHOLD_MS:
+                    # One busy moment of a shared machine is not saturation: a step fails only if it fails twice.
+                    first = livez
+                    livez = measure_livez(server.port, livez_requests)
+                    livez["first_attempt"] = first
                 status = servers.tree_status(server.pid)
                 step = {
                     "target": target,

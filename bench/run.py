@@ -335,6 +335,7 @@ def _load_line(report: dict[str, Any]) -> str:
         for per_server in report["broadcast"].values()
         for entry in per_server.values()
         for run in entry["runs"]
+        if "loadavg_1m" in run
     )
     if not loads:
         return ""
@@ -417,8 +418,8 @@ def write_report(report: dict[str, Any], out_base: Path) -> None:
         "- Close: the clients send `41` and a websocket close frame; the time until the server answers the close "
         "or closes TCP.",
         "- Capacity: clients added in steps (1, 2, 3, 4, 5, 10, 25, 50, 100, 250, 500, 1000, 1500, ...); at each "
-        "step 50 sequential /livez requests (2 s timeout); stop at the first step with p99 ≥ 250 ms, a timeout, "
-        "a failed connect or a dropped client.",
+        "step 100 sequential /livez requests (2 s timeout); stop at the first step with p99 ≥ 250 ms or a timeout "
+        "in two measurements in a row, a failed connect or a dropped client.",
         "",
     ]
     out_base.with_suffix(".md").write_text("\n".join(lines))
@@ -476,7 +477,12 @@ def main() -> None:
         cap_starters |= {n: s for n, s in starters.items() if n != stock_name}
         for name, start in cap_starters.items():
             log.info("capacity: %s", name)
-            report["capacity"].append(capacity.run_capacity(start, capacity.DEFAULT_STEPS, max_clients, cfg.processes))
+            try:
+                result = capacity.run_capacity(start, capacity.DEFAULT_STEPS, max_clients, cfg.processes)
+            except (RuntimeError, TimeoutError) as exc:
+                log.error("capacity of %s failed: %s", name, exc)
+                result = {"server": name, "max_held": None, "stop_reason": str(exc).splitlines()[0], "steps": []}
+            report["capacity"].append(result)
         write_report(report, Path(cfg.out))
     for clients in cfg.counts:
         per_server: dict[str, Any] = {}
@@ -484,7 +490,11 @@ def main() -> None:
             # Interleave servers within a repetition so slow drifts of a shared machine hit all of them alike.
             for name, start in starters.items():
                 log.info("broadcast: %s, %d clients, run %d/%d", name, clients, rep + 1, cfg.reps)
-                run = measure_broadcast(start, clients, cfg)
+                try:
+                    run = measure_broadcast(start, clients, cfg)
+                except (RuntimeError, TimeoutError) as exc:  # a server that would not start, a stuck worker
+                    log.error("%s at %d clients failed: %s", name, clients, exc)
+                    run = {"server": name, "clients": clients, "error": str(exc).splitlines()[0]}
                 log.info("%s", json.dumps({k: v for k, v in run.items() if k != "server_log_errors"}, default=str))
                 per_server.setdefault(name, {"runs": []})["runs"].append(run)
         for entry in per_server.values():

@@ -195,7 +195,7 @@ def _spawn(name: str, kind: str, cmd: list[str], env: dict[str, str], cwd: Path,
             start_new_session=True,
         )
     server = Server(name=name, kind=kind, port=port, proc=proc, log_path=log_path, workdir=workdir, **kw)
-    _wait_ready(server, 30)
+    _wait_ready(server, 90)  # generous: the shared machine can be very busy
     log.info("started %s pid=%d port=%d", name, server.pid, port)
     return server
 
