@@ -16,6 +16,7 @@ from utils.admission import Admission, ThreadBudget
 from utils.drain import Drain
 from utils.http_errors import register_http_error_handlers
 from utils.logging_setup import configure_logging, register_secrets
+from utils.malformed_input import install_malformed_input_guards
 from utils.readiness import Readiness
 from utils.socketio_error_handler import (
     SocketGuard,
@@ -87,3 +88,4 @@ def register_error_handlers(app: Flask) -> None:
     register_socketio_error_handlers(socketio)
     install_disconnect_log_filters()
     install_thread_excepthook()
+    install_malformed_input_guards(app, socketio.server)  # hostile packets: protocol error, close, one line
