@@ -16,7 +16,10 @@ DEFAULT_TOKEN_TTL = 3600
 
 def _json_object() -> dict[str, Any]:
     # force: curl without a Content-Type header is still a JSON publisher; silent: bad JSON gets our own 400.
-    body = request.get_json(force=True, silent=True)
+    try:
+        body = request.get_json(force=True, silent=True)
+    except RecursionError:  # nested deeper than the JSON decoder's recursion limit; silent only covers ValueError
+        body = None
     if not isinstance(body, dict):
         raise InvalidPayload("the request body must be a JSON object")
     return body
