@@ -56,8 +56,9 @@ def polling_payload_problem(body: bytes) -> str | None:
         packets = eio_payload.Payload(encoded_payload=text).packets
     except UnicodeDecodeError:
         return "payload is not UTF-8"
-    # ValueError: bad type digit, empty packet, bad base64, too many packets; KeyError: a JSONP body without d=.
-    except (ValueError, IndexError, KeyError):
+    # ValueError: bad type digit, empty packet, bad base64, too many packets; KeyError: a JSONP body without d=;
+    # RecursionError: JSON nested deeper than the decoder goes.
+    except (ValueError, IndexError, KeyError, RecursionError):
         return "undecodable payload"
     for pkt in packets:
         if pkt.packet_type not in CLIENT_PACKET_TYPES:
@@ -119,8 +120,9 @@ def socketio_packet_problem(data: Any, binary_pending: bool) -> str | None:
         return "a binary attachment arrived without a binary packet announcing it"
     try:
         pkt = sio_packet.Packet(encoded_packet=data)
-    # ValueError covers malformed JSON; TypeError and IndexError an empty or truncated header.
-    except (ValueError, TypeError, IndexError):
+    # ValueError covers malformed JSON; TypeError and IndexError an empty or truncated header; RecursionError JSON
+    # nested deeper than the decoder goes.
+    except (ValueError, TypeError, IndexError, RecursionError):
         return "undecodable Socket.IO packet"
     if pkt.packet_type not in CLIENT_SOCKETIO_TYPES:
         return f"Socket.IO packet type {pkt.packet_type} is not sent by clients"
