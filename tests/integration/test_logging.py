@@ -68,7 +68,7 @@ def test_json_lines_with_access_log_at_debug(server_factory):
                             ALLOW_ANONYMOUS="1", METRICS_TOKEN=METRICS_TOKEN)
     api_key = TEST_ENV["API_KEYS"].split(",")[0]
     minted = requests.post(server.url + "/api/v1/tokens", headers={"Authorization": f"Bearer {api_key}"},
-                           json={"sub": "user-1", "channels": ["public:*"], "ttl": 600}, timeout=5)
+                           json={"sub": "user-1", "channels": ["public:news"], "ttl": 600}, timeout=5)
     assert minted.status_code == 200
     secrets = exercise(server, minted.json()["token"]) + [METRICS_TOKEN]
     log = stop_cleanly(server)
