@@ -41,19 +41,23 @@ class DashboardNamespace(Namespace):
             log.info("dashboard connection refused (logged in: %s)", login_id is not None)
             raise ConnectionRefusedError("unauthorized", {"code": "unauthorized", "message": "log in again"})
         self.watchers.join(request.sid, login_id)
-        join_room(ROOM)
         self.sampler.ensure_started()
 
     def on_disconnect(self, reason: Any = None) -> None:
         self.watchers.leave(request.sid)
 
     def on_watch(self, payload: Any = None) -> dict[str, Any]:
-        """Replace the channels whose events this dashboard receives."""
+        """Replace the channels whose events this dashboard receives; the first call also starts its snapshots.
+
+        Snapshots wait for this call because python-socketio acknowledges a connect only after on_connect
+        returns: a room joined there could receive the sampler's emit before the client knows it is connected.
+        """
         channels = _body(payload).get("channels")
         if not isinstance(channels, list) or len(channels) > MAX_WATCHED_CHANNELS:
             raise InvalidPayload(f"channels must be a list of at most {MAX_WATCHED_CHANNELS} names")
         names = tuple(dict.fromkeys(validate_channel(channel) for channel in channels))
         self.watchers.watch(request.sid, names)
+        join_room(ROOM)
         return {"ok": True, "channels": list(names)}
 
     def on_publish(self, payload: Any = None) -> dict[str, Any]:
