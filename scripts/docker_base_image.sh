@@ -33,8 +33,16 @@ security=$(apt_mirror | grep -- '-security/*$' | head -n 1 || true)
 command -v debootstrap >/dev/null || { echo "debootstrap is not installed (apt-get install debootstrap)" >&2; exit 1; }
 
 workdir=$(mktemp -d)
-trap 'rm -rf "$workdir"' EXIT INT TERM
 rootfs="$workdir/rootfs"
+cleanup() {
+    # An interrupted debootstrap may leave its virtual filesystems mounted inside the tree.
+    for mounted in dev/pts proc sys; do
+        umount "$rootfs/$mounted" 2>/dev/null || true
+    done
+    rm -rf --one-file-system "$workdir"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
 
 echo "debootstrap $suite from $mirror"
 # python3-venv brings ensurepip, so the images create their own venv with pip;

@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -48,9 +49,26 @@ pytestmark = [
 
 
 def run(command: list[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run a command from the repository root; a failure shows its output."""
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    assert result.returncode == 0, f"{' '.join(command[:4])} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    """Run a command from the repository root; a failure shows its output.
+
+    The command gets its own process group, so a timeout ends its children too (debootstrap, docker-compose's
+    builds): first SIGTERM, which lets scripts run their cleanup traps, then SIGKILL.
+    """
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+        pytest.fail(f"{' '.join(command[:4])} did not finish within {timeout:.0f} s")
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    assert result.returncode == 0, f"{' '.join(command[:4])} failed:\n{stdout[-4000:]}\n{stderr[-4000:]}"
     return result
 
 
