@@ -271,6 +271,18 @@ def test_nginx_accepts_its_configuration(stack: Stack) -> None:
     assert "test is successful" in result.stdout + result.stderr
 
 
-def test_compose_file_resolves_with_the_installed_docker_compose(stack: Stack) -> None:
+def test_compose_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:
+    install_missing_packages()
+    empty_env_file = tmp_path / "empty.env"  # a developer's own .env must not supply the key here
+    empty_env_file.write_text("")
+    env = {name: value for name, value in os.environ.items() if name != "SECRET_KEY"}
+    command = ["docker-compose", "--env-file", str(empty_env_file), "-f", "docker-compose.yaml", "config"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0
+    assert "set SECRET_KEY" in result.stderr
+
+
+def test_compose_publishes_on_the_requested_address_and_port(stack: Stack) -> None:
     resolved = stack.compose("config", timeout=60).stdout
-    assert f"published: {stack.web_port}" in resolved or f"127.0.0.1:{stack.web_port}:5000" in resolved
+    assert f"127.0.0.1:{stack.web_port}:5000/tcp" in resolved
+    assert f"127.0.0.1:{stack.proxy_port}:8080/tcp" in resolved
