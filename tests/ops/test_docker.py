@@ -150,13 +150,15 @@ class Stack:
     """The compose stack under test: its environment, ports and what was measured while bringing it up."""
 
     env: dict[str, str]
+    env_file: Path
     web_port: int
     proxy_port: int
     extra_ca: str
     timings: dict[str, float] = field(default_factory=dict)
 
     def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        command = ["docker-compose", "-p", PROJECT, "-f", "docker-compose.yaml", "--profile", "scale", *args]
+        command = ["docker-compose", "-p", PROJECT, "--env-file", str(self.env_file), "-f", "docker-compose.yaml"]
+        command += ["--profile", "scale", *args]
         return run(command, timeout=timeout, env=self.env)
 
     def container(self, service: str) -> str:
@@ -170,7 +172,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(docker_daemon: None) -> Iterator[Stack]:
+def stack(docker_daemon: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     started = time.monotonic()
     run(["bash", "scripts/docker_base_image.sh", BASE_IMAGE], timeout=600)
     base_seconds = time.monotonic() - started
@@ -187,7 +189,11 @@ def stack(docker_daemon: None) -> Iterator[Stack]:
         SIGNALBOARD_ENV="production",
         ALLOW_ANONYMOUS="1",
     )
-    stack = Stack(env, int(env["SIGNALBOARD_PORT"]), int(env["SIGNALBOARD_PROXY_PORT"]), env["PIP_EXTRA_CA_CERTS"])
+    # An empty env file: a developer's own .env must not change the stack under test.
+    env_file = tmp_path_factory.mktemp("compose") / "empty.env"
+    env_file.write_text("")
+    ports = int(env["SIGNALBOARD_PORT"]), int(env["SIGNALBOARD_PROXY_PORT"])
+    stack = Stack(env, env_file, *ports, extra_ca=env["PIP_EXTRA_CA_CERTS"])
     stack.timings["base image (cached or debootstrap)"] = base_seconds
     stack.compose("down", "-v", "--remove-orphans", timeout=120)  # leftovers of an interrupted run
     try:
