@@ -105,6 +105,12 @@ class Drain:
                 time.sleep(interval)
             for eio_sid in batch:
                 self._ask_to_leave(eio_sid)
+        # A handshake that passed admission just before the drain flag was set opens its session after the snapshot.
+        known = set(sids)
+        late = [sid for sid in self._open_sessions() if sid not in known]
+        for eio_sid in late:
+            self._ask_to_leave(eio_sid)
+        sids += late
         deadline = min(started + self.budget, time.monotonic() + LEAVE_GRACE)
         while self._still_open(sids) and time.monotonic() < deadline:
             time.sleep(0.05)
