@@ -16,9 +16,11 @@ import json
 import logging
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -215,6 +217,8 @@ def measure_broadcast(start: Callable[[], servers.Server], clients: int, cfg: ar
     finally:
         publisher.close()
         out["server_log_errors"] = _log_errors(server)
+        if out["server_log_errors"]:
+            out["server_log"] = _keep_log(server, clients)
         server.stop()
     return out
 
@@ -225,7 +229,26 @@ def _log_errors(server: servers.Server) -> list[str]:
         lines = server.log_path.read_text(errors="replace").splitlines()
     except OSError:
         return []
-    return [line[:200] for line in lines if any(w in line for w in ("ERROR", "CRITICAL", "Traceback"))][:20]
+    found = []
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback"):
+            # The exception itself is the first unindented line after the frames.
+            exc = next((later for later in lines[i + 1 :] if later and not later[0].isspace()), "")
+            found.append(f"Traceback: {exc}"[:200])
+        elif "ERROR" in line or "CRITICAL" in line:
+            found.append(line[:200])
+    return found[:20]
+
+
+KEPT_LOGS = Path(tempfile.gettempdir()) / "signalboard-bench-logs"
+
+
+def _keep_log(server: servers.Server, clients: int) -> str:
+    """Copy a server log that has errors out of its work directory (removed on stop); returns the copy's path."""
+    KEPT_LOGS.mkdir(exist_ok=True)
+    dest = KEPT_LOGS / f"{server.name}-{clients}-{time.strftime('%H%M%S')}.log"
+    shutil.copyfile(server.log_path, dest)
+    return str(dest)
 
 
 # Figures in the report: (label, path into a measurement, lower is better).
