@@ -140,15 +140,15 @@ class Drain:
 
     @swallow_disconnected_session
     def _ask_to_leave(self, eio_sid: str) -> None:
-        """The reconnect hint on the main namespace, then a Socket.IO disconnect from every namespace the client
-        joined; a well-behaved client then closes its transport itself."""
+        """The reconnect hint on the main namespace (on each joined one for a client that skipped it, such as the
+        dashboard page), then a Socket.IO disconnect from every namespace the client joined; a well-behaved client
+        then closes its transport itself."""
         manager = self.server.manager
         namespaces = [(ns, sid) for ns in list(manager.get_namespaces())
                       if (sid := manager.sid_from_eio_sid(eio_sid, ns)) is not None]
-        for namespace, sid in namespaces:
-            if namespace == self.namespace:
-                hint = {"reason": "server_shutdown", "retry_after_ms": random.randint(*RETRY_AFTER_MS)}
-                self.server.emit(RECONNECT_EVENT, hint, to=sid, namespace=namespace, ignore_queue=True)
+        hint = {"reason": "server_shutdown", "retry_after_ms": random.randint(*RETRY_AFTER_MS)}
+        for namespace, sid in [(ns, sid) for ns, sid in namespaces if ns == self.namespace] or namespaces:
+            self.server.emit(RECONNECT_EVENT, hint, to=sid, namespace=namespace, ignore_queue=True)
         for namespace, sid in namespaces:
             self.server.disconnect(sid, namespace=namespace, ignore_queue=True)
 
