@@ -1,0 +1,142 @@
+"""Hostile HTTP to the real server: wrong content types, deep or huge JSON, invalid UTF-8, oversized headers, methods
+not allowed. Every answer is a 4xx, JSON-shaped where Flask answers (gunicorn answers header-size errors itself)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import requests
+
+from tests.reliability.support import Api, running_server
+
+pytestmark = pytest.mark.integration
+
+KEY = "test-key-1"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_server() as running:
+        yield running
+        assert running.bad_log_lines() == []
+
+
+def assert_json_error(response: requests.Response, *statuses: int) -> dict:
+    assert response.status_code in statuses, (response.status_code, response.text[:200])
+    assert response.headers["Content-Type"].startswith("application/json"), response.headers
+    error = response.json()["error"]
+    assert isinstance(error["code"], str) and isinstance(error["message"], str)
+    assert "Traceback" not in response.text and KEY not in response.text
+    return error
+
+
+NESTED = 90_000  # far past the JSON decoder's recursion limit, still under the body limit
+
+BODIES = {
+    "form body": ("application/x-www-form-urlencoded", b"channel=a&event=b&data=1", 400),
+    "multipart body": ("multipart/form-data; boundary=x", b"--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n"
+                                                         b"1\r\n--x--\r\n", 400),
+    "XML": ("application/xml", b"<publish channel='a'/>", 400),
+    "JSON array, not object": ("application/json", b"[1,2,3]", 400),
+    "JSON string": ("application/json", b'"publish"', 400),
+    "truncated JSON": ("application/json", b'{"channel": "a", "event": ', 400),
+    "invalid UTF-8": ("application/json", b'{"channel": "\xff\xfe", "event": "e", "data": 1}', 400),
+    "UTF-16 JSON": ("application/json", '{"channel":"a","event":"e","data":1}'.encode("utf-16"), 400),
+    "nested 90000 deep (whole body)": ("application/json", b"[" * NESTED + b"]" * NESTED, 400),
+    "nested 90000 deep (data)": ("application/json", b'{"channel":"a","event":"e","data":' + b"[" * NESTED
+                                 + b"]" * NESTED + b"}", 400),
+    "NaN data": ("application/json", b'{"channel":"a","event":"e","data":NaN}', 400),
+    "5000-digit number": ("application/json", b'{"channel":"a","event":"e","data":' + b"7" * 5000 + b"}", 400),
+    "huge body (3 MB)": ("application/json", b'{"channel":"a","event":"e","data":"' + b"x" * 3_000_000 + b'"}', 413),
+    "empty body": ("application/json", b"", 400),
+}
+
+
+@pytest.mark.parametrize("path", ["/api/v1/publish", "/api/v1/tokens", "/api/v1/publish/batch"])
+@pytest.mark.parametrize("content_type, body, status", BODIES.values(), ids=BODIES.keys())
+def test_bad_bodies(server, path, content_type, body, status):
+    response = requests.post(server.url + path, data=body, headers={**AUTH, "Content-Type": content_type},
+                             timeout=30)
+    assert_json_error(response, status)
+
+
+@pytest.mark.parametrize(
+    "method, path, status",
+    [
+        ("DELETE", "/api/v1/publish", 405),
+        ("PUT", "/api/v1/tokens", 405),
+        ("GET", "/api/v1/publish", 405),
+        ("PATCH", "/api/v1/channels", 405),
+        ("POST", "/livez", 405),
+        ("TRACE", "/api/v1/publish", 405),
+        ("GET", "/api/v1/nothing-here", 404),
+        ("GET", "/no/such/page", 404),
+    ],
+)
+def test_methods_and_paths(server, method, path, status):
+    error = assert_json_error(requests.request(method, server.url + path, headers=AUTH, timeout=10), status)
+    assert error["code"] in ("method_not_allowed", "not_found")
+
+
+@pytest.mark.parametrize(
+    "headers, status",
+    [
+        ({}, 401),
+        ({"Authorization": "Bearer wrong-key"}, 401),
+        ({"Authorization": "Basic dGVzdDp0ZXN0"}, 401),
+        ({"Authorization": "Bearer " + "k" * 4000}, 401),
+        ({"Authorization": "Bearer \u00e9\u00e8"}, 401),
+    ],
+)
+def test_bad_credentials(server, headers, status):
+    response = requests.post(server.url + "/api/v1/publish", json={"channel": "a", "event": "e"}, headers=headers,
+                             timeout=10)
+    error = assert_json_error(response, status)
+    assert "wrong-key" not in response.text and error["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize("query", ["since=abc", "since=-1", "limit=0", "limit=100000", "since=%F0%9F%92%A9",
+                                   "since=1e3", "limit=" + "9" * 5000])
+def test_bad_history_queries(server, query):
+    assert_json_error(requests.get(f"{server.url}/api/v1/channels/a/history?{query}", headers=AUTH, timeout=10), 400)
+
+
+@pytest.mark.parametrize("channel", ["%00", "a" * 5000, "..", "%F0%9F%92%A9", "a%20b"])
+def test_bad_channel_names_in_paths(server, channel):
+    response = requests.get(f"{server.url}/api/v1/channels/{channel}/presence", headers=AUTH, timeout=10)
+    assert_json_error(response, 400, 404)
+
+
+def raw_request(server, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\nConnection: close\r\n\r\n",
+        b"GET /livez HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: 1\r\n" % i for i in range(200))
+        + b"Connection: close\r\n\r\n",
+        b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Bad: \xff\xfe\r\nContent-Length: abc\r\nConnection: close\r\n\r\n",
+        b"NOT-HTTP\r\n\r\n",
+    ],
+    ids=["header 20 KB", "200 headers", "request line 10 KB", "bad Content-Length", "not HTTP"],
+)
+def test_oversized_and_broken_requests(server, request_bytes):
+    """gunicorn refuses these before Flask sees them: 4xx, never 5xx (its body is plain HTML, not our JSON)."""
+    answer = raw_request(server, request_bytes)
+    status = int(answer.split(b" ", 2)[1])
+    assert 400 <= status < 500, answer[:200]
+    assert requests.get(server.url + "/livez", timeout=10).status_code == 200
+
+
+def test_server_still_publishes_after_all_that(server):
+    assert Api(server).publish("after.hostile", "e", {"ok": True})["offset"] >= 1
