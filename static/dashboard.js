@@ -53,6 +53,25 @@
     return "";
   }
 
+  // Redraw a table body (a hint row when empty). Focus stays on the same row's button across the once-a-second
+  // redraw, found again by its data-<key>, so keyboard users are not thrown out.
+  function replaceRows(body, rows, emptyText, columns, key) {
+    if (!rows.length) {
+      const row = el("tr");
+      const cell = el("td", "hint", emptyText);
+      cell.colSpan = columns;
+      row.append(cell);
+      rows.push(row);
+    }
+    const active = document.activeElement;
+    const focused = active && body.contains(active) ? active.dataset[key] : null;
+    body.replaceChildren.apply(body, rows);
+    if (focused) {
+      const again = body.querySelector("button[data-" + key + '="' + CSS.escape(focused) + '"]');
+      if (again) again.focus();
+    }
+  }
+
   // ---------- connection ----------
   const socket = io("/dashboard", { auth: { csrf: csrf }, reconnectionDelayMax: 3000 });
   const stateNode = $("connection-state");
@@ -193,21 +212,7 @@
       row.append(cell);
       rows.push(row);
     }
-    if (!rows.length) {
-      const row = el("tr");
-      const cell = el("td", "hint", "No channels yet.");
-      cell.colSpan = 4;
-      row.append(cell);
-      rows.push(row);
-    }
-    // Keep focus on a Watch button across the once-a-second redraw, so keyboard users are not thrown out.
-    const focused = document.activeElement && body.contains(document.activeElement)
-      ? document.activeElement.dataset.channel : null;
-    body.replaceChildren.apply(body, rows);
-    if (focused) {
-      const again = body.querySelector('button[data-channel="' + CSS.escape(focused) + '"]');
-      if (again) again.focus();
-    }
+    replaceRows(body, rows, "No channels yet.", 4, "channel");
   }
   $("channels").addEventListener("click", function (event) {
     const button = event.target.closest("button[data-channel]");
@@ -226,7 +231,7 @@
       const text = [client.sid, client.sub || "", client.transport, client.channels.join(" ")].join(" ").toLowerCase();
       if (filter && !text.includes(filter)) continue;
       const row = el("tr");
-      row.append(el("td", null, client.sid), el("td", null, client.sub || "anonymous"), el("td", null, client.transport),
+      row.append(el("td", null, client.sid), el("td", null, client.sub || (snap.subs_known ? "anonymous" : "–")), el("td", null, client.transport),
         el("td", "channels", client.channels.join(", ") || "–"), el("td", null, fmtTime(client.since)));
       const cell = el("td");
       const button = el("button", "small danger", "Disconnect");
@@ -240,20 +245,8 @@
     const shown = snap.client_count > snap.client_rows.length
       ? "newest " + snap.client_rows.length + " of " + snap.client_count : String(snap.client_count);
     setText("client-count", shown);
-    if (!rows.length) {
-      const row = el("tr");
-      const cell = el("td", "hint", snap.client_count ? "No client matches the filter." : "No realtime clients connected.");
-      cell.colSpan = 6;
-      row.append(cell);
-      rows.push(row);
-    }
-    const focusedSid = document.activeElement && body.contains(document.activeElement)
-      ? document.activeElement.dataset.sid : null;
-    body.replaceChildren.apply(body, rows);
-    if (focusedSid) {
-      const again = body.querySelector('button[data-sid="' + CSS.escape(focusedSid) + '"]');
-      if (again) again.focus();
-    }
+    replaceRows(body, rows, snap.client_count ? "No client matches the filter." : "No realtime clients connected.", 6,
+      "sid");
   }
   $("client-filter").addEventListener("input", renderClients);
 

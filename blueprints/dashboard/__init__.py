@@ -39,8 +39,8 @@ def init_dashboard(app: Flask, hub: Hub) -> Sampler:
     tally.install(socketio.server.eio)
     watchers = Watchers()
     # The realtime namespace knows each connection's `sub`; without its sub_of() the table shows none.
-    realtime = socketio.server.namespace_handlers.get("/")
-    sampler = Sampler(socketio, hub, tally, watchers, getattr(realtime, "sub_of", lambda sid: None))
+    sub_of = getattr(socketio.server.namespace_handlers.get("/"), "sub_of", None)
+    sampler = Sampler(socketio, hub, tally, watchers, sub_of)
     app.extensions[EXTENSION_KEY] = {
         "sampler": sampler,
         "watchers": watchers,

@@ -1,13 +1,15 @@
 """The dashboard's live feed: one background task samples the process once a second and pushes a snapshot.
 
 Nothing here polls the HTTP API: the sampler reads the in-process objects (Engine.IO sessions, the hub, the
-Prometheus counters) directly and emits to the dashboard room, plus the new messages of the channels each
-dashboard watches (read from history, so watching never joins a channel or shows up in its presence).
+Prometheus counters) directly and emits to each dashboard of this process, plus the new messages of the channels
+each dashboard watches (read from history, so watching never joins a channel or shows up in its presence).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 import tomllib
@@ -25,7 +27,6 @@ from utils.runtime_stats import thread_counts, uptime_seconds
 log = logging.getLogger(__name__)
 
 NAMESPACE = "/dashboard"
-ROOM = "dashboards"
 SAMPLE_INTERVAL = 1.0
 # What one snapshot carries at most, so 1000 clients or channels cost the page a bounded DOM and the wire a bounded
 # frame; the totals are always sent alongside.
@@ -37,6 +38,8 @@ MAX_EVENTS_PER_TICK = 200
 BACKLOG_ON_WATCH = 20
 
 _PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+# Which process a snapshot describes (several sit behind one load balancer with REDIS_URL).
+INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def read_version() -> str:
@@ -142,7 +145,6 @@ class Watchers:
     def join(self, sid: str, login_id: str) -> None:
         with self._lock:
             self._logins[sid] = login_id
-            self._sent[sid] = {}
 
     def leave(self, sid: str) -> None:
         with self._lock:
@@ -150,11 +152,16 @@ class Watchers:
             self._sent.pop(sid, None)
 
     def watch(self, sid: str, channels: tuple[str, ...]) -> bool:
-        """Replace the channels `sid` watches; False if `sid` is no longer connected."""
+        """Replace the channels `sid` watches (and from its first call on, send it snapshots); False if `sid` is
+        no longer connected.
+
+        Snapshots wait for this call because python-socketio acknowledges a connect only after the connect
+        handler returns: an emit between the two would reach a client that does not know it is connected.
+        """
         with self._lock:
             if sid not in self._logins:
                 return False
-            before = self._sent[sid]
+            before = self._sent.get(sid, {})
             self._sent[sid] = {channel: before.get(channel) for channel in channels}
             return True
 
@@ -176,8 +183,14 @@ class Watchers:
             return [sid for sid, login in self._logins.items() if login == login_id]
 
     def sids(self) -> list[str]:
+        """Every connected dashboard."""
         with self._lock:
             return list(self._logins)
+
+    def audience(self) -> list[str]:
+        """The dashboards that asked for snapshots (see watch())."""
+        with self._lock:
+            return list(self._sent)
 
 
 def message_row(message: Any) -> dict[str, Any]:
@@ -189,12 +202,12 @@ class Sampler:
     """The one background task behind every dashboard: sample, emit a snapshot, emit watched channels' news."""
 
     def __init__(self, socketio: Any, hub: Hub, tally: ConnectionTally, watchers: Watchers,
-                 identity_of: Callable[[str], str | None]) -> None:
+                 sub_of: Callable[[str], str | None] | None) -> None:
         self.socketio = socketio
         self.hub = hub
         self.tally = tally
         self.watchers = watchers
-        self.identity_of = identity_of
+        self.sub_of = sub_of  # None: subs unknown (the table then shows none, not "anonymous")
         self.version = read_version()
         # Guards the one-time start and the stop flag.
         self._lock = threading.Lock()
@@ -227,9 +240,15 @@ class Sampler:
         log.info("dashboard sampler stopped")
 
     def tick(self) -> None:
+        audience = self.watchers.audience()
+        if not audience:
+            self._rates()  # keep the rate baseline current for the next dashboard
+            return
         snapshot = self.snapshot()
-        if self.watchers.sids():
-            self.socketio.emit("snapshot", snapshot, to=ROOM, namespace=NAMESPACE)
+        # One emit per dashboard of this process, not one to the room: with REDIS_URL a room emit would reach the
+        # dashboards of every instance, each then getting every instance's snapshot in turn.
+        for sid in audience:
+            self.socketio.emit("snapshot", snapshot, to=sid, namespace=NAMESPACE)
         self.emit_new_events()
 
     def _rates(self) -> tuple[float | None, float | None]:
@@ -248,15 +267,16 @@ class Sampler:
         dashboard_sids = self.watchers.sids()
         dashboard_eio = {manager.eio_sid_from_sid(sid, NAMESPACE) for sid in dashboard_sids}
         by_transport = {"websocket": 0, "polling": 0}
-        for eio_sid, socket in list(server.eio.sockets.items()):
-            if not socket.closed and eio_sid not in dashboard_eio:
-                by_transport["websocket" if socket.upgraded else "polling"] += 1
+        for eio_sid, session in list(server.eio.sockets.items()):
+            if not session.closed and eio_sid not in dashboard_eio:
+                by_transport["websocket" if session.upgraded else "polling"] += 1
         published_rate, delivered_rate = self._rates()
         channels = self.hub.channel_summaries()
         clients = self.client_rows()
         return {
             "time": time.time(),
             "version": self.version,
+            "instance": INSTANCE,
             "uptime": uptime_seconds(),
             "threads": thread_counts(),
             "rss_bytes": resident_memory_bytes(),
@@ -270,6 +290,7 @@ class Sampler:
             "channels": sorted(channels, key=lambda c: (-c["subscribers"], c["channel"]))[:MAX_CHANNEL_ROWS],
             "channel_count": len(channels),
             "client_rows": clients[:MAX_CLIENT_ROWS],
+            "subs_known": self.sub_of is not None,
             "client_count": len(clients),
         }
 
@@ -278,13 +299,13 @@ class Sampler:
         server = self.socketio.server
         rows = []
         for sid, eio_sid in list(server.manager.get_participants("/", None)):
-            socket = server.eio.sockets.get(eio_sid)
-            if socket is None or socket.closed:
+            session = server.eio.sockets.get(eio_sid)
+            if session is None or session.closed:
                 continue
             rows.append({
                 "sid": sid,
-                "sub": self.identity_of(sid),
-                "transport": "websocket" if socket.upgraded else "polling",
+                "sub": self.sub_of(sid) if self.sub_of else None,
+                "transport": "websocket" if session.upgraded else "polling",
                 "channels": sorted(self.hub.presence.channels_of(sid)),
                 "since": self.tally.connected_since(eio_sid),
             })

@@ -6,9 +6,9 @@ import logging
 from typing import Any
 
 from flask import request, session
-from flask_socketio import ConnectionRefusedError, Namespace, join_room
+from flask_socketio import ConnectionRefusedError, Namespace
 
-from blueprints.dashboard.live import MAX_WATCHED_CHANNELS, ROOM, Sampler, Watchers
+from blueprints.dashboard.live import MAX_WATCHED_CHANNELS, Sampler, Watchers
 from blueprints.dashboard.security import csrf_valid, current_login, origin_allowed
 from hub import Hub
 from hub.channels import validate_channel
@@ -47,17 +47,12 @@ class DashboardNamespace(Namespace):
         self.watchers.leave(request.sid)
 
     def on_watch(self, payload: Any = None) -> dict[str, Any]:
-        """Replace the channels whose events this dashboard receives; the first call also starts its snapshots.
-
-        Snapshots wait for this call because python-socketio acknowledges a connect only after on_connect
-        returns: a room joined there could receive the sampler's emit before the client knows it is connected.
-        """
+        """Replace the channels whose events this dashboard receives; the first call also starts its snapshots."""
         channels = _body(payload).get("channels")
         if not isinstance(channels, list) or len(channels) > MAX_WATCHED_CHANNELS:
             raise InvalidPayload(f"channels must be a list of at most {MAX_WATCHED_CHANNELS} names")
         names = tuple(dict.fromkeys(validate_channel(channel) for channel in channels))
         self.watchers.watch(request.sid, names)
-        join_room(ROOM)
         return {"ok": True, "channels": list(names)}
 
     def on_publish(self, payload: Any = None) -> dict[str, Any]:
