@@ -72,7 +72,8 @@ class ExternalPublisher:
         """Store and broadcast one message; returns it with its offset and id.
 
         Raises the hub's errors: InvalidChannel, InvalidEvent, InvalidPayload, PayloadTooLarge, and
-        Unavailable when Redis cannot be reached (nothing was published then; retry).
+        Unavailable when Redis cannot be reached: retry. (If Redis failed in the middle of the command, the
+        message may have been stored all the same, so a retry can deliver it twice under two offsets.)
         """
         validate_channel(channel)
         validate_event(event)

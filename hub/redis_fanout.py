@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 # A join whose marker has not come back after this long is forgotten (Redis dropped it or the listener was
 # down); the subscriber's own wait gives up long before.
 _STALE_JOIN_SECONDS = 60.0
+# How long a join waits for the listener to be subscribed (it starts with the first client, or reconnects).
+_LISTENER_WAIT_SECONDS = 5.0
 
 
 class JoinMarkers(Protocol):
@@ -39,6 +41,9 @@ class JoinMarkers(Protocol):
 
     def forget(self, marker: str) -> None:
         """Drop a marker that will never arrive."""
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Wait until markers can come back (the listener is subscribed); False on timeout."""
 
 
 @dataclass
@@ -104,6 +109,12 @@ class RedisFanout:
         self.on_use()
         job = _Join(sid, channel, presence)
         self._purge_stale()
+        if not self.markers.wait_subscribed(_LISTENER_WAIT_SECONDS):
+            # The event stays unset: the subscriber's wait times out and its handler undoes the subscription.
+            log.warning("join of %s to %s: the message-queue listener is not subscribed", sid, channel)
+            with self._lock:
+                self._failed += 1
+            return job.done
         with self._lock:
             self._joins[(sid, channel)] = job
         job.marker = self.markers.register(channel, lambda: self._joined(job))

@@ -46,6 +46,9 @@ local function offset_of(id)
   return tonumber(string.match(id, '^(%d+)'))
 end
 local function trim_old(key, horizon)
+  -- Usually nothing has expired: one entry tells, without reading a whole batch on every append.
+  local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
+  if #first == 0 or tonumber(field(first[1], 't')) > horizon then return end
   while true do
     local batch = redis.call('XRANGE', key, '-', '+', 'COUNT', 100)
     if #batch == 0 then return end
@@ -253,7 +256,8 @@ class RedisHistoryStore(HistoryStore):
         for entry_id, flat in entries:
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
             offset = int(entry_id.split("-", 1)[0])
-            messages.append(Message(channel, fields["e"], json.loads(fields["d"]), offset, fields["i"], int(fields["t"])))
+            data = json.loads(fields["d"])
+            messages.append(Message(channel, fields["e"], data, offset, fields["i"], int(fields["t"])))
         return messages
 
     def since(self, channel: str, offset: int, limit: int | None = None) -> tuple[list[Message], bool]:

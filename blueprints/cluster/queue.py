@@ -31,6 +31,7 @@ from redis.retry import Retry
 from hub.errors import Unavailable
 from hub.redis_client import CONNECT_TIMEOUT, OUTAGE_ERRORS
 from hub.redis_history import BROADCAST_HOST_ID, RedisHistoryStore
+from utils.metrics import FANOUT_LATENCY, MESSAGES_DELIVERED, MESSAGES_PUBLISHED, channel_namespace
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class ClusterQueueManager(socketio.RedisManager):
         super().__init__(url, channel=channel, logger=logging.getLogger("socketio.server"))
         self.history = history
         self.room_prefix = room_prefix
-        self.subscribed = False
+        self._subscribed = threading.Event()
         self.last_marker = 0.0  # monotonic time the listener last ran a marker (probes included)
         self.last_receive = 0.0  # monotonic time the listener last received anything from Redis
         self._reconnect = threading.Event()
@@ -72,6 +73,14 @@ class ClusterQueueManager(socketio.RedisManager):
                 return
             self._initialized = True
         super().initialize()
+
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed.is_set()
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Wait until the listener is subscribed: a marker published before that would never come back."""
+        return self._subscribed.wait(timeout)
 
     def listener_alive(self) -> bool:
         thread = getattr(self, "thread", None)
@@ -125,7 +134,7 @@ class ClusterQueueManager(socketio.RedisManager):
             raise Unavailable("message queue unavailable") from exc
 
     def _close_pubsub(self) -> None:
-        self.subscribed = False
+        self._subscribed.clear()
         if self.pubsub is not None:
             try:
                 self.pubsub.close()
@@ -145,7 +154,7 @@ class ClusterQueueManager(socketio.RedisManager):
                     self._close_pubsub()
                     self._listener_connect()
                     self.pubsub.subscribe(self.channel)
-                    self.subscribed = True
+                    self._subscribed.set()
                     log.info("message queue listener subscribed to %s", self.channel)
                     yield from self._catch_up()
                 message = self.pubsub.get_message(timeout=POLL_SECONDS)
@@ -157,6 +166,7 @@ class ClusterQueueManager(socketio.RedisManager):
                     continue
                 packet = self._decode(message["data"])
                 if packet is not None and self._is_new(packet):
+                    self._count(packet)
                     yield packet
             except (*OUTAGE_ERRORS, Unavailable) as exc:
                 log.warning("message queue listener lost redis (%s); retrying in %.1fs", exc, retry)
@@ -185,6 +195,18 @@ class ClusterQueueManager(socketio.RedisManager):
         self._delivered[channel] = (epoch, offset)
         return True
 
+    def _count(self, packet: dict[str, Any]) -> None:
+        """The fan-out metrics the in-process worker records (blueprints.realtime.transport), for this instance."""
+        info = packet.get("signalboard")
+        if not isinstance(info, dict):
+            return
+        label = channel_namespace(info["channel"])
+        MESSAGES_PUBLISHED.labels(label).inc()
+        meta = packet["data"][1] if isinstance(packet.get("data"), list) and len(packet["data"]) > 1 else {}
+        if isinstance(meta, dict) and isinstance(meta.get("ts"), int):
+            FANOUT_LATENCY.observe(max(0.0, time.time() - meta["ts"] / 1000))
+        MESSAGES_DELIVERED.labels(label).inc(len(self.rooms.get("/", {}).get(packet["room"], ())))
+
     def _has_local_members(self, channel: str) -> bool:
         return bool(self.rooms.get("/", {}).get(self.room_prefix + channel))
 
@@ -204,12 +226,14 @@ class ClusterQueueManager(socketio.RedisManager):
             if messages:
                 log.info("catch-up of %s: replaying %d messages missed during the outage", channel, len(messages))
             for message in messages:
-                yield {
+                packet = {
                     "method": "emit", "event": message.event, "data": [message.data, message.meta()],
                     "namespace": "/", "room": self.room_prefix + channel, "host_id": BROADCAST_HOST_ID,
                     "signalboard": {"channel": channel, "epoch": epoch, "offset": message.offset},
                 }
                 self._delivered[channel] = (epoch, message.offset)
+                self._count(packet)
+                yield packet
 
     # --- markers (hub.redis_fanout.JoinMarkers) -------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Real redis-server and nginx (Debian packages) on free 127.0.0.1 ports, each with its own temp config, ended by PID."""
+"""Real redis-server and nginx (Debian packages) on free 127.0.0.1 ports, with their own temp config, ended by PID."""
 
 from __future__ import annotations
 

@@ -21,7 +21,8 @@ def ready(server: ServerProcess) -> tuple[int, dict]:
 
 def test_redis_restart_loses_no_acknowledged_message(redis_server, key_prefix):
     env = {"REDIS_URL": redis_server.url, "REDIS_KEY_PREFIX": key_prefix, "API_RATE_LIMIT": 0,
-           "CLIENT_RATE_LIMIT": 0, "PRESENCE_TTL": 3}
+           "CLIENT_RATE_LIMIT": 0, "PRESENCE_TTL": 3,
+           "GUNICORN_TIMEOUT": 120}  # a CPU-starved shared machine must not get a worker killed mid-test
     a = ServerProcess(INSTANCE_ID="a", **env)
     b = ServerProcess(INSTANCE_ID="b", **env)
     clients: list[HubClient] = []
@@ -81,9 +82,13 @@ def test_redis_restart_loses_no_acknowledged_message(redis_server, key_prefix):
         assert slowest[0] < 5.0  # a publish never hangs on a dead Redis
         assert acked == sorted(acked) and len(set(acked)) == len(acked)
         for client in clients:
-            received = client.wait_offsets(channel, len(acked), timeout=20)
-            # Every acknowledged message arrived, exactly once and in order (offsets of refused ones never existed).
-            assert received == acked == list(range(1, len(acked) + 1))
+            client.wait_for(lambda c=client: set(acked) <= set(c.offsets(channel)), timeout=20,
+                            what="every acknowledged message")
+            received = client.offsets(channel)
+            # Every acknowledged message arrived, once, in order. A publish cut off by the stop itself may have
+            # been stored although its caller got a 503, so a few unacknowledged offsets may be there too.
+            assert received == sorted(set(received))
+            assert len(received) - len(acked) <= len(refused)
         after = Api(b).publish(channel, "tick", {"n": "after"})
         for client in clients:
             assert client.wait_offsets(channel, len(acked) + 1)[-1] == after["offset"]

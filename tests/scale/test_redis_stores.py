@@ -118,7 +118,8 @@ def test_append_publishes_in_offset_order_with_socketio_packets(client, keys):
     assert first["data"][0] == {"n": 0, "s": "a\u2028b"}
     assert first["signalboard"] == {"channel": "prices", "offset": 1, "epoch": store.epoch}
 
-    replay = store.replay("prices", 1, "SID", '{"method":"callback","host_id":"h","sid":"x","namespace":"/","id":7,"args":[')
+    marker = '{"method":"callback","host_id":"h","sid":"x","namespace":"/","id":7,"args":['
+    replay = store.replay("prices", 1, "SID", marker)
     assert (replay.complete, replay.latest, replay.sent) == (True, 3, 2)
     replayed = [json.loads(pubsub.get_message(timeout=2)["data"]) for _ in range(3)]
     assert [p["room"] for p in replayed[:2]] == ["SID", "SID"]

@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+import redis
 import requests
 import socketio
 
@@ -32,6 +33,9 @@ def cluster_env(redis_server):
         "API_RATE_LIMIT": 0,
         "CLIENT_RATE_LIMIT": 0,
         "HISTORY_MAX_MESSAGES": 500,
+        # The machine these run on is shared and at times starved of CPU; a worker must not be killed for a
+        # late gunicorn heartbeat in the middle of a test.
+        "GUNICORN_TIMEOUT": 120,
     }
 
 
@@ -94,7 +98,7 @@ def test_a_message_published_anywhere_reaches_every_instance_exactly_once(instan
 
     assert [via_b["offset"], via_helper.offset, via_cli["offset"], via_c["offset"]] == [1, 2, 3, 4]
     for client in (on_a, on_b):
-        assert client.wait_offsets(channel, 4) == [1, 2, 3, 4]
+        assert client.wait_offsets(channel, 4, timeout=30) == [1, 2, 3, 4]
         assert [d.data["via"] for d in client.deliveries(channel)] == ["http-b", "helper", "cli", "http-c"]
         assert [d.meta["id"] for d in client.deliveries(channel)] == [
             via_b["id"], via_helper.id, via_cli["id"], via_c["id"]]
@@ -264,3 +268,28 @@ def test_presence_spans_instances_and_forgets_a_killed_one(instances, cluster_en
                       timeout=10, what="carol's leave event")
     finally:
         doomed.__exit__(None, None, None)
+
+
+def test_listener_recovers_when_redis_drops_its_connection(instances, connect, redis_server):
+    """The failure python-socketio's stock manager can miss: Redis closes the subscriber's connection."""
+    a, b, _ = instances
+    channel = unique("dropped")
+    listener = connect(a.url)
+    subscribe(listener, channel)
+    admin = redis.Redis.from_url(redis_server.url)
+    killed = admin.client_kill_filter(_type="pubsub")
+    assert killed >= 3  # one subscriber connection per instance
+    # Published while the listeners reconnect: caught up from history, not lost.
+    offsets = [Api(b).publish(channel, "after-kill", n)["offset"] for n in range(5)]
+    assert listener.wait_offsets(channel, 5, timeout=20) == offsets
+    for server in instances:
+        server.wait_until(lambda s=server: requests.get(s.url + "/readyz", timeout=5).status_code == 200,
+                          timeout=20, what="readiness after the reconnect")
+    admin.close()
+
+
+def test_channel_rooms_match_the_realtime_transport():
+    from blueprints.realtime.transport import channel_room
+    from hub.redis_history import CHANNEL_ROOM_PREFIX
+
+    assert channel_room("orders.eu") == CHANNEL_ROOM_PREFIX + "orders.eu"
