@@ -56,7 +56,11 @@ def configure_sessions(app: Flask) -> None:
 def register_extensions(app: Flask) -> None:
     init_socketio(app)
     readiness = app.extensions["readiness"] = Readiness()
-    budget = ThreadBudget(app.config["GUNICORN_THREADS"], app.config["ADMISSION_RESERVE_THREADS"])
+    # The shared websocket transport gives a websocket's thread back after the handshake: websockets get a cap of
+    # their own instead of counting against the threads.
+    shared = app.config["WEBSOCKET_TRANSPORT"] == "shared"
+    budget = ThreadBudget(app.config["GUNICORN_THREADS"], app.config["ADMISSION_RESERVE_THREADS"],
+                          app.config["MAX_WEBSOCKET_CLIENTS"] if shared else None)
     admission = app.extensions["admission"] = Admission(budget, socketio.server.eio, lambda: readiness.draining,
                                                         app.config["LONG_POLL_CAP_SECONDS"])
     readiness.add_check("capacity", admission.capacity_check)

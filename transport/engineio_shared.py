@@ -109,7 +109,7 @@ class SharedSocket(Socket):
 class EngineIOWebSocket:
     """The Engine.IO side of one shared-loop websocket: the upgrade dance, then packets in and out."""
 
-    __slots__ = ("socket", "transport", "conn", "state")
+    __slots__ = ("socket", "transport", "conn", "state", "connecting", "held")
 
     PROBING, UPGRADING, OPEN = "probing", "upgrading", "open"
 
@@ -118,6 +118,8 @@ class EngineIOWebSocket:
         self.transport = transport
         self.conn: WebSocketConnection | None = None
         self.state = self.PROBING if upgrading else self.OPEN
+        self.connecting = False  # a Socket.IO namespace connect is being handled; later messages wait
+        self.held: list[eio_packet.Packet] = []
 
     def deliver(self, item: Any) -> None:
         """From SinkQueue: a packet to send, or None when Engine.IO closed the socket."""
@@ -151,12 +153,37 @@ class EngineIOWebSocket:
     def _receive(self, pkt: eio_packet.Packet) -> None:
         if pkt.packet_type == eio_packet.PONG:
             self.socket.schedule_ping()  # a timer entry, cheap enough for the loop thread
+        elif pkt.packet_type == eio_packet.MESSAGE and self.connecting:
+            self.held.append(pkt)
+        elif pkt.packet_type == eio_packet.MESSAGE and isinstance(pkt.data, str) and pkt.data[:1] == "0":
+            # python-socketio sends the namespace CONNECT answer before it marks the client connected. Over a
+            # websocket written without a thread hop, the client's next event (sent the moment it reads that
+            # answer) can be handled in that gap and dropped as "not connected". So the connect is handled to
+            # the end before anything else this client sent.
+            self.connecting = True
+            self.socket.server.start_background_task(self._connect_namespace, pkt)
         elif pkt.packet_type == eio_packet.MESSAGE and self.socket.server.async_handlers:
             self.socket.receive(pkt)  # python-engineio starts the handler thread itself
         else:
             # Anything that may run application code synchronously (a close packet runs the disconnect handler)
             # leaves the loop thread.
             self.socket.server.start_background_task(self._receive_in_thread, pkt)
+
+    def _connect_namespace(self, pkt: eio_packet.Packet) -> None:
+        try:
+            # What Socket.receive does for a message, but waiting for the handler instead of starting a thread.
+            self.socket.server._trigger_event("message", self.socket.sid, pkt.data, run_async=False)
+        finally:
+            self.transport.loop.call_soon(self._release_held)
+
+    def _release_held(self) -> None:
+        self.connecting = False
+        held, self.held = self.held, []
+        for index, pkt in enumerate(held):
+            self._receive(pkt)
+            if self.connecting:  # another namespace connect: the rest waits for it
+                self.held = held[index + 1:] + self.held
+                return
 
     def _receive_in_thread(self, pkt: eio_packet.Packet) -> None:
         try:

@@ -1,8 +1,8 @@
 """One thread for every handed-off websocket: a selector for reads and backlogged writes, and a timer heap that
 replaces python-engineio's one sleeping ping thread per connection.
 
-Only the loop thread touches the selector and the registered connections' read side; other threads ask for work
-with call_soon() and call_later(), which wake the selector through a socket pair when needed.
+Only the loop thread touches the selector, reads, and makes the send() calls; other threads ask for work with
+call_soon(), flush_soon() and call_later(), which wake the selector through a socket pair when needed.
 """
 
 from __future__ import annotations
@@ -15,11 +15,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[int], None]
+
+
+class Flushable(Protocol):
+    def flush(self) -> None:
+        """Send what is buffered (called on the loop thread)."""
 
 
 class SharedLoop:
@@ -28,13 +33,13 @@ class SharedLoop:
     def __init__(self, start_thread: Callable[[Callable[[], None]], Any], name: str = "signalboard-transport") -> None:
         self.name = name
         self._start_thread = start_thread
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._lock = threading.Lock()  # guards _calls, _timers, _woken, _thread_started and _stopped
+        # Made when the loop starts, so an app that never serves a websocket (unit tests) holds no descriptors.
+        self._selector: selectors.BaseSelector | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._lock = threading.Lock()  # guards _calls, _flushes, _timers, _woken, _thread_started and _stopped
         self._calls: list[Callable[[], None]] = []
+        self._flushes: list[Flushable] = []
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._order = itertools.count()  # tie-breaker so equal due times never compare callables
         self._woken = False
@@ -49,12 +54,26 @@ class SharedLoop:
             if self._thread_started:
                 return
             self._thread_started = True
+            self._selector = selectors.DefaultSelector()
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
+            self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._start_thread(self._run)
 
     def call_soon(self, callback: Callable[[], None]) -> None:
         """Run `callback` on the loop thread, after the callbacks asked for before it."""
         with self._lock:
             self._calls.append(callback)
+            wake = not self._woken
+            self._woken = True
+        if wake:
+            self._wake()
+
+    def flush_soon(self, connection: Flushable) -> None:
+        """Have the loop thread call connection.flush(); cheaper than call_soon for the hot path of a broadcast."""
+        with self._lock:
+            self._flushes.append(connection)
             wake = not self._woken
             self._woken = True
         if wake:
@@ -77,6 +96,8 @@ class SharedLoop:
         self._wake()
 
     def _wake(self) -> None:
+        if self._wake_w is None:
+            return  # not started yet: the first select() will see the work
         try:
             self._wake_w.send(b"\0")
         except (BlockingIOError, OSError):
@@ -107,7 +128,7 @@ class SharedLoop:
             with self._lock:
                 if self._stopped:
                     break
-                timeout = None if self._calls else 0.0
+                timeout = 0.0 if self._calls or self._flushes else None
                 if timeout is None and self._timers:
                     timeout = max(0.0, self._timers[0][0] - time.monotonic())
             for key, mask in self._selector.select(timeout):
@@ -116,6 +137,7 @@ class SharedLoop:
                 else:
                     self._guarded(key.data, mask)
             self._run_calls()
+            self._run_flushes()
             self._run_timers()
         self._selector.close()
         self._wake_r.close()
@@ -135,6 +157,12 @@ class SharedLoop:
             calls, self._calls = self._calls, []
         for callback in calls:
             self._guarded(callback)
+
+    def _run_flushes(self) -> None:
+        with self._lock:
+            flushes, self._flushes = self._flushes, []
+        for connection in flushes:
+            self._guarded(connection.flush)
 
     def _run_timers(self) -> None:
         now = time.monotonic()

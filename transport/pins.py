@@ -37,6 +37,12 @@ def _source(obj: object) -> str:
     return inspect.getsource(obj)  # type: ignore[arg-type]
 
 
+def _socketio_handle_connect() -> object:
+    from socketio import server as sio_server
+
+    return sio_server.Server._handle_connect
+
+
 def internal_mismatches() -> list[str]:
     """One line per library internal the transport relies on that is not as it was written for."""
     from engineio import base_socket, packet
@@ -73,6 +79,11 @@ def internal_mismatches() -> list[str]:
          < _source(eio_server.Server._handle_connect).index("self._trigger_event('connect'")
          < _source(eio_server.Server._handle_connect).index("s.schedule_ping()"),
          "engineio Server._handle_connect creates the socket, then fires 'connect', then schedules the ping"),
+        ("self.server._trigger_event('message', self.sid, pkt.data,\n" in _source(eio_socket.Socket.receive),
+         "engineio Socket.receive hands a MESSAGE to _trigger_event('message', sid, data, run_async=...)"),
+        (_source(_socketio_handle_connect()).index("packet.CONNECT, {'sid': sid}")
+         < _source(_socketio_handle_connect()).index("self.manager.connect(sid, namespace)"),
+         "socketio Server._handle_connect answers CONNECT before marking the client connected (why we gate)"),
         (not hasattr(packet.Packet, "__slots__"), "engineio Packet instances accept extra attributes"),
         ("eio_pkt = [eio_packet.Packet(" in _source(manager.Manager.emit)
          and "self.server._send_eio_packet(eio_sid, p)" in _source(manager.Manager.emit),

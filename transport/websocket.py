@@ -1,9 +1,11 @@
 """A websocket served by the shared loop: wsproto parses what arrives, frames go out through a bounded buffer.
 
-Any thread may write (an emit goes straight to the kernel when nothing is queued, so a delivery costs no thread
-hop); the loop thread reads, flushes a backlog when the socket turns writable, and runs the close handshake.
-A client that cannot keep up with its writes is dropped once its backlog passes `max_buffered` bytes rather than
-growing the server's memory without bound.
+Any thread may write: a frame is appended to the connection's buffer and the connection is put on the loop's
+flush list, so a broadcast costs the emitting thread one append per recipient, and the loop thread makes the
+system calls (with the GIL released, so both run at once). Frames that pile up before the loop gets to a
+connection leave in one send() call. The loop thread also reads, runs the close handshake, and watches for
+writability when the kernel buffer is full. A client that cannot keep up is dropped once its backlog passes
+`max_buffered` bytes rather than growing the server's memory without bound.
 """
 
 from __future__ import annotations
@@ -38,11 +40,16 @@ class MessageHandler(Protocol):
         """The connection is gone, whoever ended it (called once, on the loop thread)."""
 
 
+def _reason(exc: OSError) -> str:
+    return errno.errorcode.get(exc.errno or 0, str(exc))
+
+
 class WebSocketConnection:
     """One accepted websocket on the shared loop. `start()` must run on the loop thread (use call_soon)."""
 
-    __slots__ = ("_loop", "_sock", "_handler", "_ws", "_lock", "_out", "_close_requested", "_close_sent",
-                 "_closed", "_parts", "_parts_size", "_max_message", "_max_buffered", "_watching_writes", "peer")
+    __slots__ = ("_loop", "_sock", "_handler", "_ws", "_lock", "_out", "_flush_pending", "_close_requested",
+                 "_close_sent", "_closed", "_parts", "_parts_size", "_max_message", "_max_buffered",
+                 "_watching_writes", "peer")
 
     def __init__(self, loop: SharedLoop, sock: socket.socket, handler: MessageHandler, max_message: int,
                  max_buffered: int) -> None:
@@ -50,8 +57,10 @@ class WebSocketConnection:
         self._sock = sock
         self._handler = handler
         self._ws = Connection(ConnectionType.SERVER)  # touched on the loop thread only
-        self._lock = threading.Lock()  # guards _out, _close_requested, _close_sent, _closed and the socket's writes
+        # Guards _out, _flush_pending, _close_requested, _close_sent and _closed.
+        self._lock = threading.Lock()
         self._out = bytearray()
+        self._flush_pending = False
         self._close_requested = False
         self._close_sent = False
         self._closed = False
@@ -59,7 +68,7 @@ class WebSocketConnection:
         self._parts_size = 0
         self._max_message = max_message
         self._max_buffered = max_buffered
-        self._watching_writes = False
+        self._watching_writes = False  # loop thread only
         try:
             address = sock.getpeername()
         except OSError:
@@ -77,7 +86,19 @@ class WebSocketConnection:
         with self._lock:
             if self._close_requested or self._closed:
                 return False
-            return self._write_locked(data)
+            if len(self._out) + len(data) > self._max_buffered:
+                log.info("websocket %s: dropped, more than %d bytes waiting to be sent", self.peer,
+                         self._max_buffered)
+                self._close_requested = True
+                self._out.clear()
+                self._loop.call_soon(lambda: self._finish("send buffer overflow"))
+                return False
+            self._out += data
+            if self._flush_pending:
+                return True
+            self._flush_pending = True
+        self._loop.flush_soon(self)
+        return True
 
     def close(self, code: int = CloseReason.NORMAL_CLOSURE, reason: str | None = None) -> None:
         """Flush what is queued, then run the close handshake; later writes are dropped."""
@@ -86,39 +107,6 @@ class WebSocketConnection:
                 return
             self._close_requested = True
         self._loop.call_soon(lambda: self._send_close(code, reason))
-
-    def _write_locked(self, data: bytes) -> bool:
-        if self._out:
-            if len(self._out) + len(data) > self._max_buffered:
-                self._overflowed()
-                return False
-            self._out += data
-            return True
-        try:
-            sent = self._sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:
-            self._broken(exc)
-            return False
-        if sent < len(data):
-            if len(data) - sent > self._max_buffered:
-                self._overflowed()
-                return False
-            self._out += memoryview(data)[sent:]
-            self._loop.call_soon(self._watch_writes)
-        return True
-
-    def _overflowed(self) -> None:
-        log.info("websocket %s: dropped, more than %d bytes waiting to be sent", self.peer, self._max_buffered)
-        self._close_requested = True
-        self._out.clear()
-        self._loop.call_soon(lambda: self._finish("send buffer overflow"))
-
-    def _broken(self, exc: OSError) -> None:
-        self._close_requested = True
-        self._out.clear()
-        self._loop.call_soon(lambda: self._finish(f"send failed: {errno.errorcode.get(exc.errno or 0, exc)}"))
 
     # ---- loop thread --------------------------------------------------------------------------------------------
 
@@ -132,42 +120,43 @@ class WebSocketConnection:
 
     def _on_ready(self, mask: int) -> None:
         if mask & selectors.EVENT_WRITE:
-            self._flush()
+            self.flush()
         if mask & selectors.EVENT_READ and not self._closed:
             self._read()
 
-    def _watch_writes(self) -> None:
+    def flush(self) -> None:
+        """Send what is buffered; watch for writability while the kernel cannot take it all."""
         with self._lock:
-            want = bool(self._out) and not self._closed and not self._watching_writes
-            if want:
-                self._watching_writes = True
-        if want:
-            self._loop.modify(self._sock, self._on_ready, READ_WRITE)
+            self._flush_pending = False
+            if self._closed:
+                return
+            failure = ""
+            if self._out:
+                try:
+                    sent = self._sock.send(self._out)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    failure = f"send failed: {_reason(exc)}"
+                    sent = len(self._out)
+                del self._out[:sent]
+            backlog = bool(self._out)
+            handshake_done = not backlog and self._close_sent and self._ws.state.name == "CLOSED"
+        if failure or handshake_done:
+            self._finish(failure or "closed")
+        elif backlog != self._watching_writes:
+            self._watching_writes = backlog
+            self._loop.modify(self._sock, self._on_ready, READ_WRITE if backlog else READ)
 
-    def _flush(self) -> None:
+    def _send_control(self, frame: bytes) -> None:
+        """Control frames bypass the closing check (they are how a close is said) but keep the buffer's order."""
         with self._lock:
             if self._closed:
                 return
-            try:
-                sent = self._sock.send(self._out)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                self._out.clear()
-                reason = f"send failed: {errno.errorcode.get(exc.errno or 0, exc)}"
-            else:
-                del self._out[:sent]
-                if self._out:
-                    return
-                reason = ""
-            self._watching_writes = False
-            finish_now = self._close_sent or bool(reason)
-        if reason:
-            self._finish(reason)
-        elif finish_now and self._ws.state.name == "CLOSED":
-            self._finish("closed")
-        else:
-            self._loop.modify(self._sock, self._on_ready, READ)
+            self._out += frame
+            if self._ws.state.name in ("LOCAL_CLOSING", "CLOSED"):
+                self._close_sent = True
+        self.flush()
 
     def _send_close(self, code: int, reason: str | None) -> None:
         if self._closed or self._close_sent:
@@ -177,17 +166,8 @@ class WebSocketConnection:
         except LocalProtocolError:
             self._finish("closed")
             return
-        self._queue_control(frame)
+        self._send_control(frame)
         self._loop.call_later(CLOSE_GRACE_SECONDS, lambda: self._finish("close handshake timed out"))
-
-    def _queue_control(self, frame: bytes) -> None:
-        """Control frames bypass the close check (they are how a close is said) but not the buffer's order."""
-        with self._lock:
-            if self._closed:
-                return
-            if isinstance(frame, bytes) and self._ws.state.name in ("LOCAL_CLOSING", "CLOSED"):
-                self._close_sent = True
-            self._write_locked(frame)
 
     def _read(self) -> None:
         try:
@@ -195,7 +175,7 @@ class WebSocketConnection:
         except BlockingIOError:
             return
         except OSError as exc:
-            self._finish(f"receive failed: {errno.errorcode.get(exc.errno or 0, exc)}")
+            self._finish(f"receive failed: {_reason(exc)}")
             return
         if not data:
             self._finish("end of stream")
@@ -223,17 +203,15 @@ class WebSocketConnection:
                 if not self._close_requested:
                     self._handler.on_message(message)
         elif isinstance(event, Ping):
-            self._queue_control(self._ws.send(event.response()))
+            self._send_control(self._ws.send(event.response()))
         elif isinstance(event, CloseConnection):
             if self._ws.state.name == "REMOTE_CLOSING":  # the client spoke first: answer, then hang up
                 with self._lock:
                     self._close_requested = True
-                self._queue_control(self._ws.send(event.response()))
-            with self._lock:
-                flushed = not self._out
-            if flushed:
+                self._send_control(self._ws.send(event.response()))
+            if not self._closed:
                 self._finish("closed by client")
-                return False
+            return False
         return True
 
     def _finish(self, reason: str) -> None:

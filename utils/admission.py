@@ -4,7 +4,8 @@ Under gunicorn gthread every websocket holds a worker thread for its whole life 
 until its next ping, so each open session costs about one thread. Sessions beyond `threads - reserve` are refused
 quickly with 503 and Retry-After while a thread is still free to say so; the reserve keeps /livez, the publish API
 and the dashboard answering. When threads run short anyway, long-polls are answered early so they cannot pin the
-pool.
+pool. With WEBSOCKET_TRANSPORT=shared a websocket gives its thread back after the handshake (transport/), so only
+polling sessions count against the threads and websockets have their own cap (MAX_WEBSOCKET_CLIENTS).
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ class ThreadBudget:
     """Knows at all times how the worker's threads are spent: held by websockets, by long-polls, or busy with
     ordinary requests."""
 
-    def __init__(self, threads: int, reserve: int) -> None:
+    def __init__(self, threads: int, reserve: int, websocket_limit: int | None = None) -> None:
         self.threads = threads
         self.reserve = reserve
+        # None: websockets hold threads (threaded transport); a number: they hold none, but at most this many.
+        self.websocket_limit = websocket_limit
         self._lock = threading.Lock()  # guards _held
         self._held = dict.fromkeys(HOLD_KINDS, 0)
 
@@ -69,15 +72,19 @@ class ThreadBudget:
 
     def report(self, engineio_server: Any) -> dict[str, int]:
         clients = connected_clients(engineio_server)
-        sessions = clients["websocket"] + clients["polling"]
+        sessions = clients["polling"] + (clients["websocket"] if self.websocket_limit is None else 0)
         with self._lock:
             held = dict(self._held)
-        return {
+        report = {
             "threads": self.threads, "reserved": self.reserve,
             "held_websocket": held["websocket"], "held_long_poll": held["long_poll"], "busy_http": held["http"],
             "free_threads": self.threads - sum(held.values()),
             "capacity": self.session_capacity, "sessions": sessions, "free": max(0, self.session_capacity - sessions),
         }
+        if self.websocket_limit is not None:
+            report |= {"websocket_capacity": self.websocket_limit, "websockets": clients["websocket"],
+                       "websocket_free": max(0, self.websocket_limit - clients["websocket"])}
+        return report
 
 
 class LongPollCap:
@@ -135,18 +142,26 @@ class Admission:
         self.draining = draining
         self.poll_cap = LongPollCap(budget, engineio_server, long_poll_cap_seconds)
 
-    def refusal_reason(self) -> str | None:
+    def refusal_reason(self, websocket: bool = False) -> str | None:
+        """Why a new session must be refused, if it must; `websocket` for a direct websocket handshake."""
         if self.draining():
             return "draining"
-        if self.budget.report(self.engineio_server)["free"] <= 0:
-            return "capacity"
-        return None
+        report = self.budget.report(self.engineio_server)
+        if self.budget.websocket_limit is None:
+            full = report["free"] <= 0
+        else:
+            # A websocket holds no thread; a polling handshake is refused at the websocket cap too, as most
+            # clients upgrade a moment later.
+            full = report["websocket_free"] <= 0 or (report["free"] <= 0 and not websocket)
+        return "capacity" if full else None
 
     def capacity_check(self) -> str | None:
         """Readiness check: a load balancer should send new clients elsewhere while we are full."""
         report = self.budget.report(self.engineio_server)
         if report["free"] <= 0:
             return f"no free Socket.IO capacity ({report['sessions']}/{report['capacity']} sessions)"
+        if report.get("websocket_free", 1) <= 0:
+            return f"no free websocket capacity ({report['websockets']}/{report['websocket_capacity']} websockets)"
         return None
 
     @staticmethod

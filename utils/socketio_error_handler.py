@@ -70,7 +70,7 @@ class SocketGuard:
         websocket = environ.get("HTTP_UPGRADE", "").lower() == "websocket"
         if sid is None:
             if self.admission is not None and environ.get("REQUEST_METHOD") == "GET":
-                reason = self.admission.refusal_reason()
+                reason = self.admission.refusal_reason(websocket)
                 if reason:
                     return self.admission.refuse(reason, start_response)
             kind = "websocket" if websocket else "http"

@@ -51,3 +51,14 @@ def test_many_timers_share_one_thread(loop: SharedLoop):
     assert threading.active_count() == before  # no thread per timer, unlike python-engineio's pings
     wait_for(done, "2000 timers")
     assert sorted(fired) == list(range(2000))
+
+
+def test_an_idle_loop_sleeps_instead_of_spinning(loop: SharedLoop):
+    import resource
+
+    loop.call_later(30, lambda: None)  # a far timer, as pings are
+    started = resource.getrusage(resource.RUSAGE_SELF)
+    time.sleep(1.0)
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (used.ru_utime - started.ru_utime) + (used.ru_stime - started.ru_stime)
+    assert cpu < 0.3, f"the idle loop used {cpu:.2f} s of CPU in 1 s"

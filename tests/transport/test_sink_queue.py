@@ -32,25 +32,23 @@ def test_attach_keeps_order_across_the_switch_under_concurrent_puts():
         old.put(("early", i))
     q = SinkQueue.taking_over(old)
     sink = ListSink()
-    stop = threading.Event()
-    produced: list = []
+    halfway = threading.Event()
 
     def producer() -> None:
-        n = 0
-        while not stop.is_set() and n < 5000:
+        for n in range(5000):
             q.put(("live", n))
-            produced.append(n)
-            n += 1
+            if n == 2500:
+                halfway.set()
 
     thread = threading.Thread(target=producer)
     thread.start()
-    q.attach(sink)
-    thread.join(timeout=10)
-    stop.set()
-    delivered = sink.items
-    assert delivered[:3] == [("early", 0), ("early", 1), ("early", 2)]
-    live = [n for kind, n in delivered if kind == "live"]
-    assert live == sorted(live) and len(live) == len(produced)  # nothing lost, nothing reordered
+    assert halfway.wait(10)
+    q.attach(sink)  # while the producer is still putting
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert sink.items[:3] == [("early", 0), ("early", 1), ("early", 2)]
+    assert [n for kind, n in sink.items[3:]] == list(range(5000))  # nothing lost, nothing reordered
+    assert q.empty()
 
 
 def test_close_with_wait_does_not_hang_once_attached():

@@ -1,0 +1,209 @@
+"""Signalboard's websocket transports side by side: `threaded` (python-engineio as shipped) against `shared`
+(transport/), with the Node.js and stock Flask-SocketIO anchors measured in the same run.
+
+    python bench/perf_transport.py compare            # 500 and 1000 clients, 3 repetitions, capacity ramps
+    python bench/perf_transport.py compare --quick    # 1 repetition, 500 clients, no capacity ramp
+    python bench/perf_transport.py profile --transport shared --clients 1000   # py-spy while broadcasting
+
+It reuses bench/run.py's broadcast measurement and bench/capacity.py's ramp, so the figures mean the same as in
+docs/bench-report.md; the results go to docs/perf-transport.{json,md}, and docs/perf.md quotes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import capacity  # noqa: E402
+import run  # noqa: E402
+import servers  # noqa: E402
+from loadgen import LoadGen  # noqa: E402
+
+log = logging.getLogger("bench.perf_transport")
+
+SIGNALBOARD_ENV = {"LOG_LEVEL": "WARNING", "MAX_WEBSOCKET_CLIENTS": "20000"}
+CAPACITY_STEPS = [100, 500, 1000, 1500, 2000, 2500, 3000, 4000, 5000]
+
+
+def signalboard(transport: str) -> Callable[[], servers.Server]:
+    def start() -> servers.Server:
+        server = servers.start_signalboard(SIGNALBOARD_ENV | {"WEBSOCKET_TRANSPORT": transport})
+        server.name = f"signalboard-{transport}"
+        return server
+
+    return start
+
+
+def starters(names: list[str]) -> dict[str, Callable[[], servers.Server]]:
+    every: dict[str, Callable[[], servers.Server]] = {
+        "signalboard-threaded": signalboard("threaded"),
+        "signalboard-shared": signalboard("shared"),
+        "node": servers.start_node,
+        f"stock-t{run.STOCK_BIG_THREADS}": lambda: servers.start_stock(run.STOCK_BIG_THREADS, worker_connections=4096),
+    }
+    return {name: start for name, start in every.items() if any(name.startswith(n) for n in names)}
+
+
+def compare(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = argparse.Namespace(processes=args.processes, spaced=20, spaced_interval=0.1, burst=50, close_timeout=30.0)
+    chosen = starters(args.servers.split(","))
+    report: dict[str, Any] = {"machine": run.machine_info(), "counts": args.counts, "reps": args.reps,
+                              "servers": list(chosen), "broadcast": {}, "capacity": []}
+    out = Path(args.out)
+    for clients in args.counts:
+        per_server: dict[str, Any] = {}
+        for rep in range(args.reps):
+            for name, start in chosen.items():  # interleaved, so drifts of the shared machine hit all alike
+                log.info("broadcast: %s, %d clients, run %d/%d (load %.1f)", name, clients, rep + 1, args.reps,
+                         os.getloadavg()[0])
+                result = run.measure_broadcast(start, clients, cfg)
+                log.info("%s", json.dumps({k: v for k, v in result.items() if k != "server_log_errors"},
+                                          default=str)[:1500])
+                per_server.setdefault(name, {"runs": []})["runs"].append(result)
+        for entry in per_server.values():
+            entry["median"] = run.medians(entry["runs"])
+        report["broadcast"][str(clients)] = per_server
+        write(report, out)
+    if not args.no_capacity:
+        for name in ("signalboard-threaded", "signalboard-shared", "node"):
+            if name in chosen:
+                log.info("capacity: %s", name)
+                report["capacity"].append(capacity.run_capacity(chosen[name], CAPACITY_STEPS, args.max_clients,
+                                                                args.processes))
+                write(report, out)
+    return report
+
+
+def write(report: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(run._json_safe(report), indent=1) + "\n")
+    names = report["servers"]
+    lines = [f"# Transport comparison ({report['machine']['date_utc']}, {report['machine']['nproc']} CPUs, "
+             f"{report['machine']['cpu_model']})", "",
+             f"Medians of {report['reps']} run(s); ratios are to the same run's medians.", ""]
+    for clients, per_server in report["broadcast"].items():
+        lines += [f"## {clients} clients", "", "| figure | " + " | ".join(names) + " | shared/node | shared/stock |"
+                  " shared/threaded |", "| --- |" + " ---: |" * (len(names) + 3)]
+        for label, _, _ in run.FIGURES:
+            cells = [run._fmt(per_server.get(n, {}).get("median", {}).get(label)) for n in names]
+            med = {n: per_server.get(n, {}).get("median", {}).get(label) for n in names}
+            stock = next((n for n in names if n.startswith("stock")), "")
+            ratios = [run._ratio(med.get("signalboard-shared"), med.get(other))
+                      for other in ("node", stock, "signalboard-threaded")]
+            lines.append(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+        lines.append("")
+    if report["capacity"]:
+        lines += ["## Capacity (/livez p99 < 250 ms)", "", "| server | max clients held | why the ramp stopped |",
+                  "| --- | ---: | --- |"]
+        lines += [f"| {c['server']} | {c['max_held']} | {c['stop_reason']} |" for c in report["capacity"]]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def profile(args: argparse.Namespace) -> None:
+    """Record the server worker with py-spy while clients receive bursts; print where the samples fall."""
+    py_spy = shutil.which("py-spy", path=str(servers.VENV_BIN)) or shutil.which("py-spy")
+    if not py_spy:
+        raise SystemExit("py-spy is not installed: pip install py-spy")
+    server = signalboard(args.transport)()
+    raw = Path(tempfile.mkdtemp(prefix="perf-profile-")) / "stacks.txt"
+    try:
+        with LoadGen(args.processes) as lg:
+            opened = lg.open("127.0.0.1", server.port, args.clients, auth=server.auth, subscribe=server.subscribe,
+                             timeout=120)
+            log.info("connected %d", opened["connected"])
+            worker = servers.process_tree(server.pid)[1]
+            spy = subprocess.Popen([py_spy, "record", "--pid", str(worker), "--duration", str(args.seconds),
+                                    "--format", "raw", "--output", str(raw), "--threads", "--rate", "50",
+                                    "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            publisher = run.Publisher(server)
+            deadline, seq = time.time() + args.seconds, 0
+            while time.time() < deadline:
+                publisher.publish(seq)
+                seq += 1
+                time.sleep(args.interval)
+            publisher.close()
+            spy.wait(timeout=args.seconds * 10 + 60)
+            log.info("published %d; received %s", seq, lg.count())
+            lg.close_clients(timeout=15)
+    finally:
+        server.stop()
+    summarize(raw, args.top)
+
+
+def summarize(raw: Path, top: int) -> None:
+    """Self and inclusive sample counts per function, and samples per thread, from py-spy's raw output."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    per_thread: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        frames = stack.split(";")
+        total += n
+        per_thread[frames[0].split("(")[0].strip() if frames else "?"] += n
+        names = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")" for f in frames[1:]]
+        if names:
+            own[names[-1]] += n
+        for name in set(names):
+            inclusive[name] += n
+    print(f"{total} samples")
+    print("samples by thread:")
+    for name, n in per_thread.most_common(10):
+        print(f"  {100 * n / total:5.1f}%  {name}")
+    print("self time:")
+    for name, n in own.most_common(top):
+        print(f"  {100 * n / total:5.1f}%  {name}")
+    print("inclusive:")
+    for name, n in inclusive.most_common(top):
+        print(f"  {100 * n / total:5.1f}%  {name}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    cmp_ = sub.add_parser("compare")
+    cmp_.add_argument("--quick", action="store_true")
+    cmp_.add_argument("--servers", default="signalboard-threaded,signalboard-shared,node,stock")
+    cmp_.add_argument("--counts", default="500,1000")
+    cmp_.add_argument("--reps", type=int, default=3)
+    cmp_.add_argument("--processes", type=int, default=4)
+    cmp_.add_argument("--max-clients", type=int, default=5000)
+    cmp_.add_argument("--no-capacity", action="store_true")
+    cmp_.add_argument("--out", default=str(servers.REPO_DIR / "docs" / "perf-transport"))
+    prof = sub.add_parser("profile")
+    prof.add_argument("--transport", choices=("shared", "threaded"), default="shared")
+    prof.add_argument("--clients", type=int, default=1000)
+    prof.add_argument("--seconds", type=int, default=15)
+    prof.add_argument("--interval", type=float, default=0.02, help="seconds between publishes")
+    prof.add_argument("--processes", type=int, default=4)
+    prof.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.command == "compare":
+        args.counts = [int(c) for c in args.counts.split(",")]
+        if args.quick:
+            args.reps, args.counts, args.no_capacity = 1, [500], True
+        compare(args)
+    else:
+        profile(args)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    main()
