@@ -152,6 +152,7 @@
   function renderSnapshot(snap) {
     lastSnapshot = snap;
     setText("version", snap.version);
+    setText("instance", snap.instance);
     setText("uptime", fmtDuration(snap.uptime));
     setText("clients-total", snap.clients.total);
     setText("clients-websocket", snap.clients.websocket);

@@ -114,7 +114,8 @@ def main() -> None:
         page.click("#watch-form button[type=submit]")
         started = time.monotonic()
         time.sleep(args.seconds)
-        page.click("#events li:nth-child(3) summary")  # one event expanded, as an operator would
+        # One event expanded, as an operator would (set directly: rows keep moving, so a click never settles).
+        page.eval_on_selector("#events li:nth-child(3) details", "details => { details.open = true; }")
         time.sleep(1.5)
         figures = page.evaluate("""() => ({
             clients: document.getElementById('clients-total').textContent,
