@@ -86,6 +86,8 @@ class _Worker:
         self.first_recv = 0.0
         self.last_recv = 0.0
         self.received = 0
+        self.min_seq = 0
+        self.stale = 0
         self.close_times: list[float] = []
         self.close_unanswered = 0
         self.running = True
@@ -288,14 +290,18 @@ class _Worker:
         m = _SEND_TS_RE.search(pkt)
         if not m:
             return
+        s = _SEQ_RE.search(pkt)
+        seq = int(s.group(1)) if s else None
+        if seq is not None and seq < self.min_seq:
+            # A late receipt of an earlier phase must not count towards (or slow down) this one.
+            self.stale += 1
+            return
         self.received += 1
         if not self.first_recv:
             self.first_recv = now
         self.last_recv = now
         self.latencies.append(now - float(m.group(1)))
-        s = _SEQ_RE.search(pkt)
-        if s:
-            seq = int(s.group(1))
+        if seq is not None:
             self.seq_counts[seq] = self.seq_counts.get(seq, 0) + 1
 
     # ---- commands from the parent -----------------------------------------------------------
@@ -313,7 +319,8 @@ class _Worker:
         elif cmd == "reset":
             self.latencies, self.seq_counts = [], {}
             self.first_recv = self.last_recv = 0.0
-            self.received = 0
+            self.received = self.stale = 0
+            self.min_seq = msg.get("min_seq", 0)
             self.pipe.send({"ok": True})
         elif cmd == "count":
             self.pipe.send({"received": self.received, "alive": self._alive(), "dropped": self._dropped()})
@@ -325,6 +332,7 @@ class _Worker:
                     "first_recv": self.first_recv,
                     "last_recv": self.last_recv,
                     "received": self.received,
+                    "stale": self.stale,
                     "alive": self._alive(),
                     "dropped": self._dropped(),
                 }
@@ -494,8 +502,9 @@ class LoadGen:
             "wall": time.time() - t0,
         }
 
-    def reset(self) -> None:
-        self._ask_all({"cmd": "reset"}, 10)
+    def reset(self, min_seq: int = 0) -> None:
+        """Forget receipts; from now on ignore (count as stale) events numbered below min_seq."""
+        self._ask_all({"cmd": "reset", "min_seq": min_seq}, 10)
 
     def count(self) -> dict[str, int]:
         replies = self._ask_all({"cmd": "count"}, 10)
@@ -514,6 +523,7 @@ class LoadGen:
             "first_recv": min(firsts) if firsts else 0.0,
             "last_recv": max(r["last_recv"] for r in replies),
             "received": sum(r["received"] for r in replies),
+            "stale": sum(r["stale"] for r in replies),
             "alive": sum(r["alive"] for r in replies),
             "dropped": sum(r["dropped"] for r in replies),
         }

@@ -143,7 +143,7 @@ def _broadcasts(
         lg.wait_received(n * cfg.spaced, timeout=30)
         out["spaced"] = _latency_stats(lg.collect(), n * cfg.spaced)
 
-        lg.reset()
+        lg.reset(min_seq=cfg.spaced)
         publisher.call_ms = []
         cpu0, t0 = servers.tree_cpu_seconds(server.pid), time.time()
         for seq in range(cfg.spaced, cfg.spaced + cfg.burst):
@@ -165,6 +165,7 @@ def _broadcasts(
     out["burst"] = burst
     out["publish_errors"] = publisher.errors
     out["dropped"] = col["dropped"]
+    out["stale_receipts"] = col["stale"]
     return out
 
 
@@ -240,6 +241,10 @@ def _log_errors(server: servers.Server) -> list[str]:
     return found[:20]
 
 
+def _worker_killed(run: dict[str, Any]) -> bool:
+    return any("WORKER TIMEOUT" in line for line in run.get("server_log_errors", []))
+
+
 KEPT_LOGS = Path(tempfile.gettempdir()) / "signalboard-bench-logs"
 
 
@@ -269,6 +274,7 @@ FIGURES: list[tuple[str, tuple[str, ...], bool]] = [
     ("/livez under load p50 (ms)", ("livez_under_load", "p50_ms"), True),
     ("/livez under load p99 (ms)", ("livez_under_load", "p99_ms"), True),
     ("close all clients, wall (s)", ("close", "wall_s"), True),
+    ("clients dropped by the server", ("dropped",), True),
 ]
 
 
@@ -409,6 +415,11 @@ def write_report(report: dict[str, Any], out_base: Path) -> None:
             ratios = [_ratio(per_server.get(sb, {}).get("median", {}).get(label),
                              per_server.get(a, {}).get("median", {}).get(label)) for a in anchors] if sb else []
             lines.append(f"| {label} | " + " | ".join(cells) + " |" + "".join(f" {r} |" for r in ratios))
+        killed = [sum(_worker_killed(run) for run in per_server.get(n, {}).get("runs", [])) for n in names]
+        runs = [len(per_server.get(n, {}).get("runs", [])) for n in names]
+        lines.append("| runs whose worker gunicorn killed (timeout) | "
+                     + " | ".join(f"{k} of {r}" for k, r in zip(killed, runs, strict=True)) + " |"
+                     + " |" * (len(anchors) if sb else 0))
         notes = []
         for n in names:
             for run in per_server.get(n, {}).get("runs", []):
