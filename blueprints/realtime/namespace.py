@@ -11,6 +11,7 @@ from typing import Any
 from flask import request
 from flask_socketio import ConnectionRefusedError, Namespace
 
+from blueprints.realtime.expiry import TokenExpiry, drop_ungranted, refreshed_claims
 from blueprints.realtime.services import HubServices
 from hub.errors import InvalidPayload, NotFound, Unauthorized, Unavailable
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 # How long a subscribe waits for the fan-out worker to replay its backlog and join it to the channel.
 # Far above normal (milliseconds); reaching it means the worker is stuck, which readiness also reports.
 ATTACH_TIMEOUT = 10.0
-CLIENT_EVENTS = frozenset({"subscribe", "unsubscribe", "publish"})
+CLIENT_EVENTS = frozenset({"subscribe", "unsubscribe", "publish", "refresh_token"})
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class RealtimeNamespace(Namespace):
         # Guards _identities: connect, disconnect and every event run on threads of their own.
         self._lock = threading.Lock()
         self._identities: dict[str, Identity] = {}
+        self.expiry = TokenExpiry(namespace, lambda: self.socketio.server)  # warns, then disconnects at exp
 
     def trigger_event(self, event: str, *args: Any) -> Any:
         if event not in CLIENT_EVENTS and event not in ("connect", "disconnect"):
@@ -81,11 +83,13 @@ class RealtimeNamespace(Namespace):
             raise ConnectionRefusedError(exc.message, exc.to_dict()) from None
         with self._lock:
             self._identities[request.sid] = identity
+        self.expiry.track(request.sid, identity.exp)
 
     def on_disconnect(self, reason: Any = None) -> None:
         sid = request.sid
         with self._lock:
             self._identities.pop(sid, None)
+        self.expiry.forget(sid)
         self.services.hub.disconnect(sid)
 
     def _caller(self) -> tuple[str, Identity]:
@@ -138,3 +142,21 @@ class RealtimeNamespace(Namespace):
             body.get("channel"), body.get("event"), body.get("data"), grants=identity.publish
         )
         return {"ok": True, **message.meta()}
+
+    def on_refresh_token(self, payload: Any = None) -> dict[str, Any] | None:
+        """A fresh token (same sub) for this connection; channels it no longer grants are dropped (expiry.py)."""
+        sid = request.sid
+        with self._lock:
+            current = self._identities.get(sid)
+        if current is None:
+            raise Unauthorized("not connected", reason="not_connected")
+        if self.services.client_limiter is not None:
+            self.services.client_limiter.check(sid)
+        claims = refreshed_claims(self.services.tokens, current.sub, payload)
+        identity = Identity(claims.sub, claims.channels, claims.publish, claims.exp)
+        with self._lock:
+            if sid not in self._identities:
+                return None  # it left meanwhile; nobody to ack
+            self._identities[sid] = identity
+        self.expiry.track(sid, identity.exp)
+        return {"ok": True, "exp": identity.exp, "dropped": drop_ungranted(self.services.hub, sid, identity.channels)}
