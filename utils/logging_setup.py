@@ -45,6 +45,14 @@ def redact(text: str) -> str:
 
 
 class RedactingFormatter(logging.Formatter):
+    """Text lines; context fields a call passed with `extra=` follow the message as `key=value`."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        context = " ".join(f"{field}={value}" for field in CONTEXT_FIELDS
+                           if (value := getattr(record, field, None)) is not None)
+        line = super().formatMessage(record)
+        return f"{line} [{context}]" if context else line
+
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
 

@@ -108,6 +108,12 @@ def test_text_lines_are_redacted_with_their_trace():
     assert "arg-secret" not in line and "trace-secret" not in line and "RuntimeError" in line
 
 
+def test_text_lines_show_context_fields():
+    line = formatter_for("text").format(record("subscribed", sid="S1", channel="public:news"))
+    assert line.endswith("signalboard.test: subscribed [sid=S1 channel=public:news]")
+    assert formatter_for("text").format(record("plain")).endswith("signalboard.test: plain")
+
+
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_configure_logging_writes_one_line_per_record_to_stdout(fmt, monkeypatch):
     out = io.StringIO()
