@@ -128,6 +128,29 @@ def test_clients_are_disconnected_in_batches(server_factory, client_log_problems
     assert server.bad_log_lines() == []
 
 
+def test_a_dashboard_page_gets_the_hint_on_its_own_namespace(server_factory, client_log_problems):
+    """The dashboard page joins only '/dashboard', never '/': the hint must reach it there."""
+    from tests.browser.test_dashboard_origin import logged_in_cookie_and_token
+
+    server = start(server_factory, DRAIN_NOTICE_SECONDS="0")
+    cookie, csrf = logged_in_cookie_and_token(server)
+    page = socketio.Client(reconnection=False)
+    seen: list[tuple[str, object]] = []
+    gone = threading.Event()
+    page.on(RECONNECT_EVENT, lambda data: seen.append(("reconnect", data)), namespace="/dashboard")
+    page.on("disconnect", lambda reason=None: (seen.append(("disconnect", reason)), gone.set()), namespace="/dashboard")
+    # Polling: the websocket client library sends an Origin of its own, and two Origin headers are refused.
+    page.connect(server.url, namespaces=["/dashboard"], transports=["polling"], auth={"csrf": csrf},
+                 headers={"Cookie": f"session={cookie}", "Origin": server.url}, wait_timeout=5)
+    server.process.send_signal(signal.SIGTERM)
+    assert gone.wait(15), seen
+    assert server.process.wait(timeout=GRACEFUL_TIMEOUT) == 0
+    assert [kind for kind, _ in seen] == ["reconnect", "disconnect"], seen
+    assert seen[0][1]["reason"] == "server_shutdown"
+    assert client_log_problems == []
+    assert server.bad_log_lines() == []
+
+
 def answer_pings_ignore_the_rest(session: PollingSession, packets: list[str]) -> None:
     """A raw polling client that stays alive (pongs every ping) but ignores the Socket.IO disconnect."""
     try:
