@@ -82,7 +82,8 @@
   }
   socket.on("connect", function () {
     showState("connected", "live");
-    sendWatch(); // the server forgets watches with the connection; a reconnect restores them
+    sendWatch(); // the server forgets watches and filters with the connection; a reconnect restores them
+    if ($("client-filter").value.trim()) sendClientFilter();
   });
   socket.on("disconnect", function (reason) {
     showState("connecting", "reconnecting…");
@@ -243,13 +244,23 @@
       row.append(cell);
       rows.push(row);
     }
-    const shown = snap.client_count > snap.client_rows.length
-      ? "newest " + snap.client_rows.length + " of " + snap.client_count : String(snap.client_count);
+    let shown = String(snap.client_count);
+    if (snap.client_matches !== snap.client_count) shown = snap.client_matches + " of " + snap.client_count + " match";
+    if (snap.client_matches > snap.client_rows.length) shown += ", newest " + snap.client_rows.length + " shown";
     setText("client-count", shown);
     replaceRows(body, rows, snap.client_count ? "No client matches the filter." : "No realtime clients connected.", 6,
       "sid");
   }
-  $("client-filter").addEventListener("input", renderClients);
+  // Filtered here at once, and by the server from the next snapshot on (it sends at most 200 rows).
+  let filterTimer = null;
+  function sendClientFilter() {
+    if (socket.connected) socket.emit("filter_clients", { text: $("client-filter").value.trim() });
+  }
+  $("client-filter").addEventListener("input", function () {
+    renderClients();
+    clearTimeout(filterTimer);
+    filterTimer = setTimeout(sendClientFilter, 250);
+  });
 
   // ---------- disconnect a client, behind a confirmation ----------
   const kickDialog = $("kick-dialog");

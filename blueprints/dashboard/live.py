@@ -30,7 +30,8 @@ NAMESPACE = "/dashboard"
 SAMPLE_INTERVAL = 1.0
 # What one snapshot carries at most, so 1000 clients or channels cost the page a bounded DOM and the wire a bounded
 # frame; the totals are always sent alongside.
-MAX_CLIENT_ROWS = 500
+MAX_CLIENT_ROWS = 200
+MAX_FILTER_LENGTH = 100
 MAX_CHANNEL_ROWS = 200
 MAX_WATCHED_CHANNELS = 20
 # Newest messages per watched channel per tick; at 100 events/s the page keeps up and older ones are skipped.
@@ -141,6 +142,7 @@ class Watchers:
         self._lock = threading.Lock()
         self._sent: dict[str, dict[str, int | None]] = {}  # sid -> channel -> last offset sent (None: nothing yet)
         self._logins: dict[str, str] = {}
+        self._client_filters: dict[str, str] = {}  # sid -> lower-case text the clients table is filtered by
 
     def join(self, sid: str, login_id: str) -> None:
         with self._lock:
@@ -150,6 +152,16 @@ class Watchers:
         with self._lock:
             self._logins.pop(sid, None)
             self._sent.pop(sid, None)
+            self._client_filters.pop(sid, None)
+
+    def filter_clients(self, sid: str, text: str) -> None:
+        with self._lock:
+            if sid in self._logins:
+                self._client_filters[sid] = text.lower()
+
+    def client_filter(self, sid: str) -> str:
+        with self._lock:
+            return self._client_filters.get(sid, "")
 
     def watch(self, sid: str, channels: tuple[str, ...]) -> bool:
         """Replace the channels `sid` watches (and from its first call on, send it snapshots); False if `sid` is
@@ -245,10 +257,16 @@ class Sampler:
             self._rates()  # keep the rate baseline current for the next dashboard
             return
         snapshot = self.snapshot()
+        clients = snapshot.pop("all_clients")
         # One emit per dashboard of this process, not one to the room: with REDIS_URL a room emit would reach the
-        # dashboards of every instance, each then getting every instance's snapshot in turn.
+        # dashboards of every instance, each then getting every instance's snapshot in turn. Each gets the rows
+        # of the clients table that match its own filter.
         for sid in audience:
-            self.socketio.emit("snapshot", snapshot, to=sid, namespace=NAMESPACE)
+            wanted = self.watchers.client_filter(sid)
+            rows = [row for row in clients if wanted in row["search"]] if wanted else clients
+            table = {"client_rows": [{k: v for k, v in row.items() if k != "search"} for row in rows[:MAX_CLIENT_ROWS]],
+                     "client_matches": len(rows)}
+            self.socketio.emit("snapshot", {**snapshot, **table}, to=sid, namespace=NAMESPACE)
         self.emit_new_events()
 
     def _rates(self) -> tuple[float | None, float | None]:
@@ -289,26 +307,28 @@ class Sampler:
             "fanout_pending": self.hub.fanout.pending(),
             "channels": sorted(channels, key=lambda c: (-c["subscribers"], c["channel"]))[:MAX_CHANNEL_ROWS],
             "channel_count": len(channels),
-            "client_rows": clients[:MAX_CLIENT_ROWS],
+            "all_clients": clients,
             "subs_known": self.sub_of is not None,
             "client_count": len(clients),
         }
 
     def client_rows(self) -> list[dict[str, Any]]:
-        """Realtime ('/') connections, newest first."""
+        """Realtime ('/') connections, newest first, each with the text a table filter searches."""
         server = self.socketio.server
         rows = []
         for sid, eio_sid in list(server.manager.get_participants("/", None)):
             session = server.eio.sockets.get(eio_sid)
             if session is None or session.closed:
                 continue
-            rows.append({
+            row = {
                 "sid": sid,
                 "sub": self.sub_of(sid) if self.sub_of else None,
                 "transport": "websocket" if session.upgraded else "polling",
                 "channels": sorted(self.hub.presence.channels_of(sid)),
                 "since": self.tally.connected_since(eio_sid),
-            })
+            }
+            row["search"] = " ".join([sid, row["sub"] or "", row["transport"], *row["channels"]]).lower()
+            rows.append(row)
         rows.sort(key=lambda row: row["since"] or 0, reverse=True)
         return rows
 

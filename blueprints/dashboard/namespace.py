@@ -8,7 +8,7 @@ from typing import Any
 from flask import request, session
 from flask_socketio import ConnectionRefusedError, Namespace
 
-from blueprints.dashboard.live import MAX_WATCHED_CHANNELS, Sampler, Watchers
+from blueprints.dashboard.live import MAX_FILTER_LENGTH, MAX_WATCHED_CHANNELS, Sampler, Watchers
 from blueprints.dashboard.security import csrf_valid, current_login, origin_allowed
 from hub import Hub
 from hub.channels import validate_channel
@@ -54,6 +54,15 @@ class DashboardNamespace(Namespace):
         names = tuple(dict.fromkeys(validate_channel(channel) for channel in channels))
         self.watchers.watch(request.sid, names)
         return {"ok": True, "channels": list(names)}
+
+    def on_filter_clients(self, payload: Any = None) -> dict[str, Any]:
+        """Which rows of the clients table this dashboard gets: those containing `text` (sid, sub, transport,
+        channel), so an operator can find one client among thousands."""
+        text = _body(payload).get("text")
+        if not isinstance(text, str) or len(text) > MAX_FILTER_LENGTH:
+            raise InvalidPayload(f"text must be a string of at most {MAX_FILTER_LENGTH} characters")
+        self.watchers.filter_clients(request.sid, text.strip())
+        return {"ok": True}
 
     def on_publish(self, payload: Any = None) -> dict[str, Any]:
         """Publish as a trusted publisher, like the HTTP API with an API key."""

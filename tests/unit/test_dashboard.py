@@ -219,6 +219,10 @@ def test_namespace_watch_publish_and_kick(app, dashboard_client):
                     namespace="/dashboard", callback=True)
     assert bad["ok"] is False and bad["error"]["code"] == "invalid_event"
 
+    assert sock.emit("filter_clients", {"text": "shop-eu"}, namespace="/dashboard", callback=True) == {"ok": True}
+    bad = sock.emit("filter_clients", {"text": "x" * 101}, namespace="/dashboard", callback=True)
+    assert bad["ok"] is False and bad["error"]["code"] == "invalid_payload"
+
     missing = sock.emit("kick", {"sid": "nobody"}, namespace="/dashboard", callback=True)
     assert missing["ok"] is False and missing["error"]["code"] == "not_found"
     sock.disconnect(namespace="/dashboard")
@@ -238,6 +242,7 @@ def test_sampler_snapshot_and_watched_events(app, dashboard_client):
     snapshot = received["snapshot"]
     assert snapshot["clients"]["dashboards"] == 1 and snapshot["clients"]["total"] == 0
     assert snapshot["channels"] == [{"channel": "orders.eu", "subscribers": 0, "offset": 1}]
+    assert snapshot["client_rows"] == [] and snapshot["client_count"] == snapshot["client_matches"] == 0
     assert snapshot["rss_bytes"] > 0 and snapshot["threads"]["total"] >= 1
     assert set(snapshot["disconnect_races"]) >= {"unknown_session", "handler"}
     assert [e["data"] for e in received["events"]["events"]] == [{"n": 1}]
