@@ -24,6 +24,7 @@ TEST_ENV = {
     "PING_TIMEOUT": "1",
     "GUNICORN_THREADS": "64",
     "GUNICORN_GRACEFUL_TIMEOUT": "5",
+    "DRAIN_NOTICE_SECONDS": "0",  # tests that need the load-balancer notice set it themselves
     "LOG_LEVEL": "INFO",
 }
 
@@ -48,7 +49,7 @@ class ServerProcess:
         self.log_file = tempfile.NamedTemporaryFile(prefix="signalboard-", suffix=".log", delete=False)
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 20.0) -> ServerProcess:
+    def start(self, timeout: float = 60.0) -> ServerProcess:
         self.process = subprocess.Popen(
             [str(ROOT / "start.sh")], cwd=ROOT, env=self.env,
             stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True,
