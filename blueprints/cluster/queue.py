@@ -55,7 +55,7 @@ class ClusterQueueManager(socketio.RedisManager):
         self.room_prefix = room_prefix
         self._subscribed = threading.Event()
         self.last_marker = 0.0  # monotonic time the listener last ran a marker (probes included)
-        self.last_receive = 0.0  # monotonic time the listener last received anything from Redis
+        self.last_receive = 0.0  # monotonic time the listener last received a message on its channel
         self._reconnect = threading.Event()
         # Written only by the listener thread (live packets, catch-up and markers all run there).
         self._delivered: dict[str, tuple[str, int]] = {}
@@ -116,7 +116,7 @@ class ClusterQueueManager(socketio.RedisManager):
         try:
             if not self.connected:
                 self._redis_connect()
-            return self.redis.publish(self.channel, json.dumps(data))
+            return self.redis.publish(self.channel, self.json.dumps(data))  # the server's JSON, as the stock manager
         except OUTAGE_ERRORS as exc:
             # Presence events and the like: best effort during an outage (messages go through history instead).
             log.warning("message queue publish failed: %s", exc)
@@ -159,11 +159,9 @@ class ClusterQueueManager(socketio.RedisManager):
                     yield from self._catch_up()
                 message = self.pubsub.get_message(timeout=POLL_SECONDS)
                 retry = RETRY_MIN_SECONDS
-                if message is None:
-                    continue
+                if message is None or message.get("type") != "message":
+                    continue  # (pongs of redis-py's health checks prove the connection, not the subscription)
                 self.last_receive = time.monotonic()
-                if message.get("type") != "message":
-                    continue
                 packet = self._decode(message["data"])
                 if packet is not None and self._is_new(packet):
                     self._count(packet)
