@@ -7,7 +7,9 @@ Run `python -m config` to check the environment without starting anything.
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import socket
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -86,6 +88,20 @@ def _redis_url(name: str, raw: str) -> str:
     return value
 
 
+def _key_prefix(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_.:\-]{1,64}", value):
+        raise ConfigError(f"{name} must be 1 to 64 letters, digits or _ . : -, got {raw!r}")
+    return value
+
+
+def _instance_id(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    return _key_prefix(name, value)
+
+
 @dataclass(frozen=True)
 class Setting:
     """One environment variable: its default (as the environment would spell it), parser and meaning."""
@@ -128,6 +144,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_HTTP_BUFFER_SIZE", "1000000", _integer(1024, 100_000_000),
             "largest Engine.IO message or polling payload accepted, in bytes"),
     Setting("REDIS_URL", "", _redis_url, "optional; unset keeps everything in this process"),
+    Setting("REDIS_KEY_PREFIX", "signalboard", _key_prefix,
+            "prefix of every Redis key and of the Socket.IO queue channel; one per deployment sharing a Redis"),
+    Setting("INSTANCE_ID", "", _instance_id,
+            "this instance's name in Redis presence; empty means host-pid-random (unique per start)"),
+    Setting("PRESENCE_TTL", "15", _integer(2, 3600),
+            "seconds after which a silent (crashed) instance's connections leave presence"),
     Setting("LOG_LEVEL", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "level of the app's own logs"),
     Setting("LOG_FORMAT", "text", _choice("text", "json"), "`text` lines or one JSON object per line"),
     Setting("SOCKETIO_LOG_LEVEL", "WARNING", _choice("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -143,6 +165,8 @@ SETTINGS: tuple[Setting, ...] = (
             "gthread threads: each websocket holds one for its life"),
     Setting("ADMISSION_RESERVE_THREADS", "", _optional_integer(1, 20000),
             "threads kept free for plain HTTP; empty means max(8, 10% of GUNICORN_THREADS), at most half of them"),
+    Setting("LONG_POLL_CAP_SECONDS", "5", _integer(1, 3600),
+            "while threads are short, a long-poll older than this is answered early so the client polls again"),
     Setting("WEBSOCKET_TRANSPORT", "threaded", _choice("shared", "threaded"),
             "`shared`: one I/O thread serves every websocket (no gthread thread held); `threaded`: python-engineio's "
             "threads per websocket"),
@@ -165,15 +189,6 @@ def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str
     """
     environ = os.environ if environ is None else environ
     overrides = dict(overrides or {})
-    Setting("LONG_POLL_CAP_SECONDS", "5", _integer(1, 3600),
-            "while threads are short, a long-poll older than this is answered early so the client polls again"),
-    Setting("WEBSOCKET_TRANSPORT", "threaded", _choice("shared", "threaded"),
-            "`shared`: one I/O thread serves every websocket (no gthread thread held); `threaded`: python-engineio's "
-            "threads per websocket"),
-    Setting("MAX_WEBSOCKET_CLIENTS", "5000", _integer(1, 1_000_000),
-            "websocket sessions one process takes with the shared transport (503 + Retry-After above)"),
-    Setting("WEBSOCKET_SEND_BUFFER", "1048576", _integer(65536, 1_000_000_000),
-            "bytes waiting to be sent to one websocket before it is dropped as too slow (shared transport)"),
     config: dict[str, Any] = {}
     for setting in SETTINGS:
         if setting.name in overrides:
