@@ -16,6 +16,7 @@ error handler alone never sees them. Four layers cover every place they surface:
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -32,6 +33,7 @@ from utils.metrics import DISCONNECT_RACES
 
 log = logging.getLogger(__name__)
 
+_SOCKET_GONE = frozenset({errno.EBADF, errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN})
 DISCONNECTED_SESSION_MESSAGES = frozenset({"Session is disconnected", "Session not found"})
 
 # The body the reference Node.js server answers for a sid it does not know; clients treat it as "reconnect".
@@ -193,6 +195,10 @@ def install_thread_excepthook() -> None:
         name = args.thread.name if args.thread else "?"
         if is_disconnected_session_error(args.exc_value):
             count_disconnect_race("thread", f"thread={name}")
+            return
+        # python-engineio's websocket writer closing a socket gunicorn already closed (client reset mid-send).
+        if name.endswith("(writer)") and isinstance(args.exc_value, OSError) and args.exc_value.errno in _SOCKET_GONE:
+            count_disconnect_race("thread", f"thread={name} {args.exc_value}")
             return
         log.error("thread %s died", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
