@@ -196,8 +196,14 @@
     setText("races-total", total);
   }
 
+  // What each table was last drawn from: a snapshot that changes nothing in it costs no DOM work.
+  const drawn = { channels: null, clients: null };
+
   function renderChannels(channels, count) {
     setText("channel-count", count > channels.length ? channels.length + " of " + count : count);
+    const key = JSON.stringify([channels, watched]);
+    if (key === drawn.channels) return;
+    drawn.channels = key;
     const body = $("channels");
     const rows = [];
     for (const ch of channels) {
@@ -227,13 +233,17 @@
     if (!lastSnapshot) return;
     const snap = lastSnapshot;
     const filter = $("client-filter").value.trim().toLowerCase();
+    const key = JSON.stringify([snap.client_rows, snap.client_count, snap.client_matches, filter]);
+    if (key === drawn.clients) return;
+    drawn.clients = key;
     const body = $("clients");
     const rows = [];
     for (const client of snap.client_rows) {
       const text = [client.sid, client.sub || "", client.transport, client.channels.join(" ")].join(" ").toLowerCase();
       if (filter && !text.includes(filter)) continue;
       const row = el("tr");
-      row.append(el("td", null, client.sid), el("td", null, client.sub || (snap.subs_known ? "anonymous" : "–")), el("td", null, client.transport),
+      row.append(el("td", null, client.sid), el("td", null, client.sub || (snap.subs_known ? "anonymous" : "–")),
+        el("td", null, client.transport),
         el("td", "channels", client.channels.join(", ") || "–"), el("td", null, fmtTime(client.since)));
       const cell = el("td");
       const button = el("button", "small danger", "Disconnect");

@@ -129,13 +129,13 @@ def main() -> None:
         })""")
         figures.update(seconds=round(time.monotonic() - started, 1), published_total=sent[0], publish_failures=sent[1],
                        console_errors=console.errors())
+        print(json.dumps(figures, indent=2), flush=True)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=args.out, full_page=True)
+        page.screenshot(path=args.out, full_page=True, timeout=120_000)
         stop.set()
         for worker in workers:
             worker.join(timeout=10)
         browser.close()
-        print(json.dumps(figures, indent=2))
         print("saved", args.out)
 
 

@@ -135,7 +135,7 @@ def test_dashboard_end_to_end(server_factory, open_page):
     assert all(_RESTART_NOISE.search(text) for text in restart_noise), restart_noise
     after_restart = console.mark()
     publish_over_api(restarted, "orders.eu", "after_restart", {"ok": True})
-    page.wait_for_selector("#events li summary:has-text('after_restart')", timeout=3000)
+    page.wait_for_selector("#events li summary:has-text('after_restart')", timeout=5000)
     wait_for_text(page, "#clients-total", "0")
 
     assert [text for kind, text in console.messages[after_restart:] if kind in ("error", "warning")] == []
