@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask
 
+from blueprints.cluster import init_cluster
 from blueprints.metrics import init_metrics
 from blueprints.realtime import hub_services, init_realtime
 from config import load_config
@@ -73,6 +74,7 @@ def register_extensions(app: Flask) -> None:
         batch_size=app.config["DRAIN_BATCH_SIZE"], notice=app.config["DRAIN_NOTICE_SECONDS"])
     init_metrics(app)  # counts Socket.IO sessions and events; /metrics reads the runtime figures from this app
     init_realtime(app)  # the hub, the '/' namespace and its fan-out worker (started on first use)
+    init_cluster(app)  # with REDIS_URL: history, presence and delivery through Redis; the publish command
 
 
 def register_blueprints(app: Flask) -> None:

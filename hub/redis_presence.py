@@ -201,7 +201,8 @@ class RedisPresenceRegistry:
             pipe = self.client.pipeline(transaction=False)
             for channel in channels:
                 pipe.hvals(self._subs_prefix + channel)
-            totals = {channel: sum(int(n) for n in values) for channel, values in zip(channels, pipe.execute())}
+            replies = pipe.execute()
+        totals = {channel: sum(int(n) for n in values) for channel, values in zip(channels, replies, strict=True)}
         return {channel: n for channel, n in totals.items() if n > 0}
 
     def who(self, channel: str) -> dict[str, int]:
