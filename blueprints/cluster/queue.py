@@ -187,6 +187,10 @@ class ClusterQueueManager(socketio.RedisManager):
         if not isinstance(info, dict):
             return True
         channel, epoch, offset = info.get("channel"), info.get("epoch"), info.get("offset")
+        if not self._has_local_members(channel):
+            # Nobody here to deliver to, nothing to catch up later: forget it, so memory follows local channels.
+            self._delivered.pop(channel, None)
+            return True
         previous = self._delivered.get(channel)
         if previous is not None and previous[0] == epoch and offset <= previous[1]:
             return False
