@@ -127,8 +127,10 @@ def profile(args: argparse.Namespace) -> None:
                              timeout=120)
             log.info("connected %d", opened["connected"])
             worker = servers.process_tree(server.pid)[1]
+            # --gil samples only the thread holding the GIL: where the CPU goes, and cheap enough to finish on a
+            # loaded machine with thousands of threads (threaded transport), which sampling every thread is not.
             spy = subprocess.Popen([py_spy, "record", "--pid", str(worker), "--duration", str(args.seconds),
-                                    "--format", "raw", "--output", str(raw), "--threads", "--rate", "50",
+                                    "--format", "raw", "--output", str(raw), "--gil", "--rate", str(args.rate),
                                     "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             publisher = run.Publisher(server)
             deadline, seq = time.time() + args.seconds, 0
@@ -137,7 +139,12 @@ def profile(args: argparse.Namespace) -> None:
                 seq += 1
                 time.sleep(args.interval)
             publisher.close()
-            spy.wait(timeout=args.seconds * 10 + 60)
+            try:
+                spy.wait(timeout=args.seconds * 10 + 60)
+            except subprocess.TimeoutExpired:
+                spy.kill()  # by PID
+                spy.wait(5)
+                raise
             log.info("published %d; received %s", seq, lg.count())
             lg.close_clients(timeout=15)
     finally:
@@ -156,14 +163,14 @@ def summarize(raw: Path, top: int) -> None:
         n = int(count)
         frames = stack.split(";")
         total += n
-        per_thread[frames[0].split("(")[0].strip() if frames else "?"] += n
-        names = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")" for f in frames[1:]]
+        names = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")" for f in frames]
+        per_thread[names[1] if len(names) > 1 else "?"] += n
         if names:
             own[names[-1]] += n
         for name in set(names):
             inclusive[name] += n
     print(f"{total} samples")
-    print("samples by thread:")
+    print("samples by thread entry point:")
     for name, n in per_thread.most_common(10):
         print(f"  {100 * n / total:5.1f}%  {name}")
     print("self time:")
@@ -193,6 +200,7 @@ def main() -> None:
     prof.add_argument("--interval", type=float, default=0.02, help="seconds between publishes")
     prof.add_argument("--processes", type=int, default=4)
     prof.add_argument("--top", type=int, default=25)
+    prof.add_argument("--rate", type=int, default=50, help="py-spy samples per second")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.command == "compare":

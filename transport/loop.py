@@ -144,13 +144,16 @@ class SharedLoop:
         self._wake_w.close()
 
     def _drain_wake(self) -> None:
-        with self._lock:
-            self._woken = False
+        # Drain first, then clear the flag: cleared first, a wake-up sent in between would be drained with the flag
+        # left set, and every later call_soon()/flush_soon() would skip waking a sleeping loop. Work asked for
+        # between the two steps is still seen: the lists are read after this returns.
         try:
             while self._wake_r.recv(4096):
                 pass
         except BlockingIOError:
             pass
+        with self._lock:
+            self._woken = False
 
     def _run_calls(self) -> None:
         with self._lock:

@@ -62,3 +62,26 @@ def test_an_idle_loop_sleeps_instead_of_spinning(loop: SharedLoop):
     used = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (used.ru_utime - started.ru_utime) + (used.ru_stime - started.ru_stime)
     assert cpu < 0.3, f"the idle loop used {cpu:.2f} s of CPU in 1 s"
+
+
+def test_no_wake_up_is_lost_under_concurrent_callers(loop: SharedLoop):
+    # Four threads asking at once, with pauses so the loop keeps going back to sleep between bursts: a lost
+    # wake-up leaves callbacks waiting forever.
+    ran = []
+    total = 4 * 300
+
+    def caller() -> None:
+        for i in range(300):
+            loop.call_soon(lambda: ran.append(1))
+            if i % 10 == 0:
+                time.sleep(0.001)
+
+    callers = [threading.Thread(target=caller) for _ in range(4)]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join()
+    deadline = time.monotonic() + 5
+    while len(ran) < total and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(ran) == total

@@ -142,3 +142,42 @@ def test_a_client_that_stops_reading_is_dropped_not_buffered_forever(pair):
         accepted += 1
     assert accepted < 1000
     assert recorder.closed.wait(5) and conn.closed
+
+
+def test_every_frame_of_many_broadcasts_reaches_every_connection(loop: SharedLoop):
+    import selectors
+    import time
+
+    pairs = [socket.socketpair() for _ in range(30)]
+    conns = []
+    for server_sock, _ in pairs:
+        server_sock.setblocking(False)
+        conn = WebSocketConnection(loop, server_sock, Recorder(), max_message=1000, max_buffered=1 << 20)
+        loop.call_soon(conn.start)
+        conns.append(conn)
+    frame = encode_frame(b"m" * 98)
+    received = [0] * len(pairs)
+    sel = selectors.DefaultSelector()
+    for index, (_, client_sock) in enumerate(pairs):
+        client_sock.setblocking(False)
+        sel.register(client_sock, selectors.EVENT_READ, index)
+    try:
+        for round_ in range(200):  # like a fan-out worker: one frame to everyone, pause, again
+            for conn in conns:
+                assert conn.write(frame)
+            if round_ % 20 == 0:
+                time.sleep(0.002)
+        deadline = time.monotonic() + 10
+        while min(received) < 200 * len(frame) and time.monotonic() < deadline:
+            for key, _ in sel.select(0.05):
+                received[key.data] += len(key.fileobj.recv(65536))
+        assert received == [200 * len(frame)] * len(pairs)
+    finally:
+        sel.close()
+        for conn in conns:
+            conn.close()
+        for server_sock, client_sock in pairs:
+            client_sock.close()
+        time.sleep(0.1)
+        for server_sock, _ in pairs:
+            server_sock.close()
