@@ -208,3 +208,23 @@ def test_presence_during_an_outage(key_prefix):
     assert registry.channels_of("s1") == set()  # refused subscriptions leave nothing behind
     with pytest.raises(Unavailable):
         registry.count("room")
+
+
+def test_external_publisher_checks_like_the_api_and_reads_the_environment(redis_server, key_prefix):
+    from hub.errors import InvalidChannel, InvalidEvent, InvalidPayload, PayloadTooLarge
+    from hub.external import ExternalPublisher
+
+    env = {"REDIS_URL": redis_server.url, "REDIS_KEY_PREFIX": key_prefix, "MAX_PAYLOAD_BYTES": "32",
+           "HISTORY_MAX_MESSAGES": "3"}
+    with ExternalPublisher.from_env(env) as publisher:
+        assert [publisher.publish("jobs", "done", n).offset for n in range(5)] == [1, 2, 3, 4, 5]
+        assert [m.offset for m in publisher.history.since("jobs", 0)[0]] == [3, 4, 5]  # HISTORY_MAX_MESSAGES
+        with pytest.raises(PayloadTooLarge):
+            publisher.publish("jobs", "done", "x" * 40)
+        with pytest.raises(InvalidEvent):
+            publisher.publish("jobs", "connect", None)  # reserved Socket.IO event
+        with pytest.raises(InvalidChannel):
+            publisher.publish("no spaces", "done", None)
+        with pytest.raises(InvalidPayload):
+            publisher.publish("jobs", "done", float("nan"))
+        assert publisher.history.latest("jobs") == 5  # nothing refused was stored
