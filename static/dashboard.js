@@ -27,6 +27,11 @@
     if (node.textContent !== text) node.textContent = text;
   }
   function fmtRate(value) { return value === null || value === undefined ? "–" : value.toFixed(1); }
+  function fmtCompact(value) {
+    if (Math.abs(value) >= 1e6) return +(value / 1e6).toFixed(1) + "M";
+    if (Math.abs(value) >= 1e3) return +(value / 1e3).toFixed(1) + "k";
+    return String(+value.toFixed(2));
+  }
   function fmtBytes(bytes) {
     if (bytes === null || bytes === undefined) return "–";
     const mb = bytes / (1024 * 1024);
@@ -113,7 +118,8 @@
       scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, Math.max(1, max * 1.1)]; } } },
       axes: [
         { stroke: "#94a3b8", grid: { stroke: "#1e293b" }, ticks: { stroke: "#1e293b" } },
-        { stroke: "#94a3b8", grid: { stroke: "#1e293b" }, ticks: { stroke: "#1e293b" }, size: 50 },
+        { stroke: "#94a3b8", grid: { stroke: "#1e293b" }, ticks: { stroke: "#1e293b" }, size: 48,
+          values: function (u, ticks) { return ticks.map(fmtCompact); } },
       ],
       series: [{}].concat(lines.map(function (line) {
         return { label: line.label, stroke: line.color, width: 2, fill: line.fill, points: { show: false } };

@@ -89,8 +89,8 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    env = {"ALLOW_ANONYMOUS": "1", "GUNICORN_THREADS": str(args.clients + 400), "PING_INTERVAL": "10",
-           "PING_TIMEOUT": "10", "LOG_LEVEL": "WARNING", "WEBSOCKET_TRANSPORT": args.transport}
+    env = {"ALLOW_ANONYMOUS": "1", "GUNICORN_THREADS": str(args.clients + 400), "PING_INTERVAL": "25",
+           "PING_TIMEOUT": "20", "LOG_LEVEL": "WARNING", "WEBSOCKET_TRANSPORT": args.transport}
     stop = threading.Event()
     sent = [0, 0]  # accepted, refused or timed out
     with ServerProcess(**env) as server, LoadGen(4) as load, sync_playwright() as playwright:
@@ -105,6 +105,7 @@ def main() -> None:
 
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page.set_default_timeout(120_000)  # generous: the load runs on the same machine
         console = ConsoleLog()
         page.on("console", lambda message: console.messages.append((message.type, message.text)))
         page.on("pageerror", lambda error: console.page_errors.append(str(error)))
