@@ -43,6 +43,6 @@ RUN python -m compileall -q .
 USER 10001:10001
 EXPOSE 5000
 # No curl or wget in the image: Python asks /livez. PORT may be overridden at run time.
-HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/livez' % os.environ.get('PORT', '5000'), timeout=4)"]
+HEALTHCHECK --interval=10s --timeout=10s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/livez' % os.environ.get('PORT', '5000'), timeout=8)"]
 CMD ["./start.sh"]
