@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
-import socketio
 
-from tests.eio import RawWebSocket
-from tests.hub.realtime_client import Api, HubClient, WireOrderedClient, unique
+from tests.eio import RawWebSocket, websocket_request
+from tests.hub.realtime_client import Api, HubClient, unique
 from tests.server import ServerProcess
 
 # Limits off, so the tests measure what they mean to; a small MAX_HTTP_BUFFER_SIZE makes oversize input cheap.
@@ -106,8 +105,11 @@ def _mask_fast(payload: bytes, mask: bytes) -> bytes:
 class RawSocketIO(RawWebSocket):
     """A raw websocket that has done the Engine.IO and Socket.IO handshakes ('0' open, '40' connect)."""
 
-    def __init__(self, port: int, token: str | None = None, timeout: float = 10.0) -> None:
-        super().__init__(port)
+    def __init__(self, port: int, token: str | None = None, timeout: float = 10.0, receive_buffer: int = 0) -> None:
+        if receive_buffer:
+            self._connect_small(port, receive_buffer)
+        else:
+            super().__init__(port)
         assert self.status == 101, self.status
         self.sock.settimeout(timeout)
         opening = self.recv()
@@ -115,6 +117,19 @@ class RawSocketIO(RawWebSocket):
         self.send("40" + (json.dumps({"token": token}) if token else ""))
         connected = self.next_message()
         assert connected and connected.startswith("40"), connected
+
+    def _connect_small(self, port: int, receive_buffer: int) -> None:
+        """RawWebSocket's handshake on a socket whose receive window is set before connecting (it cannot grow)."""
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(10)
+        self.sock.connect(("127.0.0.1", port))
+        self.sock.sendall(websocket_request(port))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.sock.recv(4096)
+        self.status = int(head.split(b" ", 2)[1])
+        self.buffer = head.split(b"\r\n\r\n", 1)[1]
 
     def next_message(self) -> str | None:
         """Next frame that is not a ping (pings are answered, as a live client does)."""
@@ -189,12 +204,5 @@ class Figures:
             time.sleep(0.5)
 
 
-def small_receive_buffer_socket() -> socket.socket:
-    """A client socket with a tiny receive window, so a reader that stops fills it quickly."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    return sock
-
-
-__all__ = ["Api", "Bystanders", "Figures", "HubClient", "RawSocketIO", "WireOrderedClient", "frame", "log_length",
-           "probe_alive", "running_server", "socketio", "unique", "warning_lines"]
+__all__ = ["Api", "Bystanders", "Figures", "HubClient", "RawSocketIO", "frame", "log_length", "probe_alive",
+           "running_server", "unique", "warning_lines"]
