@@ -551,7 +551,8 @@ class LoadGen:
         clients still waiting at `timeout` are closed from our side and counted as `unanswered`.
         """
         t0 = time.time()
-        replies = self._ask_all({"cmd": "close", "timeout": timeout}, timeout + 10)
+        # Generous margin: after `timeout` a worker still closes its remaining sockets, on a possibly busy machine.
+        replies = self._ask_all({"cmd": "close", "timeout": timeout}, timeout + 60)
         return {
             "dropped": sum(r["dropped"] for r in replies),
             "close_times": sorted(t for r in replies for t in r["close_times"]),
