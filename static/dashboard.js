@@ -142,22 +142,40 @@
     ]);
   }
   function pushSample(snap) {
+    const last = series.t[series.t.length - 1];
+    if (last !== undefined && snap.time - last > 3) {
+      // Samples missed (disconnected, or a restart): a null point breaks the line instead of bridging the gap.
+      series.t.push(last + 1);
+      for (const key of ["websocket", "polling", "published", "delivered"]) series[key].push(null);
+    }
     series.t.push(snap.time);
     series.websocket.push(snap.clients.websocket);
     series.polling.push(snap.clients.polling);
     series.published.push(snap.published_per_second);
     series.delivered.push(snap.delivered_per_second);
-    if (series.t.length > HISTORY_POINTS) {
+    while (series.t.length > HISTORY_POINTS) {
       for (const key of Object.keys(series)) series[key].shift();
     }
-    clientChart.setData([series.t, series.websocket, series.polling]);
-    rateChart.setData([series.t, series.published, series.delivered]);
+
   }
 
   // ---------- snapshot panels ----------
   let lastSnapshot = null;
-  function renderSnapshot(snap) {
+  // Snapshots are recorded as they come but drawn once per animation frame: a page that fell behind (a busy
+  // machine, a hidden tab) catches up with one redraw, not one per second it missed.
+  let snapshotFrame = false;
+  function onSnapshot(snap) {
+    pushSample(snap);
     lastSnapshot = snap;
+    if (snapshotFrame) return;
+    snapshotFrame = true;
+    requestAnimationFrame(function () {
+      snapshotFrame = false;
+      renderSnapshot(lastSnapshot);
+    });
+  }
+
+  function renderSnapshot(snap) {
     setText("version", snap.version);
     setText("instance", snap.instance);
     setText("uptime", fmtDuration(snap.uptime));
@@ -177,7 +195,8 @@
     renderRaces(snap.disconnect_races);
     renderChannels(snap.channels, snap.channel_count);
     renderClients();
-    pushSample(snap);
+    clientChart.setData([series.t, series.websocket, series.polling]);
+    rateChart.setData([series.t, series.published, series.delivered]);
   }
 
   function renderRaces(races) {
@@ -453,6 +472,6 @@
   }
 
   // ---------- start ----------
-  socket.on("snapshot", renderSnapshot);
+  socket.on("snapshot", onSnapshot);
   initCharts();
 })();

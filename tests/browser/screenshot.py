@@ -90,7 +90,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     env = {"ALLOW_ANONYMOUS": "1", "GUNICORN_THREADS": str(args.clients + 400), "PING_INTERVAL": "25",
-           "PING_TIMEOUT": "20", "LOG_LEVEL": "WARNING", "WEBSOCKET_TRANSPORT": args.transport}
+           "PING_TIMEOUT": "20", "LOG_LEVEL": "INFO", "WEBSOCKET_TRANSPORT": args.transport}
     stop = threading.Event()
     sent = [0, 0]  # accepted, refused or timed out
     with ServerProcess(**env) as server, LoadGen(4) as load, sync_playwright() as playwright:
@@ -115,9 +115,10 @@ def main() -> None:
         page.click("#watch-form button[type=submit]")
         started = time.monotonic()
         time.sleep(args.seconds)
-        # One event expanded, as an operator would (set directly: rows keep moving, so a click never settles).
-        page.eval_on_selector("#events li:nth-child(3) details", "details => { details.open = true; }")
-        time.sleep(1.5)
+        # As an operator would: pause the stream, then expand an event.
+        page.click("#pause")
+        time.sleep(1.5)  # the newest rows' highlight fades
+        page.click("#events li:nth-child(3) summary")
         figures = page.evaluate("""() => ({
             clients: document.getElementById('clients-total').textContent,
             published: document.getElementById('published-per-second').textContent,
@@ -129,7 +130,9 @@ def main() -> None:
             longestTaskMs: Math.round(Math.max(0, ...window.__longTasks)),
         })""")
         figures.update(seconds=round(time.monotonic() - started, 1), published_total=sent[0], publish_failures=sent[1],
-                       console_errors=console.errors())
+                       console_errors=console.errors(), page_state=page.text_content("#connection-state"),
+                       server_notes=[line for line in server.log().splitlines()
+                                     if "WARNING" in line or "dropped" in line or "upgrade" in line][-8:])
         print(json.dumps(figures, indent=2), flush=True)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=args.out, full_page=True, timeout=120_000)
