@@ -176,7 +176,9 @@ SETTINGS: tuple[Setting, ...] = (
             "bytes waiting to be sent to one websocket before it is dropped as too slow (shared transport)"),
     Setting("GUNICORN_WORKER_CONNECTIONS", "4096", _integer(8, 100000),
             "open connections the worker accepts (long-poll GET and POST may use two per client)"),
-    Setting("GUNICORN_TIMEOUT", "30", _integer(1, 3600), "seconds before a silent worker is restarted"),
+    Setting("GUNICORN_TIMEOUT", "120", _integer(1, 3600),
+            "seconds before a silent worker is restarted (generous: thousands of busy threads can delay its heartbeat, "
+            "and a restart drops every client)"),
     Setting("GUNICORN_GRACEFUL_TIMEOUT", "20", _integer(1, 3600), "seconds a stopping worker gets to drain"),
     Setting("GUNICORN_KEEPALIVE", "5", _integer(0, 3600), "seconds an idle HTTP keep-alive connection is held"),
 )
