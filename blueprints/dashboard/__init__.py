@@ -10,6 +10,7 @@ from flask import Blueprint, Flask, Response, current_app, redirect, render_temp
 from blueprints.dashboard.live import NAMESPACE, ConnectionTally, Sampler, Watchers
 from blueprints.dashboard.namespace import DashboardNamespace
 from blueprints.dashboard.security import (
+    LoginThrottle,
     add_security_headers,
     csrf_token,
     csrf_valid,
@@ -20,7 +21,7 @@ from blueprints.dashboard.security import (
     start_login,
 )
 from extensions import socketio
-from hub import Hub, RateLimiter
+from hub import Hub
 from utils.http_errors import json_error
 
 log = logging.getLogger(__name__)
@@ -28,9 +29,6 @@ log = logging.getLogger(__name__)
 bp = Blueprint("dashboard", __name__)
 
 EXTENSION_KEY = "dashboard"
-# Password guesses per client address: a burst of 5, then one every 12 seconds.
-LOGIN_ATTEMPTS_PER_SECOND = 1 / 12
-LOGIN_BURST = 5
 
 
 def init_dashboard(app: Flask, hub: Hub) -> Sampler:
@@ -44,7 +42,7 @@ def init_dashboard(app: Flask, hub: Hub) -> Sampler:
     app.extensions[EXTENSION_KEY] = {
         "sampler": sampler,
         "watchers": watchers,
-        "login_limiter": RateLimiter(LOGIN_ATTEMPTS_PER_SECOND, LOGIN_BURST),
+        "login_throttle": LoginThrottle(),
     }
     socketio.on_namespace(DashboardNamespace(NAMESPACE, hub, sampler, watchers))
     app.register_blueprint(bp)
@@ -82,13 +80,16 @@ def login_submit() -> Response:
         return _login_page(403, "Dashboard login is disabled: set DASHBOARD_PASSWORD or API_KEYS.")
     if not csrf_valid(request.form.get("csrf_token")):
         return _login_page(400, "The form had expired. Please try again.")
-    wait = current_app.extensions[EXTENSION_KEY]["login_limiter"].acquire(request.remote_addr or "unknown")
+    throttle = current_app.extensions[EXTENSION_KEY]["login_throttle"]
+    address = request.remote_addr or "unknown"
+    wait = throttle.wait(address)
     if wait:
         seconds = max(1, math.ceil(wait))
-        log.warning("dashboard login rate limited for %s", request.remote_addr)
-        return _login_page(429, f"Too many attempts. Try again in {seconds} s.", retry_after=seconds)
+        log.warning("dashboard login rate limited for %s", address)
+        return _login_page(429, f"Too many failed attempts. Try again in {seconds} s.", retry_after=seconds)
     if not password_matches(request.form.get("password", "")):
-        log.info("dashboard login failed from %s", request.remote_addr)
+        throttle.failed(address)
+        log.info("dashboard login failed from %s", address)
         return _login_page(401, "Wrong password or API key.")
     start_login()
     log.info("dashboard login from %s", request.remote_addr)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import threading
 import time
+from collections import OrderedDict, deque
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -117,3 +119,39 @@ def origin_allowed(request: Request) -> bool:
             parts = urlsplit(referer)
             origin = f"{parts.scheme}://{parts.netloc}"
     return origin is None or origin in allowed_origins(request)
+
+
+class LoginThrottle:
+    """At most `failures` wrong passwords per `window` seconds from one address; then every attempt waits, the
+    right password included, so guessing is slow. Successful logins cost nothing (operators reload and re-login).
+    """
+
+    def __init__(self, failures: int = 5, window: float = 60.0, max_addresses: int = 10_000) -> None:
+        self.failures = failures
+        self.window = window
+        self.max_addresses = max_addresses
+        # Guards _recent: address -> times of its recent failures, least recently failing address first.
+        self._lock = threading.Lock()
+        self._recent: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def wait(self, address: str) -> float:
+        """Seconds until `address` may try again; 0 when it may now."""
+        now = time.monotonic()
+        with self._lock:
+            times = self._recent.get(address)
+            if times is None:
+                return 0.0
+            while times and now - times[0] >= self.window:
+                times.popleft()
+            if not times:
+                del self._recent[address]
+                return 0.0
+            return self.window - (now - times[0]) if len(times) >= self.failures else 0.0
+
+    def failed(self, address: str) -> None:
+        with self._lock:
+            times = self._recent.pop(address, None) or deque(maxlen=self.failures)
+            times.append(time.monotonic())
+            self._recent[address] = times
+            while len(self._recent) > self.max_addresses:
+                self._recent.popitem(last=False)  # the least recent failures are forgotten first

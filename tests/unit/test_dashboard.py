@@ -99,13 +99,35 @@ def test_login_disabled_without_any_secret():
     assert response.status_code == 403
 
 
-def test_login_is_rate_limited(dashboard_client):
+def test_failed_logins_are_rate_limited(app, dashboard_client):
+    for _ in range(6):  # successful logins (from the same address) cost nothing
+        assert log_in(app.test_client()).status_code == 302
     for _ in range(5):
         assert log_in(dashboard_client, "guess").status_code == 401
     limited = log_in(dashboard_client, "unit-key")  # even the right key waits: guesses must not be free
     assert limited.status_code == 429
-    assert 1 <= int(limited.headers["Retry-After"]) <= 12
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
     assert dashboard_client.get("/", base_url=HTTPS).status_code == 302
+
+
+def test_login_throttle_forgets_old_failures(monkeypatch):
+    from blueprints.dashboard.security import LoginThrottle
+
+    now = [1000.0]
+    monkeypatch.setattr("blueprints.dashboard.security.time.monotonic", lambda: now[0])
+    throttle = LoginThrottle(failures=2, window=60, max_addresses=2)
+    throttle.failed("a")
+    assert throttle.wait("a") == 0
+    throttle.failed("a")
+    assert throttle.wait("a") == 60
+    now[0] += 45
+    assert throttle.wait("a") == 15
+    now[0] += 15
+    assert throttle.wait("a") == 0
+    for address in ("b", "c", "d"):  # beyond max_addresses the least recent are forgotten
+        throttle.failed(address)
+        throttle.failed(address)
+    assert throttle.wait("b") == 0 and throttle.wait("d") == 60
 
 
 def test_session_cookie_flags(dashboard_client):
