@@ -18,7 +18,6 @@ import logging
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -74,16 +73,17 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                 result = run.measure_broadcast(start, clients, cfg)
                 log.info("%s", json.dumps({k: v for k, v in result.items() if k != "server_log_errors"},
                                           default=str)[:1500])
-                per_server.setdefault(name, {"runs": []})["runs"].append(result)
-        for entry in per_server.values():
-            entry["median"] = run.medians(entry["runs"])
-        report["broadcast"][str(clients)] = per_server
-        write(report, out)
+                entry = per_server.setdefault(name, {"runs": []})
+                entry["runs"].append(result)
+                entry["median"] = run.medians(entry["runs"])
+                report["broadcast"][str(clients)] = per_server
+                write(report, out)  # after every run, so a run cut short still leaves its figures
     if not args.no_capacity:
-        for name in ("signalboard-threaded", "signalboard-shared", "node"):
+        steps = [int(s) for s in args.capacity_steps.split(",")]
+        for name in args.capacity_servers.split(","):
             if name in chosen:
                 log.info("capacity: %s", name)
-                report["capacity"].append(capacity.run_capacity(chosen[name], CAPACITY_STEPS, args.max_clients,
+                report["capacity"].append(capacity.run_capacity(chosen[name], steps, args.max_clients,
                                                                 args.processes))
                 write(report, out)
     return report
@@ -95,10 +95,12 @@ def write(report: dict[str, Any], out: Path) -> None:
     names = report["servers"]
     lines = [f"# Transport comparison ({report['machine']['date_utc']}, {report['machine']['nproc']} CPUs, "
              f"{report['machine']['cpu_model']})", "",
-             f"Medians of {report['reps']} run(s); ratios are to the same run's medians.", ""]
+             f"Medians of the runs listed (up to {report['reps']} per server, interleaved); ratios are between "
+             "these medians, measured in the same session.", ""]
     for clients, per_server in report["broadcast"].items():
-        lines += [f"## {clients} clients", "", "| figure | " + " | ".join(names) + " | shared/node | shared/stock |"
-                  " shared/threaded |", "| --- |" + " ---: |" * (len(names) + 3)]
+        runs = ", ".join(f"{n}: {len(per_server.get(n, {}).get('runs', []))}" for n in names)
+        header = "| figure | " + " | ".join(names) + " | shared/node | shared/stock | shared/threaded |"
+        lines += [f"## {clients} clients", "", f"Runs: {runs}.", "", header, "| --- |" + " ---: |" * (len(names) + 3)]
         for label, _, _ in run.FIGURES:
             cells = [run._fmt(per_server.get(n, {}).get("median", {}).get(label)) for n in names]
             med = {n: per_server.get(n, {}).get("median", {}).get(label) for n in names}
@@ -192,6 +194,8 @@ def main() -> None:
     cmp_.add_argument("--processes", type=int, default=4)
     cmp_.add_argument("--max-clients", type=int, default=5000)
     cmp_.add_argument("--no-capacity", action="store_true")
+    cmp_.add_argument("--capacity-servers", default="signalboard-threaded,signalboard-shared,node")
+    cmp_.add_argument("--capacity-steps", default=",".join(map(str, CAPACITY_STEPS)))
     cmp_.add_argument("--out", default=str(servers.REPO_DIR / "docs" / "perf-transport"))
     prof = sub.add_parser("profile")
     prof.add_argument("--transport", choices=("shared", "threaded"), default="shared")

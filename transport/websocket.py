@@ -73,7 +73,7 @@ class WebSocketConnection:
             address = sock.getpeername()
         except OSError:
             address = None
-        self.peer = "%s:%s" % address[:2] if isinstance(address, tuple) else "local"
+        self.peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else "local"
 
     @property
     def closed(self) -> bool:

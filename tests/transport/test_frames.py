@@ -42,7 +42,8 @@ def test_non_ascii_text_is_utf8():
 
 
 def test_handshake_answer_uses_the_rfc_accept_token():
-    answer = handshake_response({"HTTP_SEC_WEBSOCKET_VERSION": "13", "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ=="})
+    answer = handshake_response({"HTTP_SEC_WEBSOCKET_VERSION": "13",
+                                 "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ=="})
     assert answer.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
     assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in answer  # RFC 6455 section 1.3's example
     assert b"Sec-WebSocket-Extensions" not in answer and answer.endswith(b"\r\n\r\n")

@@ -176,7 +176,7 @@ def test_every_frame_of_many_broadcasts_reaches_every_connection(loop: SharedLoo
         sel.close()
         for conn in conns:
             conn.close()
-        for server_sock, client_sock in pairs:
+        for _, client_sock in pairs:
             client_sock.close()
         time.sleep(0.1)
         for server_sock, _ in pairs:
