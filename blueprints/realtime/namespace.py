@@ -92,6 +92,12 @@ class RealtimeNamespace(Namespace):
         self.expiry.forget(sid)
         self.services.hub.disconnect(sid)
 
+    def sub_of(self, sid: str) -> str | None:
+        """Who a connection is, for the dashboard's clients table; None for anonymous or unknown sids."""
+        with self._lock:
+            identity = self._identities.get(sid)
+        return identity.sub if identity else None
+
     def _caller(self) -> tuple[str, Identity]:
         """The calling connection and its identity, after its rate limit and token expiry are checked."""
         sid = request.sid
