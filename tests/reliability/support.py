@@ -21,7 +21,10 @@ from tests.hub.realtime_client import Api, HubClient, unique
 from tests.server import ServerProcess
 
 # Limits off, so the tests measure what they mean to; a small MAX_HTTP_BUFFER_SIZE makes oversize input cheap.
-RELIABILITY_ENV = {"API_RATE_LIMIT": 0, "CLIENT_RATE_LIMIT": 0, "MAX_HTTP_BUFFER_SIZE": 65536}
+# Pings of 5 s + 10 s: tests/server.py's 1 s + 1 s drop healthy polling bystanders when a shared 2-core machine
+# stalls for a second.
+RELIABILITY_ENV = {"API_RATE_LIMIT": 0, "CLIENT_RATE_LIMIT": 0, "MAX_HTTP_BUFFER_SIZE": 65536, "PING_INTERVAL": 5,
+                   "PING_TIMEOUT": 10}
 START_TIMEOUT = 60.0  # a 2-core machine shared with other test runs can take 20 s to boot gunicorn
 _WARNING_LINE = re.compile(r"\[WARNING\]|\"level\": \"WARNING\"")
 
@@ -74,7 +77,9 @@ class Bystanders:
                 client.wait_offsets(self.channel, len(self.published), timeout)
             except AssertionError as exc:
                 tail = "\n".join(self.server.log().splitlines()[-15:])
-                raise AssertionError(f"{type(client).__name__} missed messages: {exc}\nserver log:\n{tail}") from None
+                state = "connected" if client.sio.connected else "disconnected"
+                raise AssertionError(f"{type(client).__name__} ({state}) missed messages: {str(exc)[:300]}\n"
+                                     f"server log:\n{tail}") from None
             got = client.offsets(self.channel)
             assert got == self.published, f"{type(client).__name__} got {got[-5:]}, expected {self.published[-5:]}"
 
