@@ -162,14 +162,14 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds a stopping server keeps answering (/readyz 503, new sessions refused) so load balancers notice; "
             "capped to fit GUNICORN_GRACEFUL_TIMEOUT"),
     Setting("GUNICORN_THREADS", "1200", _integer(4, 20000),
-            "gthread threads: each websocket holds one for its life"),
+            "gthread threads: each long-polling client holds one (each websocket too with WEBSOCKET_TRANSPORT=threaded)"),
     Setting("ADMISSION_RESERVE_THREADS", "", _optional_integer(1, 20000),
             "threads kept free for plain HTTP; empty means max(8, 10% of GUNICORN_THREADS), at most half of them"),
     Setting("LONG_POLL_CAP_SECONDS", "5", _integer(1, 3600),
             "while threads are short, a long-poll older than this is answered early so the client polls again"),
     Setting("WEBSOCKET_TRANSPORT", "threaded", _choice("shared", "threaded"),
-            "`shared`: one I/O thread serves every websocket (no gthread thread held); `threaded`: python-engineio's "
-            "threads per websocket"),
+            "`shared`: one I/O thread serves every websocket, which then holds no gthread thread (transport/); "
+            "`threaded`: python-engineio's stock threads, about 4 per websocket"),
     Setting("MAX_WEBSOCKET_CLIENTS", "5000", _integer(1, 1_000_000),
             "websocket sessions one process takes with the shared transport (503 + Retry-After above)"),
     Setting("WEBSOCKET_SEND_BUFFER", "1048576", _integer(65536, 1_000_000_000),

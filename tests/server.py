@@ -68,6 +68,14 @@ class ServerProcess:
         raise RuntimeError(f"server did not answer /livez within {timeout}s:\n{self.log()}")
 
     @property
+    def websocket_transport(self) -> str:
+        """`shared` or `threaded`, as the server under test runs it."""
+        from config import SETTINGS
+
+        default = next(s.default for s in SETTINGS if s.name == "WEBSOCKET_TRANSPORT")
+        return self.env.get("WEBSOCKET_TRANSPORT", default)
+
+    @property
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid

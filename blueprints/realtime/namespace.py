@@ -71,7 +71,7 @@ class RealtimeNamespace(Namespace):
     def trigger_event(self, event: str, *args: Any) -> Any:
         if event not in CLIENT_EVENTS and event not in ("connect", "disconnect"):
             # Without this the client's ack callback would never fire and it could only time out.
-            return NotFound(f"unknown event {event!r}; use subscribe, unsubscribe or publish").to_ack()
+            return NotFound(f"unknown event {event!r}; use subscribe, unsubscribe, publish or refresh_token").to_ack()
         return super().trigger_event(event, *args)
 
     def on_connect(self, auth: Any = None) -> None:

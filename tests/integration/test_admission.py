@@ -77,8 +77,9 @@ class PollingSubscriber:
 
 
 def open_client(server, n: int):
-    """Alternate websocket and polling clients; returns the client, or the refused response."""
-    if n % 2 == 0:
+    """Alternate websocket and polling clients (only polling ones hold threads with the shared transport); returns
+    the client, or the refused response."""
+    if n % 2 == 0 and server.websocket_transport == "threaded":
         subscriber = RawSubscriber(server.port)
         if subscriber.status == 101:
             return subscriber

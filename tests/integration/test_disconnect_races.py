@@ -183,7 +183,7 @@ def test_thread_starved_server_refuses_instead_of_stalling(server_factory):
     assert server.readyz()["budget"]["capacity"] == 5
     # With WEBSOCKET_TRANSPORT=shared a websocket gives its thread back after the handshake, so polling sessions
     # fill the budget instead, and a websocket is still admitted when the threads are full.
-    shared = server.env.get("WEBSOCKET_TRANSPORT") == "shared"
+    shared = server.websocket_transport == "shared"
     held: list[RawWebSocket | PollingSession] = []
     with LivezWatcher(server) as watcher:
         for _ in range(5):
