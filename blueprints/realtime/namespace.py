@@ -98,8 +98,8 @@ class RealtimeNamespace(Namespace):
             identity = self._identities.get(sid)
         return identity.sub if identity else None
 
-    def _caller(self) -> tuple[str, Identity]:
-        """The calling connection and its identity, after its rate limit and token expiry are checked."""
+    def _connected_caller(self) -> tuple[str, Identity]:
+        """The calling connection and its identity, after its rate limit is checked."""
         sid = request.sid
         with self._lock:
             identity = self._identities.get(sid)
@@ -107,6 +107,11 @@ class RealtimeNamespace(Namespace):
             raise Unauthorized("not connected", reason="not_connected")
         if self.services.client_limiter is not None:
             self.services.client_limiter.check(sid)
+        return sid, identity
+
+    def _caller(self) -> tuple[str, Identity]:
+        """The calling connection and its identity, after its rate limit and token expiry are checked."""
+        sid, identity = self._connected_caller()
         if identity.exp is not None and identity.exp <= time.time():
             raise Unauthorized("token has expired; reconnect with a new one", reason="token_expired")
         return sid, identity
@@ -151,13 +156,7 @@ class RealtimeNamespace(Namespace):
 
     def on_refresh_token(self, payload: Any = None) -> dict[str, Any] | None:
         """A fresh token (same sub) for this connection; channels it no longer grants are dropped (expiry.py)."""
-        sid = request.sid
-        with self._lock:
-            current = self._identities.get(sid)
-        if current is None:
-            raise Unauthorized("not connected", reason="not_connected")
-        if self.services.client_limiter is not None:
-            self.services.client_limiter.check(sid)
+        sid, current = self._connected_caller()  # an expired token may still be refreshed
         claims = refreshed_claims(self.services.tokens, current.sub, payload)
         identity = Identity(claims.sub, claims.channels, claims.publish, claims.exp)
         with self._lock:
