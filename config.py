@@ -180,7 +180,9 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds before a silent worker is restarted (generous: thousands of busy threads can delay its heartbeat, "
             "and a restart drops every client)"),
     Setting("GUNICORN_GRACEFUL_TIMEOUT", "20", _integer(1, 3600), "seconds a stopping worker gets to drain"),
-    Setting("GUNICORN_KEEPALIVE", "5", _integer(0, 3600), "seconds an idle HTTP keep-alive connection is held"),
+    Setting("GUNICORN_KEEPALIVE", "", _optional_integer(0, 3600),
+            "seconds an idle HTTP keep-alive connection is held; empty means PING_INTERVAL + PING_TIMEOUT, so a "
+            "long-polling client's pong never meets the server closing its idle connection"),
 )
 
 
@@ -200,7 +202,22 @@ def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str
     config.update(overrides)  # extra keys (TESTING and the like) pass through untouched
     _check_secret_key(config)
     _check_thread_budget(config)
+    _check_keepalive(config)
     return config
+
+
+def _check_keepalive(config: dict[str, Any]) -> None:
+    """A long-polling client POSTs its pong every PING_INTERVAL on a keep-alive connection that is otherwise idle. If
+    the server closes idle connections after about that long, the pong races the close and gets a reset, and the
+    client drops: the keep-alive must be well below the interval (always closed first) or above it (never idle)."""
+    interval, timeout = config["PING_INTERVAL"], config["PING_TIMEOUT"]
+    keepalive = config["GUNICORN_KEEPALIVE"]
+    if keepalive is None:
+        config["GUNICORN_KEEPALIVE"] = interval + timeout
+    elif interval / 2 < keepalive <= interval + timeout:
+        raise ConfigError(f"GUNICORN_KEEPALIVE ({keepalive}) is too close to PING_INTERVAL ({interval}): long-polling "
+                          f"clients would send their pong as the server closes the idle connection; use at most "
+                          f"{interval // 2}, more than {interval + timeout}, or leave it empty")
 
 
 def _check_thread_budget(config: dict[str, Any]) -> None:

@@ -112,8 +112,12 @@ class PollingPayloadCheck:
         return [body]
 
 
-def socketio_packet_problem(data: Any, binary_pending: bool) -> str | None:
-    """Why python-socketio could not handle this Engine.IO message, or None when it can."""
+def socketio_packet_problem(data: Any, binary_pending: bool,
+                            joined: Callable[[str], bool] = lambda namespace: True) -> str | None:
+    """Why python-socketio could not handle this Engine.IO message, or None when it can.
+
+    `joined(namespace)` tells whether the client has connected to that namespace: python-socketio raises on a binary
+    packet for any other."""
     if binary_pending:
         return None if isinstance(data, bytes) else "a text packet arrived where a binary attachment was due"
     if not isinstance(data, str):
@@ -134,6 +138,8 @@ def socketio_packet_problem(data: Any, binary_pending: bool) -> str | None:
     if pkt.packet_type in (sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK) and \
             not 1 <= pkt.attachment_count <= MAX_ATTACHMENTS:
         return f"binary packet announces {pkt.attachment_count} attachments (1 to {MAX_ATTACHMENTS} allowed)"
+    if pkt.packet_type in (sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK) and not joined(pkt.namespace or "/"):
+        return "a binary packet for a namespace the client has not connected to"
     return None
 
 
@@ -143,9 +149,15 @@ def guard_socketio_messages(socketio_server: Any) -> None:
     handler = eio.handlers["message"]
     pending = getattr(socketio_server, "_binary_packet", {})  # sid -> packet waiting for its attachments
 
+    def joined(eio_sid: str) -> Callable[[str], bool]:
+        return lambda namespace: socketio_server.manager.sid_from_eio_sid(eio_sid, namespace) is not None
+
     def checked_message(eio_sid: str, data: Any) -> Any:
+        socket = eio.sockets.get(eio_sid)
+        if socket is None or socket.closed:
+            return None  # closed for an earlier packet of the same polling payload, whose one line is logged
         binary_pending = eio_sid in pending
-        problem = socketio_packet_problem(data, binary_pending)
+        problem = socketio_packet_problem(data, binary_pending, joined(eio_sid))
         if problem is None and not binary_pending:
             return handler(eio_sid, data)
         if problem is None:
@@ -154,10 +166,8 @@ def guard_socketio_messages(socketio_server: Any) -> None:
             except (ValueError, IndexError, KeyError, TypeError):
                 pending.pop(eio_sid, None)
                 problem = "binary attachments do not match their placeholders"
-        socket = eio.sockets.get(eio_sid)
         log.warning("closing Engine.IO session %s: %s", eio_sid, problem)
-        if socket is not None:
-            _close_session(eio, socket)
+        _close_session(eio, socket)
         return None
 
     eio.on("message", checked_message)

@@ -92,8 +92,6 @@ def churn(server, token: str, cycles: int) -> Counter:
     return done
 
 
-@pytest.mark.xfail(reason="open: under connection churn a long-polling subscriber is sometimes disconnected, or the "
-                          "churned server logs an ERROR; undiagnosed, see docs/reliability.md", strict=False)
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # sockets a failed run leaves open
 @pytest.mark.parametrize("transport", ["threaded", "shared"])
 def test_churn_returns_to_baseline(transport):

@@ -99,6 +99,8 @@ POLLING_BODIES = {
     "JSON nested 30000 deep": (b'42["publish",' + b"[" * 30000 + b"]" * 30000 + b"]", 200, True),
     "JSONP body without d=": (b"d=", 400, True),
     "connect to an unknown namespace": (b"40/nope,", 200, False),
+    "binary event for a namespace not joined": (b'451-/dashboard,["a",{"_placeholder":true,"num":0}]', 200, True),
+    "three bad packets in one payload (one line)": (b'\x1e'.join([b"4z", b'42{"a":1}', b'450-["a"]']), 200, True),
 }
 
 

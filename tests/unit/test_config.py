@@ -26,6 +26,7 @@ def test_defaults():
     ("PORT", "abc"), ("PORT", "70000"), ("PING_TIMEOUT", "-1"), ("PING_INTERVAL", "0"),
     ("LOG_FORMAT", "xml"), ("ALLOW_ANONYMOUS", "maybe"), ("CORS_ALLOWED_ORIGINS", "example.com"),
     ("REDIS_URL", "http://localhost"), ("GUNICORN_THREADS", "2"), ("ADMISSION_RESERVE_THREADS", "1200"),
+    ("GUNICORN_KEEPALIVE", "25"), ("GUNICORN_KEEPALIVE", "13"), ("GUNICORN_KEEPALIVE", "45"),
 ])
 def test_bad_value_names_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
@@ -46,6 +47,15 @@ def test_development_generates_a_secret():
 
 def test_reserve_is_capped_for_small_pools():
     assert load_config(environ={**GOOD, "GUNICORN_THREADS": "4"})["ADMISSION_RESERVE_THREADS"] == 2
+
+
+def test_keepalive_stays_clear_of_the_ping_interval():
+    """Long-polling pongs arrive every PING_INTERVAL: the idle keep-alive must outlast that, or end well before."""
+    assert load_config(environ=GOOD)["GUNICORN_KEEPALIVE"] == 45
+    assert load_config(environ={**GOOD, "PING_INTERVAL": "5", "PING_TIMEOUT": "10"})["GUNICORN_KEEPALIVE"] == 15
+    assert load_config(environ={**GOOD, "GUNICORN_KEEPALIVE": "12"})["GUNICORN_KEEPALIVE"] == 12
+    assert load_config(environ={**GOOD, "GUNICORN_KEEPALIVE": "46"})["GUNICORN_KEEPALIVE"] == 46
+    assert load_config(environ={**GOOD, "GUNICORN_KEEPALIVE": "0"})["GUNICORN_KEEPALIVE"] == 0
 
 
 def test_command_line_check_prints_one_line():
