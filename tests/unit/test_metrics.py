@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client import REGISTRY
@@ -148,9 +149,14 @@ def test_engineio_connects_and_disconnects_are_counted(app):
     ('2["na\\"me"]', "other"),
     ('2["' + "x" * 65 + '"]', "other"),
 ])
-def test_received_events_are_counted_by_name(app, packet, event):
+def test_received_events_are_counted_by_name(app, monkeypatch, packet, event):
+    # A live socket that joined every namespace: the malformed-input guard drops messages of closed sockets and
+    # binary ones for namespaces not joined.
+    monkeypatch.setitem(socketio.server.eio.sockets, "eio-sid-1", SimpleNamespace(closed=False, upgraded=False))
+    monkeypatch.setattr(socketio.server.manager, "sid_from_eio_sid", lambda eio_sid, namespace: "sio-sid-1")
+    monkeypatch.setattr(socketio.server, "_binary_packet", {})
     before = value("signalboard_socketio_events_received_total", event=event)
-    socketio.server.eio._trigger_event("message", "eio-sid-unknown", packet)
+    socketio.server.eio._trigger_event("message", "eio-sid-1", packet)
     assert value("signalboard_socketio_events_received_total", event=event) == before + 1
 
 
