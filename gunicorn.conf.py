@@ -23,10 +23,13 @@ control_socket_disable = True
 
 
 def post_worker_init(worker):
-    """SIGTERM drains the app before gunicorn stops the worker (utils/drain.py)."""
+    """SIGTERM drains the app before gunicorn stops the worker (utils/drain.py); requests gunicorn refuses itself
+    get our JSON error shape (utils/gunicorn_errors.py)."""
     from utils.drain import install_sigterm_drain
+    from utils.gunicorn_errors import install_json_error_pages
 
     install_sigterm_drain(worker)
+    install_json_error_pages()
 
 
 def worker_int(worker):

@@ -33,6 +33,8 @@ from transport.websocket import WebSocketConnection
 
 log = logging.getLogger(__name__)
 
+SLOW_CONSUMER = "slow consumer"  # the Engine.IO disconnect reason (and metrics label) of a client dropped for not reading
+
 
 class SinkQueue(queue.Queue):
     """An Engine.IO socket's outgoing queue that, once attached to a sink, hands every packet to it at once.
@@ -201,7 +203,8 @@ class EngineIOWebSocket:
         if self.state != self.OPEN:
             self.socket.upgrading = False  # the upgrade failed; the session carries on over polling
             return
-        self.socket.server.start_background_task(self.transport.end_session, self.socket)
+        reason = SLOW_CONSUMER if self.conn.slow_consumer else self.socket.server.reason.TRANSPORT_CLOSE
+        self.socket.server.start_background_task(self.transport.end_session, self.socket, reason)
 
 
 class SharedTransport:
@@ -247,9 +250,9 @@ class SharedTransport:
         # serving it and its thread goes back to the pool (simple-websocket's gunicorn mode signals the same).
         raise StopIteration
 
-    def end_session(self, eio_socket: Socket) -> None:
+    def end_session(self, eio_socket: Socket, reason: str) -> None:
         """After the websocket ended: what python-engineio does when its websocket handler returns."""
-        eio_socket.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+        eio_socket.close(wait=False, abort=True, reason=reason)
         if self.server.sockets.get(eio_socket.sid) is eio_socket:
             self.server.sockets.pop(eio_socket.sid, None)
 

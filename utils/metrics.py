@@ -91,7 +91,8 @@ def event_label(event: str) -> str:
 CONNECTS = Counter(f"{PREFIX}_socketio_connects", "Engine.IO sessions opened, by the transport they opened with",
                    ["transport"])
 DISCONNECTS = Counter(f"{PREFIX}_socketio_disconnects", "Engine.IO sessions closed, by reason", ["reason"])
-DISCONNECT_REASONS = ("client_disconnect", "server_disconnect", "ping_timeout", "transport_close", "transport_error")
+DISCONNECT_REASONS = ("client_disconnect", "server_disconnect", "ping_timeout", "transport_close", "transport_error",
+                      "slow_consumer")
 for _transport in ("polling", "websocket"):
     CONNECTS.labels(_transport)
 for _reason in DISCONNECT_REASONS:

@@ -1,7 +1,9 @@
 """Hostile HTTP to the real server: wrong content types, deep or huge JSON, invalid UTF-8, oversized headers, methods
-not allowed. Every answer is a 4xx, JSON-shaped where Flask answers (gunicorn answers header-size errors itself)."""
+not allowed. Every answer is a 4xx in the JSON error shape, also where gunicorn answers before Flask."""
 
 from __future__ import annotations
+
+import json
 
 import socket
 
@@ -132,10 +134,13 @@ def raw_request(server, request: bytes) -> bytes:
     ids=["header 20 KB", "200 headers", "request line 10 KB", "bad Content-Length", "not HTTP"],
 )
 def test_oversized_and_broken_requests(server, request_bytes):
-    """gunicorn refuses these before Flask sees them: 4xx, never 5xx (its body is plain HTML, not our JSON)."""
+    """gunicorn refuses these before Flask sees them: 4xx, never 5xx, in our JSON shape (utils/gunicorn_errors.py)."""
     answer = raw_request(server, request_bytes)
     status = int(answer.split(b" ", 2)[1])
     assert 400 <= status < 500, answer[:200]
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert b"Content-Type: application/json" in head
+    assert set(json.loads(body)["error"]) == {"code", "message"}
     assert requests.get(server.url + "/livez", timeout=10).status_code == 200
 
 

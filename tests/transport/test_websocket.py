@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +14,7 @@ from wsproto.events import CloseConnection, Ping, Pong, TextMessage
 
 from transport.frames import encode_frame
 from transport.loop import SharedLoop
+from transport import websocket
 from transport.websocket import WebSocketConnection
 
 
@@ -136,12 +138,34 @@ def test_a_client_that_stops_reading_is_dropped_not_buffered_forever(pair):
     conn, peer, recorder = pair
     frame = encode_frame(b"z" * 60000)
     accepted = 0
-    for _ in range(1000):  # ~60 MB offered; the kernel buffers a little, our buffer 256 KiB
+    for _ in range(1000):  # ~60 MB offered; the kernel buffers a little, our bound is 256 KiB, the hard limit 1 MiB
         if not conn.write(frame):
             break
         accepted += 1
     assert accepted < 1000
-    assert recorder.closed.wait(5) and conn.closed
+    assert recorder.closed.wait(5) and conn.closed and conn.slow_consumer
+
+
+def test_a_burst_over_the_bound_passes_when_the_client_catches_up(pair):
+    conn, peer, recorder = pair
+    frame = encode_frame(b"b" * 60000)
+    # 720 KB at once: past the 256 KiB bound even after the socket pair's kernel buffers, under the 1 MiB hard limit.
+    assert all(conn.write(frame) for _ in range(12))
+    received = b""
+    while received.count(b"b") < 12 * 60000:
+        received += peer.sock.recv(1 << 20)
+    assert not conn.closed and not conn.slow_consumer
+    assert conn.write(frame)
+
+
+def test_a_client_that_stays_over_the_bound_is_dropped(pair, monkeypatch):
+    monkeypatch.setattr(websocket, "SLOW_CONSUMER_GRACE", 0.2)
+    conn, peer, recorder = pair
+    frame = encode_frame(b"s" * 60000)
+    assert all(conn.write(frame) for _ in range(12))  # over the bound, under the hard limit; the peer never reads
+    time.sleep(0.3)
+    assert not conn.write(frame)
+    assert recorder.closed.wait(5) and conn.slow_consumer
 
 
 def test_every_frame_of_many_broadcasts_reaches_every_connection(loop: SharedLoop):
