@@ -162,7 +162,8 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds a stopping server keeps answering (/readyz 503, new sessions refused) so load balancers notice; "
             "capped to fit GUNICORN_GRACEFUL_TIMEOUT"),
     Setting("GUNICORN_THREADS", "1200", _integer(4, 20000),
-            "gthread threads: each long-polling client holds one (each websocket too with WEBSOCKET_TRANSPORT=threaded)"),
+            "gthread threads: each long-polling client holds one "
+            "(each websocket too with WEBSOCKET_TRANSPORT=threaded)"),
     Setting("ADMISSION_RESERVE_THREADS", "", _optional_integer(1, 20000),
             "threads kept free for plain HTTP; empty means max(8, 10% of GUNICORN_THREADS), at most half of them"),
     Setting("LONG_POLL_CAP_SECONDS", "5", _integer(1, 3600),

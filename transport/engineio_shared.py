@@ -33,7 +33,7 @@ from transport.websocket import WebSocketConnection
 
 log = logging.getLogger(__name__)
 
-SLOW_CONSUMER = "slow consumer"  # the Engine.IO disconnect reason (and metrics label) of a client dropped for not reading
+SLOW_CONSUMER = "slow consumer"  # Engine.IO disconnect reason (and metrics label) of a client dropped for not reading
 
 
 class SinkQueue(queue.Queue):

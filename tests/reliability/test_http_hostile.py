@@ -4,7 +4,6 @@ not allowed. Every answer is a 4xx in the JSON error shape, also where gunicorn 
 from __future__ import annotations
 
 import json
-
 import socket
 
 import pytest

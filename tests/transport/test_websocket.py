@@ -12,9 +12,9 @@ import pytest
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import CloseConnection, Ping, Pong, TextMessage
 
+from transport import websocket
 from transport.frames import encode_frame
 from transport.loop import SharedLoop
-from transport import websocket
 from transport.websocket import WebSocketConnection
 
 
