@@ -174,7 +174,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_WEBSOCKET_CLIENTS", "5000", _integer(1, 1_000_000),
             "websocket sessions one process takes with the shared transport (503 + Retry-After above)"),
     Setting("WEBSOCKET_SEND_BUFFER", "1048576", _integer(65536, 1_000_000_000),
-            "bytes waiting to be sent to one websocket before it is dropped as too slow (shared transport)"),
+            "bytes that may wait to be sent to one client; one that stays over it 5 s, or goes over 4 times it, is "
+            "dropped as a slow consumer"),
     Setting("GUNICORN_WORKER_CONNECTIONS", "4096", _integer(8, 100000),
             "open connections the worker accepts (long-poll GET and POST may use two per client)"),
     Setting("GUNICORN_TIMEOUT", "120", _integer(1, 3600),

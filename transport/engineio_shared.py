@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import socket
 import ssl
 import time
@@ -29,37 +28,30 @@ from engineio.socket import Socket
 
 from transport.frames import HandshakeError, handshake_response, packet_frame
 from transport.loop import SharedLoop
+from transport.send_bound import SLOW_CONSUMER, BoundedSendQueue, BoundedSocket, bound_socket
 from transport.websocket import WebSocketConnection
 
 log = logging.getLogger(__name__)
 
-SLOW_CONSUMER = "slow consumer"  # Engine.IO disconnect reason (and metrics label) of a client dropped for not reading
 
-
-class SinkQueue(queue.Queue):
+class SinkQueue(BoundedSendQueue):
     """An Engine.IO socket's outgoing queue that, once attached to a sink, hands every packet to it at once.
 
     Engine.IO's Socket.send and Socket.close stay untouched: they put packets (and None, "close") on this queue
     as usual. Attaching moves what is already queued to the sink first, under the queue's own lock, so packets
-    keep their order across the switch.
+    keep their order across the switch. Until then (a polling session) the queue's byte bound applies; after, the
+    websocket connection's own.
     """
 
     def __init__(self, maxsize: int = 0) -> None:
         super().__init__(maxsize)
         self.sink: EngineIOWebSocket | None = None
 
-    @classmethod
-    def taking_over(cls, old: queue.Queue) -> SinkQueue:
-        new = cls()
-        with old.mutex:
-            new.queue.extend(old.queue)
-            new.unfinished_tasks = len(new.queue)
-        return new
-
     def attach(self, sink: EngineIOWebSocket) -> None:
         with self.mutex:
             pending = list(self.queue)
             self.queue.clear()
+            self.bytes = 0
             self.unfinished_tasks = 0
             self.all_tasks_done.notify_all()
             for item in pending:
@@ -79,7 +71,7 @@ class SinkQueue(queue.Queue):
         sink.deliver(item)
 
 
-class SharedSocket(Socket):
+class SharedSocket(BoundedSocket):
     """python-engineio's Socket with its ping on the shared timer and its websocket on the shared loop.
 
     Instances are adopted (their class switched) right after python-engineio creates them; `transport` is set on
@@ -218,7 +210,7 @@ class SharedTransport:
 
     def adopt(self, eio_socket: Socket) -> None:
         """Turn a socket python-engineio just created (nobody else knows its sid yet) into a SharedSocket."""
-        eio_socket.queue = SinkQueue.taking_over(eio_socket.queue)
+        bound_socket(eio_socket, SinkQueue, self.max_buffered)
         eio_socket.__class__ = self.socket_class
         self.loop.ensure_started()
 

@@ -1,9 +1,10 @@
 """The library versions and internals the shared websocket transport was written against, checked at start-up.
 
-The transport replaces parts of python-engineio's threading websocket path and relies on how gunicorn's gthread
-worker closes a connection. Those are internals, not APIs: a silent change in any of them could leak sockets or
-drop messages, so `WEBSOCKET_TRANSPORT=shared` refuses to start on anything but the versions below and
-tests/transport/test_pins.py fails loudly when an internal it relies on moves.
+The transport replaces parts of python-engineio's threading websocket path (send_bound.py wraps one more, under
+both transports) and relies on how gunicorn's gthread worker closes a connection. Those are internals, not APIs:
+a silent change in any of them could leak sockets or drop messages, so `WEBSOCKET_TRANSPORT=shared` refuses to
+start on anything but the versions below and tests/transport/test_pins.py fails loudly when an internal it relies
+on moves.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def internal_mismatches() -> list[str]:
     from engineio import socket as eio_socket
     from gunicorn import util as gunicorn_util
     from gunicorn.workers import gthread
+    from simple_websocket import ws as simple_websocket_ws
     from socketio import manager
     from wsproto import connection as ws_connection
 
@@ -60,6 +62,11 @@ def internal_mismatches() -> list[str]:
         (all(f"self.{flag} = " in _source(base_socket.BaseSocket.__init__)
              for flag in ("queue", "last_ping", "connected", "upgrading", "upgraded", "closing", "closed")),
          "engineio BaseSocket sets queue/last_ping/connected/upgrading/upgraded/closing/closed"),
+        (list(inspect.signature(eio_socket.Socket._websocket_handler).parameters) == ["self", "ws"]
+         and "ws.send(pkt.encode())" in _source(eio_socket.Socket._websocket_handler)
+         and "self.sock = " in _source(simple_websocket_ws.Base.__init__),
+         "engineio Socket._websocket_handler(self, ws) writes with ws.send; simple-websocket keeps its socket in "
+         "ws.sock (send_bound.py shuts it to free a slow consumer's writer)"),
         (list(inspect.signature(eio_socket.Socket._upgrade_websocket).parameters) == ["self", "environ",
                                                                                        "start_response"],
          "engineio Socket._upgrade_websocket(self, environ, start_response)"),

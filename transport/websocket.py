@@ -4,9 +4,8 @@ Any thread may write: a frame is appended to the connection's buffer and the con
 flush list, so a broadcast costs the emitting thread one append per recipient, and the loop thread makes the
 system calls (with the GIL released, so both run at once). Frames that pile up before the loop gets to a
 connection leave in one send() call. The loop thread also reads, runs the close handshake, and watches for
-writability when the kernel buffer is full. A client that cannot keep up is dropped as a slow consumer once its
-backlog has stayed over `max_buffered` bytes for SLOW_CONSUMER_GRACE seconds (a burst may pass), or at once past
-HARD_LIMIT times that, so the server's memory per client stays bounded.
+writability when the kernel buffer is full. A client that cannot keep up is dropped as a slow consumer by the
+rule in transport/send_bound.py (its backlog stayed over `max_buffered` bytes too long, or went far over).
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import logging
 import selectors
 import socket
 import threading
-import time
 from typing import Protocol
 
 from wsproto.connection import Connection, ConnectionType
@@ -25,6 +23,7 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
 from transport.loop import SharedLoop
+from transport.send_bound import Backlog
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +31,6 @@ READ = selectors.EVENT_READ
 READ_WRITE = selectors.EVENT_READ | selectors.EVENT_WRITE
 RECEIVE_BYTES = 65536
 CLOSE_GRACE_SECONDS = 5.0  # how long a client gets to answer our close frame before the TCP connection is cut
-SLOW_CONSUMER_GRACE = 5.0  # seconds a backlog may stay over max_buffered before its client is dropped
-HARD_LIMIT = 4  # a backlog over this many times max_buffered drops its client at once
 
 
 class MessageHandler(Protocol):
@@ -53,7 +50,7 @@ class WebSocketConnection:
 
     __slots__ = ("_loop", "_sock", "_handler", "_ws", "_lock", "_out", "_flush_pending", "_close_requested",
                  "_close_sent", "_closed", "_parts", "_parts_size", "_max_message", "_max_buffered",
-                 "_watching_writes", "_over_since", "slow_consumer", "peer")
+                 "_watching_writes", "_backlog", "slow_consumer", "peer")
 
     def __init__(self, loop: SharedLoop, sock: socket.socket, handler: MessageHandler, max_message: int,
                  max_buffered: int) -> None:
@@ -73,7 +70,7 @@ class WebSocketConnection:
         self._max_message = max_message
         self._max_buffered = max_buffered
         self._watching_writes = False  # loop thread only
-        self._over_since: float | None = None  # when the backlog last went over max_buffered
+        self._backlog = Backlog(max_buffered)
         self.slow_consumer = False  # set when it was dropped for not reading
         try:
             address = sock.getpeername()
@@ -93,7 +90,7 @@ class WebSocketConnection:
             if self._close_requested or self._closed:
                 return False
             backlog = len(self._out) + len(data)
-            if backlog > self._max_buffered and self._stays_over(backlog):
+            if self._backlog.too_slow(backlog):
                 log.warning("websocket %s dropped as a slow consumer: %d bytes waiting to be sent (bound %d)",
                             self.peer, backlog, self._max_buffered)
                 self.slow_consumer = self._close_requested = True
@@ -106,13 +103,6 @@ class WebSocketConnection:
             self._flush_pending = True
         self._loop.flush_soon(self)
         return True
-
-    def _stays_over(self, backlog: int) -> bool:
-        """The backlog is over the bound: True once it has been for too long, or is far over (under _lock)."""
-        now = time.monotonic()
-        if self._over_since is None:
-            self._over_since = now
-        return backlog > HARD_LIMIT * self._max_buffered or now - self._over_since > SLOW_CONSUMER_GRACE
 
     def close(self, code: int = CloseReason.NORMAL_CLOSURE, reason: str | None = None) -> None:
         """Flush what is queued, then run the close handshake; later writes are dropped."""
@@ -154,8 +144,7 @@ class WebSocketConnection:
                     failure = f"send failed: {_reason(exc)}"
                     sent = len(self._out)
                 del self._out[:sent]
-            if len(self._out) <= self._max_buffered:
-                self._over_since = None
+            self._backlog.too_slow(len(self._out))  # resets the grace clock once it is back under the bound
             backlog = bool(self._out)
             handshake_done = not backlog and self._close_sent and self._ws.state.name == "CLOSED"
         if failure or handshake_done:

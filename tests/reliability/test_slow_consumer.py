@@ -25,12 +25,7 @@ def disconnects(server, reason: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-THREADED_GAP = ("python-engineio's threaded transport has no per-client send bound: its writer thread blocks in "
-                "send() and the queue grows until the ping timeout; use WEBSOCKET_TRANSPORT=shared")
-
-
-@pytest.mark.parametrize("transport", ["shared", pytest.param("threaded", marks=pytest.mark.xfail(strict=True,
-                                                                                               reason=THREADED_GAP))])
+@pytest.mark.parametrize("transport", ["shared", "threaded"])
 def test_stalled_subscriber_is_dropped_and_others_unaffected(transport):
     with running_server(WEBSOCKET_TRANSPORT=transport, WEBSOCKET_SEND_BUFFER=SEND_BUFFER,
                         PING_INTERVAL=25, PING_TIMEOUT=20) as server:  # long pings: only the cap may drop it

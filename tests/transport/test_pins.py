@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import socketio
+from engineio.socket import Socket
 
 from transport import TransportVersionError, install_transport, pins
+from transport.send_bound import BoundedSendQueue, BoundedSocket
 
 
 def test_installed_versions_are_the_pinned_ones():
@@ -34,5 +37,11 @@ def test_a_version_mismatch_stops_the_shared_transport(monkeypatch):
         install_transport(object(), "shared", 1 << 20)
 
 
-def test_threaded_installs_nothing():
-    assert install_transport(object(), "threaded", 1 << 20) is None
+def test_threaded_keeps_engineio_but_bounds_every_socket():
+    server = socketio.Server(async_mode="threading")
+    assert install_transport(server, "threaded", 1 << 20) is None
+    eio_socket = Socket(server.eio, "sid-1")
+    server.eio.sockets["sid-1"] = eio_socket
+    server.eio.handlers["connect"]("sid-1", {"QUERY_STRING": "EIO=4&transport=polling"})
+    assert type(eio_socket) is BoundedSocket
+    assert isinstance(eio_socket.queue, BoundedSendQueue) and eio_socket.queue.backlog.limit == 1 << 20

@@ -12,7 +12,7 @@ import pytest
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import CloseConnection, Ping, Pong, TextMessage
 
-from transport import websocket
+from transport import send_bound
 from transport.frames import encode_frame
 from transport.loop import SharedLoop
 from transport.websocket import WebSocketConnection
@@ -159,7 +159,7 @@ def test_a_burst_over_the_bound_passes_when_the_client_catches_up(pair):
 
 
 def test_a_client_that_stays_over_the_bound_is_dropped(pair, monkeypatch):
-    monkeypatch.setattr(websocket, "SLOW_CONSUMER_GRACE", 0.2)
+    monkeypatch.setattr(send_bound, "SLOW_CONSUMER_GRACE", 0.2)
     conn, peer, recorder = pair
     frame = encode_frame(b"s" * 60000)
     assert all(conn.write(frame) for _ in range(12))  # over the bound, under the hard limit; the peer never reads
