@@ -139,6 +139,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLIENT_RATE_BURST", "100", _integer(1, 1_000_000), "events a connection may send at once"),
     Setting("API_RATE_LIMIT", "2000", _integer(0, 1_000_000), "HTTP API requests per second per key (0: unlimited)"),
     Setting("API_RATE_BURST", "4000", _integer(1, 1_000_000), "HTTP API requests a key may send at once"),
+    Setting("PUBLISH_WAIT_MS", "1000", _integer(0, 60_000),
+            "a publish answers once its message is handed to every subscriber's connection, or after this long "
+            "(backpressure: publishers cannot outrun delivery); 0 answers as soon as it is stored"),
     Setting("FANOUT_QUEUE_SIZE", "10000", _integer(1, 10_000_000),
             "messages waiting for fan-out before publishing answers 503"),
     Setting("MAX_HTTP_BUFFER_SIZE", "1000000", _integer(1024, 100_000_000),
@@ -168,9 +171,9 @@ SETTINGS: tuple[Setting, ...] = (
             "threads kept free for plain HTTP; empty means max(8, 10% of GUNICORN_THREADS), at most half of them"),
     Setting("LONG_POLL_CAP_SECONDS", "5", _integer(1, 3600),
             "while threads are short, a long-poll older than this is answered early so the client polls again"),
-    Setting("WEBSOCKET_TRANSPORT", "threaded", _choice("shared", "threaded"),
+    Setting("WEBSOCKET_TRANSPORT", "shared", _choice("shared", "threaded"),
             "`shared`: one I/O thread serves every websocket, which then holds no gthread thread (transport/); "
-            "`threaded`: python-engineio's stock threads, about 4 per websocket"),
+            "`threaded`: python-engineio's stock threads, about 4 per websocket (a fallback)"),
     Setting("MAX_WEBSOCKET_CLIENTS", "5000", _integer(1, 1_000_000),
             "websocket sessions one process takes with the shared transport (503 + Retry-After above)"),
     Setting("WEBSOCKET_SEND_BUFFER", "1048576", _integer(65536, 1_000_000_000),

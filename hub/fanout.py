@@ -40,6 +40,12 @@ class Transport(Protocol):
 
 
 @dataclass(frozen=True)
+class _Send:
+    message: Message
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
 class _Attach:
     sid: str
     channel: str
@@ -110,8 +116,11 @@ class FanoutQueue:
                 self._refused += count
             raise Unavailable("fan-out queue is full, retry shortly")
 
-    def deliver(self, message: Message) -> None:
-        self._put(message)
+    def deliver(self, message: Message) -> threading.Event:
+        """Queue `message` for its channel; the returned event is set once it has been handed to the transport."""
+        job = _Send(message)
+        self._put(job)
+        return job.done
 
     def announce(self, change: PresenceChange) -> None:
         self._put(change)
@@ -135,8 +144,11 @@ class FanoutQueue:
         return {"pending": self.pending(), **counts}
 
     def _handle(self, item: object, transport: Transport) -> None:
-        if isinstance(item, Message):
-            transport.send(item)
+        if isinstance(item, _Send):
+            try:
+                transport.send(item.message)
+            finally:
+                item.done.set()
         elif isinstance(item, _Attach):
             try:
                 for message in item.backlog:

@@ -80,12 +80,14 @@ class Hub:
         *,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS,
+        publish_wait: float = 0.0,
     ) -> None:
         self.history = history
         self.presence = presence
         self.fanout = fanout
         self.max_payload_bytes = max_payload_bytes
         self.max_subscriptions = max_subscriptions
+        self.publish_wait = publish_wait
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
 
     def _lock_for(self, channel: str) -> threading.Lock:
@@ -100,20 +102,29 @@ class Hub:
         if size > self.max_payload_bytes:
             raise PayloadTooLarge(f"data is {size} bytes, the limit is {self.max_payload_bytes}")
 
-    def _store_and_queue(self, channel: str, event: str, data: Any) -> Message:
+    def _store_and_queue(self, channel: str, event: str, data: Any) -> tuple[Message, threading.Event]:
         with self._lock_for(channel):
             message = self.history.append(channel, event, data)
-            self.fanout.deliver(message)
-        return message
+            handed_over = self.fanout.deliver(message)
+        return message, handed_over
+
+    def _pace(self, handed_over: threading.Event) -> None:
+        """Backpressure: wait (at most publish_wait) until the fan-out worker has handed the message to every
+        subscriber's connection. Writes to connections are buffered, so this waits for the worker, never for a
+        slow subscriber; a publisher that would outrun delivery is slowed instead of filling the queue."""
+        if self.publish_wait > 0 and self.fanout.running:
+            handed_over.wait(self.publish_wait)
 
     def publish(self, channel: str, event: str, data: Any, *, grants: Iterable[str] | None = None) -> Message:
-        """Store and queue one message; returns as soon as it is queued, never waiting for sends.
+        """Store and queue one message; it is acknowledged once stored, answering after its fan-out (see _pace).
 
         `grants` are the caller's publish patterns (a client's token); None means a trusted publisher.
         """
         self._check_publish(channel, event, data, grants)
         self.fanout.admit()
-        return self._store_and_queue(channel, event, data)
+        message, handed_over = self._store_and_queue(channel, event, data)
+        self._pace(handed_over)
+        return message
 
     def publish_batch(self, items: Sequence[Mapping[str, Any]]) -> list[Message]:
         """Publish several messages, in order, for a trusted publisher; nothing is stored unless all are valid."""
@@ -124,7 +135,9 @@ class Hub:
                 raise InvalidPayload("each batch entry must be an object with channel, event and data")
             self._check_publish(item.get("channel"), item.get("event"), item.get("data"), None)
         self.fanout.admit(len(items))
-        return [self._store_and_queue(item["channel"], item["event"], item.get("data")) for item in items]
+        queued = [self._store_and_queue(item["channel"], item["event"], item.get("data")) for item in items]
+        self._pace(queued[-1][1])  # one worker, in order: the last handed over means all were
+        return [message for message, _ in queued]
 
     def subscribe(
         self,

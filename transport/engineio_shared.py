@@ -92,10 +92,14 @@ class SharedSocket(BoundedSocket):
             self.send(eio_packet.Packet(eio_packet.PING))
 
     def _upgrade_websocket(self, environ: dict, start_response: Any) -> Any:
+        if self.upgrading or self.upgraded:
+            # One upgrade per session, refused the same however far the first one got (python-engineio only
+            # refuses once the first has finished).
+            return self.server._bad_request("Socket is being upgraded or has been upgraded already")
         raw = environ.get("gunicorn.socket")
-        if raw is None or isinstance(raw, ssl.SSLSocket) or self.upgraded:
-            # Not under gunicorn (tests with Werkzeug), TLS terminated by gunicorn, or a repeated upgrade:
-            # python-engineio's own threaded path knows how to answer those.
+        if raw is None or isinstance(raw, ssl.SSLSocket):
+            # Not under gunicorn (tests with Werkzeug) or TLS terminated by gunicorn: python-engineio's own
+            # threaded path knows how to answer those.
             return super()._upgrade_websocket(environ, start_response)
         return self.transport.take_over(self, environ, raw)
 

@@ -34,6 +34,7 @@ def build_services(config: Mapping[str, Any]) -> HubServices:
         FanoutQueue(config["FANOUT_QUEUE_SIZE"]),
         max_payload_bytes=config["MAX_PAYLOAD_BYTES"],
         max_subscriptions=config["MAX_SUBSCRIPTIONS"],
+        publish_wait=config["PUBLISH_WAIT_MS"] / 1000,
     )
     return HubServices(
         hub=hub,

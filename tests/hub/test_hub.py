@@ -102,6 +102,27 @@ def test_publish_does_not_wait_for_slow_sends(hub, worker, transport):
     assert transport.offsets("s999", "room") == list(range(1, 51))
 
 
+def test_paced_publish_answers_once_its_fanout_is_done(worker, transport):
+    hub = make_hub(worker.fanout, publish_wait=10.0)
+    hub.subscribe("s1", "alice", ["room"], "room").ready.wait(5)
+    worker.drain()
+    transport.gate.clear()
+    answered = threading.Event()
+    threading.Thread(target=lambda: (hub.publish("room", "tick", 1), answered.set()), daemon=True).start()
+    assert not answered.wait(0.3)  # held while the worker cannot hand the message over
+    transport.gate.set()
+    assert answered.wait(5) and transport.offsets("s1", "room") == [1]
+
+
+def test_paced_publish_is_acknowledged_after_publish_wait_anyway(worker, transport):
+    hub = make_hub(worker.fanout, publish_wait=0.2)
+    transport.gate.clear()
+    started = time.perf_counter()
+    messages = hub.publish_batch([{"channel": "room", "event": "tick", "data": n} for n in range(3)])
+    assert time.perf_counter() - started >= 0.2 and [m.offset for m in messages] == [1, 2, 3]
+    transport.gate.set()
+
+
 def test_publish_refused_when_fanout_is_saturated(transport):
     fanout = FanoutQueue(max_pending=2)  # no worker: the queue only fills
     hub = make_hub(fanout)
