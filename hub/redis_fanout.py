@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 _STALE_JOIN_SECONDS = 60.0
 # How long a join waits for the listener to be subscribed (it starts with the first client, or reconnects).
 _LISTENER_WAIT_SECONDS = 5.0
+_HANDED_OVER = threading.Event()
+_HANDED_OVER.set()
 
 
 class JoinMarkers(Protocol):
@@ -87,8 +89,10 @@ class RedisFanout:
     def admit(self, count: int = 1) -> None:
         """Nothing is queued here: Redis itself refuses (503) when it cannot take a message."""
 
-    def deliver(self, message: Message) -> None:
-        """Already broadcast by RedisHistoryStore.append, in the same atomic step that gave it its offset."""
+    def deliver(self, message: Message) -> threading.Event:
+        """Already broadcast by RedisHistoryStore.append, in the same atomic step that gave it its offset: what
+        FanoutQueue.deliver returns once the worker handed a message over, set at once."""
+        return _HANDED_OVER
 
     def announce(self, change: PresenceChange) -> None:
         assert self._transport is not None, "bind() first"

@@ -31,6 +31,7 @@ READ = selectors.EVENT_READ
 READ_WRITE = selectors.EVENT_READ | selectors.EVENT_WRITE
 RECEIVE_BYTES = 65536
 CLOSE_GRACE_SECONDS = 5.0  # how long a client gets to answer our close frame before the TCP connection is cut
+LINGER_SECONDS = 2.0  # how long a finished connection still reads (and drops) what arrives, so its close sends no RST
 
 
 class MessageHandler(Protocol):
@@ -228,5 +229,38 @@ class WebSocketConnection:
             self._out.clear()
         log.debug("websocket %s finished: %s", self.peer, reason)
         self._loop.unregister(self._sock)
-        self._sock.close()
+        _close_without_reset(self._loop, self._sock)
         self._handler.on_close()
+
+
+def _close_without_reset(loop: SharedLoop, sock: socket.socket) -> None:
+    """Close a socket the way a polite server does (on the loop thread).
+
+    Closing a socket with bytes still unread makes the kernel answer with a TCP reset, and a client's last frames
+    (its close frame, an Engine.IO close packet sent just before) often arrive right after we decided to close; a
+    proxy in front then logs the reset as an error. So: send our FIN, read and discard until the peer's FIN or for
+    LINGER_SECONDS at most, then close.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        sock.close()  # already reset or never connected: nothing to be polite to
+        return
+
+    def close() -> None:
+        if sock.fileno() != -1:
+            loop.unregister(sock)
+            sock.close()
+
+    def discard(_mask: int) -> None:
+        try:
+            if sock.recv(RECEIVE_BYTES):
+                return
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        close()
+
+    loop.register(sock, discard)
+    loop.call_later(LINGER_SECONDS, close)

@@ -205,3 +205,28 @@ def test_every_frame_of_many_broadcasts_reaches_every_connection(loop: SharedLoo
         time.sleep(0.1)
         for server_sock, _ in pairs:
             server_sock.close()
+
+
+def test_a_finished_connection_ends_with_fin_not_reset(loop: SharedLoop):
+    """Bytes a client sends after the close (a frame queued behind its close frame) must not make the server's
+    kernel answer with a TCP reset, which a proxy in front would log as an error."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server_sock, _ = listener.accept()
+    server_sock.setblocking(False)
+    recorder = Recorder()
+    conn = WebSocketConnection(loop, server_sock, recorder, max_message=1000, max_buffered=1 << 20)
+    loop.call_soon(conn.start)
+    peer = Peer(client)
+    with client:
+        peer.send(CloseConnection(code=1000))
+        assert recorder.closed.wait(5)
+        time.sleep(0.1)
+        client.sendall(b"late bytes")
+        time.sleep(0.2)
+        assert client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0  # ECONNRESET once a reset arrived
+        received = b""
+        while chunk := client.recv(65536):
+            received += chunk
+    peer.ws.receive_data(received)
+    assert any(isinstance(event, CloseConnection) for event in peer.ws.events())  # the answer, then our FIN
