@@ -21,6 +21,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from hub import Hub
+from hub.errors import Unavailable
 from utils.metrics import MESSAGES_DELIVERED, MESSAGES_PUBLISHED, disconnect_race_counts
 from utils.runtime_stats import thread_counts, uptime_seconds
 
@@ -241,9 +242,14 @@ class Sampler:
     def run(self) -> None:
         log.info("dashboard sampler started")
         next_tick = time.monotonic()
+        unavailable = False  # Redis is down: said once at WARNING, not every second with a traceback
         while not self._stop.is_set():
             try:
                 self.tick()
+                unavailable = False
+            except Unavailable as exc:
+                (log.debug if unavailable else log.warning)("dashboard sample skipped: %s", exc)
+                unavailable = True
             # The task feeds every open dashboard: one bad sample must not end it; the next tick tries again.
             except Exception:
                 log.exception("dashboard sample failed")

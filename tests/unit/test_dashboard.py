@@ -272,3 +272,25 @@ def test_sampler_snapshot_and_watched_events(app, dashboard_client):
     sampler.tick()  # nothing new: no events packet
     assert [p["name"] for p in sock.get_received("/dashboard")] == ["snapshot"]
     sock.disconnect(namespace="/dashboard")
+
+
+def test_sampler_says_once_that_redis_is_down_without_a_traceback(app, monkeypatch, caplog):
+    from blueprints.dashboard.live import Sampler
+    from hub.errors import Unavailable
+
+    sampler: Sampler = app.extensions["dashboard"]["sampler"]
+    ticks = []
+
+    def failing_tick():
+        ticks.append(1)
+        if len(ticks) == 3:
+            sampler.stop()
+        raise Unavailable("message store unavailable, retry shortly")
+
+    monkeypatch.setattr(sampler, "tick", failing_tick)
+    monkeypatch.setattr("blueprints.dashboard.live.SAMPLE_INTERVAL", 0.01)
+    with caplog.at_level("DEBUG", logger="blueprints.dashboard.live"):
+        sampler.run()
+    skipped = [r for r in caplog.records if "dashboard sample skipped" in r.getMessage()]
+    assert [r.levelname for r in skipped] == ["WARNING", "DEBUG", "DEBUG"]
+    assert not any(r.exc_info for r in caplog.records)
