@@ -46,6 +46,11 @@ class Backlog:
             self.over_since = now
         return size > HARD_LIMIT * self.limit or now - self.over_since > SLOW_CONSUMER_GRACE
 
+    def drained_to(self, size: int) -> None:
+        """Some of the backlog was sent: back under the bound, the grace clock starts afresh next time."""
+        if size <= self.limit:
+            self.over_since = None
+
 
 def packet_size(item: Any) -> int:
     data = getattr(item, "data", None)
@@ -90,7 +95,7 @@ class BoundedSendQueue(queue.Queue):
         item = self.queue.popleft()
         self.bytes -= packet_size(item)
         if self.backlog is not None:
-            self.backlog.too_slow(self.bytes)  # resets the grace clock once it is back under the bound
+            self.backlog.drained_to(self.bytes)
         return item
 
 

@@ -145,7 +145,7 @@ class WebSocketConnection:
                     failure = f"send failed: {_reason(exc)}"
                     sent = len(self._out)
                 del self._out[:sent]
-            self._backlog.too_slow(len(self._out))  # resets the grace clock once it is back under the bound
+            self._backlog.drained_to(len(self._out))
             backlog = bool(self._out)
             handshake_done = not backlog and self._close_sent and self._ws.state.name == "CLOSED"
         if failure or handshake_done:
