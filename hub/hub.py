@@ -168,12 +168,16 @@ class Hub:
             change = self.presence.add(sid, sub, channel, max_per_sid=self.max_subscriptions)
             backlog: list[Message] = []
             recovered = False
-            if since is not None:
-                backlog, complete = self.history.since(channel, since)
-                recovered = complete and epoch in (None, self.history.epoch)
-                if not recovered:
-                    backlog = []
-            offset = self.history.latest(channel)
+            try:
+                if since is not None:
+                    backlog, complete = self.history.since(channel, since)
+                    recovered = complete and epoch in (None, self.history.epoch)
+                    if not recovered:
+                        backlog = []
+                offset = self.history.latest(channel)
+            except Exception:
+                self.presence.remove(sid, channel)  # the subscription did not happen, so neither did its presence
+                raise
             if change.announces:
                 self.fanout.announce(change)
             ready = self.fanout.attach(sid, channel, backlog, presence=presence)

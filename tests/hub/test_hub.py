@@ -315,3 +315,14 @@ def test_channel_summaries_and_who(hub):
         "subscribers": [{"sub": "alice", "connections": 2}, {"sub": "bob", "connections": 1}],
     }
     assert hub.who("public:room") == {"channel": "public:room", "connections": 1, "anonymous": 1, "subscribers": []}
+
+
+def test_subscribe_that_fails_on_history_leaves_no_presence_behind(hub, monkeypatch):
+    def store_down(*args, **kwargs):
+        raise Unavailable("message store unavailable, retry shortly")
+
+    monkeypatch.setattr(hub.history, "latest", store_down)
+    with pytest.raises(Unavailable):
+        hub.subscribe("s1", "alice", ["room"], "room")
+    monkeypatch.undo()
+    assert hub.subscribe("s1", "alice", ["room"], "room").ready.wait(5)  # not "already subscribed"
