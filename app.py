@@ -18,6 +18,7 @@ from utils.drain import Drain
 from utils.http_errors import register_http_error_handlers
 from utils.logging_setup import configure_logging, register_secrets
 from utils.malformed_input import install_malformed_input_guards
+from utils.manager_lock import serialize_membership
 from utils.readiness import Readiness
 from utils.socketio_error_handler import (
     SocketGuard,
@@ -75,6 +76,7 @@ def register_extensions(app: Flask) -> None:
     init_metrics(app)  # counts Socket.IO sessions and events; /metrics reads the runtime figures from this app
     init_realtime(app)  # the hub, the '/' namespace and its fan-out worker (started on first use)
     init_cluster(app)  # with REDIS_URL: history, presence and delivery through Redis; the publish command
+    serialize_membership(socketio.server.manager)  # whichever manager it now is: rooms changed from many threads
 
 
 def register_blueprints(app: Flask) -> None:

@@ -116,6 +116,7 @@ def test_paced_publish_answers_once_its_fanout_is_done(worker, transport):
 
 def test_paced_publish_is_acknowledged_after_publish_wait_anyway(worker, transport):
     hub = make_hub(worker.fanout, publish_wait=0.2)
+    worker.drain()  # the worker is running (a publish before it starts is not paced)
     transport.gate.clear()
     started = time.perf_counter()
     messages = hub.publish_batch([{"channel": "room", "event": "tick", "data": n} for n in range(3)])
