@@ -156,7 +156,6 @@
     while (series.t.length > HISTORY_POINTS) {
       for (const key of Object.keys(series)) series[key].shift();
     }
-
   }
 
   // ---------- snapshot panels ----------

@@ -37,9 +37,7 @@ def install_transport(socketio_server: Any, mode: str, max_buffered: int) -> Sha
             raise TransportVersionError("WEBSOCKET_TRANSPORT=shared cannot run on these libraries: "
                                         + "; ".join(problems)
                                         + " (use WEBSOCKET_TRANSPORT=threaded, or update transport/ and its pins)")
-    eio = socketio_server.eio
-    if mode == "shared":
-        transport = SharedTransport(eio, max_buffered)
+        transport = SharedTransport(socketio_server.eio, max_buffered)
         adopt = transport.adopt
     else:
         transport = None
@@ -48,6 +46,7 @@ def install_transport(socketio_server: Any, mode: str, max_buffered: int) -> Sha
             bound_socket(eio_socket, BoundedSendQueue, max_buffered)
             eio_socket.__class__ = BoundedSocket
 
+    eio = socketio_server.eio
     on_connect = eio.handlers["connect"]
 
     def adopt_then_connect(sid: str, environ: dict) -> Any:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import struct
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from typing import Any
 
 import requests
 
-from tests.eio import RawWebSocket, websocket_request
+from tests.eio import RawWebSocket
 from tests.hub.realtime_client import Api, HubClient, unique
 from tests.server import ServerProcess
 
@@ -111,10 +110,7 @@ class RawSocketIO(RawWebSocket):
     """A raw websocket that has done the Engine.IO and Socket.IO handshakes ('0' open, '40' connect)."""
 
     def __init__(self, port: int, token: str | None = None, timeout: float = 10.0, receive_buffer: int = 0) -> None:
-        if receive_buffer:
-            self._connect_small(port, receive_buffer)
-        else:
-            super().__init__(port)
+        super().__init__(port, receive_buffer=receive_buffer)
         assert self.status == 101, self.status
         self.sock.settimeout(timeout)
         opening = self.recv()
@@ -122,19 +118,6 @@ class RawSocketIO(RawWebSocket):
         self.send("40" + (json.dumps({"token": token}) if token else ""))
         connected = self.next_message()
         assert connected and connected.startswith("40"), connected
-
-    def _connect_small(self, port: int, receive_buffer: int) -> None:
-        """RawWebSocket's handshake on a socket whose receive window is set before connecting (it cannot grow)."""
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        self.sock.settimeout(10)
-        self.sock.connect(("127.0.0.1", port))
-        self.sock.sendall(websocket_request(port))
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += self.sock.recv(4096)
-        self.status = int(head.split(b" ", 2)[1])
-        self.buffer = head.split(b"\r\n\r\n", 1)[1]
 
     def next_message(self) -> str | None:
         """Next frame that is not a ping (pings are answered, as a live client does)."""
