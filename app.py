@@ -81,6 +81,7 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     from blueprints.api import bp as api
+    from blueprints.api.reference import bp as api_reference
     from blueprints.dashboard import init_dashboard
     from blueprints.health import bp as health
     from blueprints.metrics import bp as metrics
@@ -88,6 +89,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(health)
     app.register_blueprint(metrics)
     app.register_blueprint(api)
+    app.register_blueprint(api_reference)  # /api/v1/openapi.json and /api/v1/docs, outside the API key check
     init_dashboard(app, hub_services(app).hub)  # the page at /, its '/dashboard' namespace and sampler task
 
 

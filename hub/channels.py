@@ -71,6 +71,8 @@ def validate_pattern(pattern: object) -> str:
     """Return `pattern` if it is a valid grant pattern, else raise InvalidChannel saying why."""
     if not isinstance(pattern, str):
         raise InvalidChannel("channel pattern must be a string")
+    if len(pattern) > CHANNEL_MAX_LENGTH:  # '**' stands for longer names, but a pattern is held to a name's length
+        raise InvalidChannel(f"channel pattern must be at most {CHANNEL_MAX_LENGTH} characters long")
     segments = pattern.split(".")
     literal = ".".join("x" if s in (_ONE_SEGMENT, _REST_SEGMENTS) else s for s in segments)
     try:

@@ -104,6 +104,8 @@ class TokenIssuer:
     ) -> str:
         """Return a signed token; raises InvalidPayload/InvalidChannel on bad arguments."""
         _check_sub(sub)
+        if isinstance(ttl, float) and ttl.is_integer():
+            ttl = int(ttl)  # JSON has one number type: 600.0 is the whole number JSON Schema calls an integer
         # bool is an int subclass; ttl=True is a client mistake, not one second.
         if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= self.max_ttl:
             raise InvalidPayload(f"ttl must be a whole number of seconds from 1 to {self.max_ttl}")

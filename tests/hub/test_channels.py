@@ -114,7 +114,8 @@ def test_valid_patterns(pattern):
     assert validate_pattern(pattern) == pattern
 
 
-@pytest.mark.parametrize("pattern", ["**.a", "a.**.b", "ord*", "a..b", "", "a b", None, "x" * 129])
+@pytest.mark.parametrize("pattern", ["**.a", "a.**.b", "ord*", "a..b", "", "a b", None, "x" * 129,
+                                     "ab." + "a." * 62 + "**"])  # 128 as a name, 129 as a pattern
 def test_invalid_patterns(pattern):
     with pytest.raises(InvalidChannel):
         validate_pattern(pattern)

@@ -171,6 +171,11 @@ def test_ttl_bounds(issuer, ttl):
         issuer.issue("alice", ["a"], ttl)
 
 
+def test_ttl_as_a_whole_json_float(issuer, clock):
+    claims = issuer.verify(issuer.issue("alice", ["a"], 600.0))  # JSON Schema's integer: 600.0 is 600
+    assert claims.exp == int(clock()) + 600
+
+
 def test_ttl_upper_bound_is_configurable(clock):
     issuer = TokenIssuer(SECRET, max_ttl=100, clock=clock)
     issuer.issue("alice", ["a"], 100)
