@@ -130,6 +130,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ALLOW_ANONYMOUS", "0", _boolean, "allow Socket.IO connections without a token (public channels only)"),
     Setting("HISTORY_MAX_MESSAGES", "1000", _integer(1, 1_000_000), "messages kept per channel for recovery"),
     Setting("HISTORY_MAX_AGE", "300", _integer(1, 604_800), "seconds a message is kept for recovery"),
+    Setting("IDEMPOTENCY_WINDOW_SECONDS", "300", _integer(1, 86_400),
+            "seconds a publish's `idempotency_key` is remembered per channel: a repeat within it answers the first "
+            "message (`\"duplicate\": true`) and delivers nothing"),
     Setting("MAX_PAYLOAD_BYTES", "65536", _integer(1, 10_000_000),
             "largest `data` of one message, as compact UTF-8 JSON (413 / error ack above)"),
     Setting("MAX_SUBSCRIPTIONS", "100", _integer(1, 100_000), "channels one connection may subscribe to"),

@@ -7,11 +7,11 @@ so subscribers on every instance receive it once, in offset order, and can recov
     from hub.external import ExternalPublisher
 
     with ExternalPublisher.from_env() as publisher:          # REDIS_URL, REDIS_KEY_PREFIX, HISTORY_* ...
-        message = publisher.publish("orders", "created", {"id": 42})
-        print(message.offset, message.id)
+        message = publisher.publish("orders", "created", {"id": 42}, idempotency_key="order-42-created")
+        print(message.offset, message.id, message.duplicate)
 
-Use the same REDIS_URL, REDIS_KEY_PREFIX and HISTORY_* values as the web instances. From a shell:
-`flask --app app publish CHANNEL EVENT JSON`.
+Use the same REDIS_URL, REDIS_KEY_PREFIX, HISTORY_* and IDEMPOTENCY_WINDOW_SECONDS values as the web instances.
+From a shell: `flask --app app publish CHANNEL EVENT JSON [--idempotency-key KEY]`.
 """
 
 from __future__ import annotations
@@ -21,21 +21,27 @@ from collections.abc import Mapping
 from typing import Any
 
 from config import SETTINGS, ConfigError
-from hub.channels import validate_channel, validate_event
-from hub.errors import PayloadTooLarge
-from hub.history import Message
-from hub.hub import DEFAULT_MAX_PAYLOAD_BYTES, payload_size
+from hub.history import DEFAULT_IDEMPOTENCY_WINDOW, Message
+from hub.hub import DEFAULT_MAX_PAYLOAD_BYTES, check_idempotency_key, check_message
 from hub.redis_client import RedisKeys, connect
 from hub.redis_history import CHANNEL_ROOM_PREFIX, Broadcast, RedisHistoryStore
 
-_FROM_ENV = ("REDIS_URL", "REDIS_KEY_PREFIX", "HISTORY_MAX_MESSAGES", "HISTORY_MAX_AGE", "MAX_PAYLOAD_BYTES")
+_FROM_ENV = ("REDIS_URL", "REDIS_KEY_PREFIX", "HISTORY_MAX_MESSAGES", "HISTORY_MAX_AGE", "MAX_PAYLOAD_BYTES",
+             "IDEMPOTENCY_WINDOW_SECONDS")
 
 
-def history_for(redis_url: str, key_prefix: str, max_messages: int, max_age_seconds: float) -> RedisHistoryStore:
+def history_for(
+    redis_url: str,
+    key_prefix: str,
+    max_messages: int,
+    max_age_seconds: float,
+    idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
+) -> RedisHistoryStore:
     """The Redis history every instance and publisher must share (same keys, bounds and broadcast target)."""
     keys = RedisKeys(key_prefix)
     broadcast = Broadcast(keys.socketio_channel, CHANNEL_ROOM_PREFIX)
-    return RedisHistoryStore(connect(redis_url), keys, max_messages, max_age_seconds, broadcast=broadcast)
+    return RedisHistoryStore(connect(redis_url), keys, max_messages, max_age_seconds,
+                             idempotency_window=idempotency_window, broadcast=broadcast)
 
 
 class ExternalPublisher:
@@ -49,10 +55,11 @@ class ExternalPublisher:
         max_messages: int = 1000,
         max_age_seconds: float = 300.0,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
     ) -> None:
         if not redis_url:
             raise ConfigError("REDIS_URL must be set to publish from outside the web instances")
-        self.history = history_for(redis_url, key_prefix, max_messages, max_age_seconds)
+        self.history = history_for(redis_url, key_prefix, max_messages, max_age_seconds, idempotency_window)
         self.max_payload_bytes = max_payload_bytes
 
     @classmethod
@@ -66,21 +73,22 @@ class ExternalPublisher:
             max_messages=values["HISTORY_MAX_MESSAGES"],
             max_age_seconds=values["HISTORY_MAX_AGE"],
             max_payload_bytes=values["MAX_PAYLOAD_BYTES"],
+            idempotency_window=values["IDEMPOTENCY_WINDOW_SECONDS"],
         )
 
-    def publish(self, channel: str, event: str, data: Any) -> Message:
+    def publish(self, channel: str, event: str, data: Any, *, idempotency_key: str | None = None) -> Message:
         """Store and broadcast one message; returns it with its offset and id.
 
         Raises the hub's errors: InvalidChannel, InvalidEvent, InvalidPayload, PayloadTooLarge, and
-        Unavailable when Redis cannot be reached: retry. (If Redis failed in the middle of the command, the
-        message may have been stored all the same, so a retry can deliver it twice under two offsets.)
+        Unavailable when Redis cannot be reached: retry. If Redis failed in the middle of the command, the
+        message may have been stored all the same: retried with the same `idempotency_key` (within
+        IDEMPOTENCY_WINDOW_SECONDS, from any instance or publisher), it is stored and delivered once, and the
+        retry returns the first message's offset, id and ts with `duplicate` set. Without a key, a retry can
+        deliver it twice under two offsets.
         """
-        validate_channel(channel)
-        validate_event(event)
-        size = payload_size(data)
-        if size > self.max_payload_bytes:
-            raise PayloadTooLarge(f"data is {size} bytes, the limit is {self.max_payload_bytes}")
-        return self.history.append(channel, event, data)
+        check_message(channel, event, data, self.max_payload_bytes)
+        key = check_idempotency_key(idempotency_key)
+        return self.history.append_all([channel], event, data, idempotency_key=key)[0]
 
     def close(self) -> None:
         self.history.client.close()

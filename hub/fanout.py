@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 class Transport(Protocol):
     """What the fan-out worker needs from the network layer (implemented with Socket.IO rooms)."""
 
-    def send(self, message: Message, sid: str | None = None) -> None:
-        """Send to everyone subscribed to the message's channel, or to one connection."""
+    def send(self, message: Message, sid: str | None = None, exclude: str | None = None) -> None:
+        """Send to everyone subscribed to the message's channel but `exclude`, or to one connection."""
 
     def send_presence(self, change: PresenceChange) -> None:
         """Tell the channel's presence listeners that a user joined or left."""
@@ -42,6 +42,7 @@ class Transport(Protocol):
 @dataclass(frozen=True)
 class _Send:
     message: Message
+    exclude: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -116,9 +117,10 @@ class FanoutQueue:
                 self._refused += count
             raise Unavailable("fan-out queue is full, retry shortly")
 
-    def deliver(self, message: Message) -> threading.Event:
-        """Queue `message` for its channel; the returned event is set once it has been handed to the transport."""
-        job = _Send(message)
+    def deliver(self, message: Message, *, exclude: str | None = None) -> threading.Event:
+        """Queue `message` for its channel (but not connection `exclude`); the returned event is set once it has
+        been handed to the transport."""
+        job = _Send(message, exclude)
         self._put(job)
         return job.done
 
@@ -146,7 +148,7 @@ class FanoutQueue:
     def _handle(self, item: object, transport: Transport) -> None:
         if isinstance(item, _Send):
             try:
-                transport.send(item.message)
+                transport.send(item.message, exclude=item.exclude)
             finally:
                 item.done.set()
         elif isinstance(item, _Attach):

@@ -7,15 +7,21 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
+DEFAULT_IDEMPOTENCY_WINDOW = 300.0
+
 
 @dataclass(frozen=True)
 class Message:
-    """One published message. `offset` counts from 1 per channel; `ts` is epoch milliseconds."""
+    """One published message. `offset` counts from 1 per channel; `ts` is epoch milliseconds.
+
+    `duplicate` is True only in the answer to a publish whose idempotency key the channel had already seen within
+    the window: it then carries the first publish's offset, id and ts, and nothing was stored or delivered again.
+    """
 
     channel: str
     event: str
@@ -23,10 +29,15 @@ class Message:
     offset: int
     id: str
     ts: int
+    duplicate: bool = field(default=False, compare=False)
 
     def meta(self) -> dict[str, Any]:
         """The second argument subscribers receive with `data`."""
         return {"channel": self.channel, "offset": self.offset, "id": self.id, "ts": self.ts}
+
+    def answer(self) -> dict[str, Any]:
+        """What the publisher is told: the meta, plus `"duplicate": true` for a repeated idempotency key."""
+        return {**self.meta(), "duplicate": True} if self.duplicate else self.meta()
 
 
 def new_message_id() -> str:
@@ -44,9 +55,27 @@ class HistoryStore(ABC):
 
     epoch: str
 
-    @abstractmethod
     def append(self, channel: str, event: str, data: Any) -> Message:
         """Store a message and return it with its new offset, id and timestamp."""
+        return self.append_all([channel], event, data)[0]
+
+    @abstractmethod
+    def append_all(
+        self,
+        channels: Sequence[str],
+        event: str,
+        data: Any,
+        *,
+        idempotency_key: str | None = None,
+        exclude: str | None = None,
+    ) -> list[Message]:
+        """Store one message in each of `channels` (distinct), each with that channel's next offset, all in one
+        atomic step, sharing one id and timestamp; returns them in the order of `channels`.
+
+        With `idempotency_key`, a channel that already stored a message under that key within the idempotency
+        window stores nothing and returns that first message's offset, id and ts with `duplicate` set. Stores that
+        broadcast live (Redis) skip the connection `exclude` in that broadcast.
+        """
 
     @abstractmethod
     def since(self, channel: str, offset: int, limit: int | None = None) -> tuple[list[Message], bool]:
@@ -65,6 +94,16 @@ class HistoryStore(ABC):
         """Channels that currently hold messages."""
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """What a keyed publish answered, kept for the idempotency window (not the data: memory stays small)."""
+
+    offset: int
+    id: str
+    ts: int
+    expires_ms: int
+
+
 @dataclass
 class _ChannelLog:
     latest: int = 0
@@ -79,21 +118,28 @@ class MemoryHistoryStore(HistoryStore):
         max_messages: int = 1000,
         max_age_seconds: float = 300.0,
         *,
+        idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if max_messages < 1:
             raise ValueError("max_messages must be at least 1")
-        if max_age_seconds <= 0:
-            raise ValueError("max_age_seconds must be positive")
+        if max_age_seconds <= 0 or idempotency_window <= 0:
+            raise ValueError("max_age_seconds and idempotency_window must be positive")
         self.max_messages = max_messages
         self.max_age_ms = int(max_age_seconds * 1000)
+        self.window_ms = int(idempotency_window * 1000)
         self.epoch = uuid.uuid4().hex[:12]
         self._clock = clock
-        # Guards _logs and everything inside it: offset assignment, appends and evictions must be
-        # one step, or two publishers could share an offset or a reader could see a half-evicted log.
+        # Guards _logs, _seen and _expiry: offset assignment, the idempotency decision, appends and evictions must
+        # be one step, or two publishers could share an offset, two retries could both be stored, or a reader could
+        # see a half-evicted log.
         self._lock = threading.Lock()
         # A channel's entry outlives its messages: its counter must never restart while the epoch lives.
         self._logs: dict[str, _ChannelLog] = {}
+        # (channel, idempotency key) -> the first answer; _expiry lists the same pairs oldest first (one window for
+        # all, so insertion order is expiry order) and lets each append drop the expired ones from the front.
+        self._seen: dict[tuple[str, str], _Seen] = {}
+        self._expiry: deque[tuple[int, tuple[str, str]]] = deque()
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -103,17 +149,50 @@ class MemoryHistoryStore(HistoryStore):
         while log.messages and log.messages[0].ts <= horizon:
             log.messages.popleft()
 
-    def append(self, channel: str, event: str, data: Any) -> Message:
+    def _forget_expired_keys(self, now_ms: int) -> None:
+        while self._expiry and self._expiry[0][0] <= now_ms:
+            expires_ms, pair = self._expiry.popleft()
+            seen = self._seen.get(pair)
+            if seen is not None and seen.expires_ms == expires_ms:  # not a later entry for the same pair
+                del self._seen[pair]
+
+    def idempotency_keys(self) -> int:
+        """How many (channel, key) pairs are remembered (expired ones are dropped at the next append)."""
         with self._lock:
-            log = self._logs.setdefault(channel, _ChannelLog())
+            return len(self._seen)
+
+    def append_all(
+        self,
+        channels: Sequence[str],
+        event: str,
+        data: Any,
+        *,
+        idempotency_key: str | None = None,
+        exclude: str | None = None,  # nothing is broadcast from here: the fan-out queue skips it
+    ) -> list[Message]:
+        with self._lock:
             now_ms = self._now_ms()
-            self._evict_old(log, now_ms)
-            log.latest += 1
-            message = Message(channel, event, data, log.latest, new_message_id(), now_ms)
-            log.messages.append(message)
-            if len(log.messages) > self.max_messages:
-                log.messages.popleft()
-            return message
+            self._forget_expired_keys(now_ms)
+            message_id = new_message_id()
+            results = []
+            for channel in channels:
+                seen = self._seen.get((channel, idempotency_key)) if idempotency_key is not None else None
+                if seen is not None:
+                    results.append(Message(channel, event, data, seen.offset, seen.id, seen.ts, duplicate=True))
+                    continue
+                log = self._logs.setdefault(channel, _ChannelLog())
+                self._evict_old(log, now_ms)
+                log.latest += 1
+                message = Message(channel, event, data, log.latest, message_id, now_ms)
+                log.messages.append(message)
+                if len(log.messages) > self.max_messages:
+                    log.messages.popleft()
+                if idempotency_key is not None:
+                    expires_ms = now_ms + self.window_ms
+                    self._seen[(channel, idempotency_key)] = _Seen(message.offset, message_id, now_ms, expires_ms)
+                    self._expiry.append((expires_ms, (channel, idempotency_key)))
+                results.append(message)
+            return results
 
     def since(self, channel: str, offset: int, limit: int | None = None) -> tuple[list[Message], bool]:
         with self._lock:

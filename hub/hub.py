@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +19,11 @@ from hub.presence import PresenceChange, PresenceRegistry
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
 DEFAULT_MAX_SUBSCRIPTIONS = 100
 MAX_BATCH = 100
+MAX_CHANNELS = 100  # channels of one multi-channel publish
 MAX_HISTORY_LIMIT = 1000
+IDEMPOTENCY_KEY_MAX_LENGTH = 128
+# What a Socket.IO sid looks like (python-socketio: 20 URL-safe base64 characters), with room to spare.
+_SID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 # Publishes to one channel are serialised so that offset order equals queue order; channels share
 # a fixed set of locks so memory stays bounded however many channels exist.
 _LOCK_STRIPES = 64
@@ -63,6 +69,61 @@ def payload_size(data: Any) -> int:
     return len(encoded.encode())
 
 
+def check_message(channel: object, event: object, data: Any, max_payload_bytes: int,
+                  grants: Iterable[str] | None = None) -> None:
+    """Raise the hub's error if one message may not be published to `channel` (grants None: a trusted publisher)."""
+    validate_channel(channel)
+    validate_event(event)
+    if grants is not None and not can_publish(grants, channel):  # type: ignore[arg-type]
+        raise Forbidden(f"no publish permission on {channel}")
+    size = payload_size(data)
+    if size > max_payload_bytes:
+        raise PayloadTooLarge(f"data is {size} bytes, the limit is {max_payload_bytes}")
+
+
+def check_idempotency_key(key: object) -> str | None:
+    """None, or a key of 1 to 128 printable characters; raises InvalidPayload otherwise."""
+    if key is None:
+        return None
+    if not isinstance(key, str) or not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH or not key.isprintable():
+        raise InvalidPayload(f"idempotency_key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable characters")
+    return key
+
+
+def check_exclude(sid: object) -> str | None:
+    """None, or a connection's sid (an unknown sid excludes nobody: it may be on any instance)."""
+    if sid is None:
+        return None
+    if not isinstance(sid, str) or not _SID.fullmatch(sid):
+        raise InvalidPayload("exclude must be a connection's sid (the Socket.IO id from its connect answer)")
+    return sid
+
+
+def check_channels(channels: object) -> list[str]:
+    """The channels of a multi-channel publish: a list of 1 to 100 distinct valid names."""
+    if not isinstance(channels, list | tuple) or not 1 <= len(channels) <= MAX_CHANNELS:
+        raise InvalidPayload(f"channels must be a list of 1 to {MAX_CHANNELS} channel names")
+    for channel in channels:
+        validate_channel(channel)
+    if len(set(channels)) != len(channels):
+        raise InvalidPayload("channels must not name a channel twice")
+    return list(channels)
+
+
+@dataclass(frozen=True)
+class Published:
+    """The outcome of one publish request: one message per channel, and whether it named several channels."""
+
+    messages: tuple[Message, ...]
+    several: bool
+
+    def answer(self) -> dict[str, Any]:
+        """`{channel, offset, id, ts[, duplicate]}` for one channel; `{"results": [...]}` of those for `channels`."""
+        if self.several:
+            return {"results": [m.answer() for m in self.messages]}
+        return self.messages[0].answer()
+
+
 def _check_offset(name: str, value: object, default: int | None) -> int | None:
     if value is None:
         return default
@@ -93,51 +154,108 @@ class Hub:
     def _lock_for(self, channel: str) -> threading.Lock:
         return self._locks[hash(channel) % _LOCK_STRIPES]
 
-    def _check_publish(self, channel: object, event: object, data: Any, grants: Iterable[str] | None) -> None:
-        validate_channel(channel)
-        validate_event(event)
-        if grants is not None and not can_publish(grants, channel):  # type: ignore[arg-type]
-            raise Forbidden(f"no publish permission on {channel}")
-        size = payload_size(data)
-        if size > self.max_payload_bytes:
-            raise PayloadTooLarge(f"data is {size} bytes, the limit is {self.max_payload_bytes}")
+    def _locks_for(self, channels: Sequence[str]) -> ExitStack:
+        """Every stripe lock of `channels`, taken in one global order so two multi-channel publishes cannot
+        deadlock."""
+        stack = ExitStack()
+        for index in sorted({hash(channel) % _LOCK_STRIPES for channel in channels}):
+            stack.enter_context(self._locks[index])
+        return stack
 
-    def _store_and_queue(self, channel: str, event: str, data: Any) -> tuple[Message, threading.Event]:
-        with self._lock_for(channel):
-            message = self.history.append(channel, event, data)
-            handed_over = self.fanout.deliver(message)
-        return message, handed_over
+    def _store_and_queue(
+        self, channels: Sequence[str], event: str, data: Any, key: str | None, exclude: str | None
+    ) -> tuple[list[Message], threading.Event | None]:
+        """Store in every channel at once and queue what was newly stored; also returns the last queued item's
+        event (None if all were duplicates: nothing to deliver)."""
+        handed_over = None
+        with self._locks_for(channels):
+            messages = self.history.append_all(channels, event, data, idempotency_key=key, exclude=exclude)
+            for message in messages:
+                if not message.duplicate:
+                    handed_over = self.fanout.deliver(message, exclude=exclude)
+        return messages, handed_over
 
-    def _pace(self, handed_over: threading.Event) -> None:
+    def _pace(self, handed_over: threading.Event | None) -> None:
         """Backpressure: wait (at most publish_wait) until the fan-out worker has handed the message to every
         subscriber's connection. Writes to connections are buffered, so this waits for the worker, never for a
         slow subscriber; a publisher that would outrun delivery is slowed instead of filling the queue."""
-        if self.publish_wait > 0 and self.fanout.running:
+        if handed_over is not None and self.publish_wait > 0 and self.fanout.running:
             handed_over.wait(self.publish_wait)
 
-    def publish(self, channel: str, event: str, data: Any, *, grants: Iterable[str] | None = None) -> Message:
+    def publish(
+        self,
+        channel: str,
+        event: str,
+        data: Any,
+        *,
+        grants: Iterable[str] | None = None,
+        idempotency_key: str | None = None,
+        exclude: str | None = None,
+    ) -> Message:
         """Store and queue one message; it is acknowledged once stored, answering after its fan-out (see _pace).
 
-        `grants` are the caller's publish patterns (a client's token); None means a trusted publisher.
+        `grants` are the caller's publish patterns (a client's token); None means a trusted publisher. A repeated
+        `idempotency_key` answers the first message (marked duplicate) and delivers nothing; `exclude` is a
+        connection the live delivery skips (history keeps the message for everyone).
         """
-        self._check_publish(channel, event, data, grants)
-        self.fanout.admit()
-        message, handed_over = self._store_and_queue(channel, event, data)
+        return self.publish_to([channel], event, data, grants=grants, idempotency_key=idempotency_key,
+                               exclude=exclude)[0]
+
+    def publish_to(
+        self,
+        channels: Sequence[str],
+        event: str,
+        data: Any,
+        *,
+        grants: Iterable[str] | None = None,
+        idempotency_key: str | None = None,
+        exclude: str | None = None,
+    ) -> list[Message]:
+        """publish() to several distinct channels at once, each with its own offset: every channel is checked
+        (names, grants, size) before anything is stored, and all are stored in one atomic step, or none."""
+        channels = check_channels(channels)
+        for channel in channels:
+            check_message(channel, event, data, self.max_payload_bytes, grants)
+        key = check_idempotency_key(idempotency_key)
+        exclude = check_exclude(exclude)
+        self.fanout.admit(len(channels))
+        messages, handed_over = self._store_and_queue(channels, event, data, key, exclude)
         self._pace(handed_over)
-        return message
+        return messages
+
+    def publish_request(
+        self, body: Mapping[str, Any], *, grants: Iterable[str] | None = None, exclude: str | None = None
+    ) -> Published:
+        """A publish as clients and the API send it: `channel` or `channels` (not both), `event`, `data` and an
+        optional `idempotency_key`."""
+        options = {"grants": grants, "idempotency_key": body.get("idempotency_key"), "exclude": exclude}
+        if "channels" in body:
+            if "channel" in body:
+                raise InvalidPayload("send either channel or channels, not both")
+            return Published(tuple(self.publish_to(body["channels"], body.get("event"), body.get("data"),
+                                                   **options)), several=True)
+        message = self.publish(body.get("channel"), body.get("event"), body.get("data"), **options)
+        return Published((message,), several=False)
 
     def publish_batch(self, items: Sequence[Mapping[str, Any]]) -> list[Message]:
-        """Publish several messages, in order, for a trusted publisher; nothing is stored unless all are valid."""
+        """Publish several messages, in order, for a trusted publisher; nothing is stored unless all are valid.
+
+        Each message may carry its own `idempotency_key`; a repeated one answers as publish() does.
+        """
         if not isinstance(items, Sequence) or isinstance(items, str | bytes) or not 1 <= len(items) <= MAX_BATCH:
             raise InvalidPayload(f"a batch must be a list of 1 to {MAX_BATCH} messages")
         for item in items:
             if not isinstance(item, Mapping):
                 raise InvalidPayload("each batch entry must be an object with channel, event and data")
-            self._check_publish(item.get("channel"), item.get("event"), item.get("data"), None)
+            check_message(item.get("channel"), item.get("event"), item.get("data"), self.max_payload_bytes)
+            check_idempotency_key(item.get("idempotency_key"))
         self.fanout.admit(len(items))
-        queued = [self._store_and_queue(item["channel"], item["event"], item.get("data")) for item in items]
-        self._pace(queued[-1][1])  # one worker, in order: the last handed over means all were
-        return [message for message, _ in queued]
+        queued = [
+            self._store_and_queue([item["channel"]], item["event"], item.get("data"), item.get("idempotency_key"), None)
+            for item in items
+        ]
+        self._pace(next((done for _, done in reversed(queued) if done is not None), None))  # one worker, in order
+        return [messages[0] for messages, _ in queued]
 
     def subscribe(
         self,

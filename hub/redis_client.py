@@ -93,6 +93,10 @@ class RedisKeys:
     def stream(self, channel: str) -> str:
         return f"{self.prefix}:stream:{channel}"
 
+    def idempotency(self, channel: str, key: str) -> str:
+        """The record of one idempotency key on one channel; '/' never occurs in a channel name, so it separates."""
+        return f"{self.prefix}:idempotency:{channel}/{key}"
+
     @property
     def socketio_channel(self) -> str:
         """The pub/sub channel of python-socketio's Redis manager, shared by every instance and publisher."""

@@ -89,9 +89,10 @@ class RedisFanout:
     def admit(self, count: int = 1) -> None:
         """Nothing is queued here: Redis itself refuses (503) when it cannot take a message."""
 
-    def deliver(self, message: Message) -> threading.Event:
-        """Already broadcast by RedisHistoryStore.append, in the same atomic step that gave it its offset: what
-        FanoutQueue.deliver returns once the worker handed a message over, set at once."""
+    def deliver(self, message: Message, *, exclude: str | None = None) -> threading.Event:
+        """Already broadcast by RedisHistoryStore.append_all (skipping `exclude` on every instance), in the same
+        atomic step that gave it its offset: what FanoutQueue.deliver returns once the worker handed a message over,
+        set at once."""
         return _HANDED_OVER
 
     def announce(self, change: PresenceChange) -> None:

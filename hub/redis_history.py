@@ -7,6 +7,11 @@ python-socketio's Redis channel as an ordinary `emit` for the channel's room. Do
 script is what keeps delivery in offset order across instances: Redis runs scripts one at a time, so the
 pub/sub stream every instance reads carries each channel's messages in exactly the order of their offsets,
 whichever instance or external process published them.
+
+The same script decides idempotency: a publish with an idempotency key first looks for the key's record (a
+string key per channel and idempotency key, expiring with the window) and, when it is there, answers from it and
+stores nothing; otherwise it stores the message and writes the record. One script, so two retries racing on two
+instances cannot both miss the record. A publish to several channels is one script over all of their keys.
 """
 
 from __future__ import annotations
@@ -14,12 +19,13 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from hub.history import HistoryStore, Message, new_message_id
+from hub.history import DEFAULT_IDEMPOTENCY_WINDOW, HistoryStore, Message, new_message_id
 from hub.redis_client import RedisKeys, unavailable_on_outage
 
 # Shared Lua helpers, prepended to each script. Entry fields: e (event), d (data as JSON), i (id), t (ms).
@@ -64,32 +70,52 @@ local function trim_old(key, horizon)
 end
 -- python-socketio's message-queue format for an emit; `data` is spliced in as stored, never re-encoded,
 -- so numbers keep their exact JSON spelling.
-local function emit_packet(room, channel, entry, host, extra)
+-- `skip` is the JSON of python-socketio's skip_sid: null, or the sid every instance leaves out of the emit.
+local function emit_packet(room, channel, entry, host, extra, skip)
   local meta = '{"channel":' .. cjson.encode(channel) .. ',"offset":' .. offset_of(entry[1])
     .. ',"id":' .. cjson.encode(field(entry, 'i')) .. ',"ts":' .. field(entry, 't') .. '}'
   return '{"method":"emit","event":' .. cjson.encode(field(entry, 'e')) .. ',"data":[' .. field(entry, 'd')
     .. ',' .. meta .. '],"binary":false,"namespace":"/","room":' .. cjson.encode(room)
-    .. ',"skip_sid":null,"callback":null,"host_id":' .. cjson.encode(host) .. extra .. '}'
+    .. ',"skip_sid":' .. skip .. ',"callback":null,"host_id":' .. cjson.encode(host) .. extra .. '}'
 end
 """
 
-# KEYS: epoch, offsets, stream, channels.
-# ARGV: channel, event, data, id, max_messages, max_age_ms, epoch candidate, pubsub channel ('' = none), room, host.
+# KEYS: epoch, offsets, channels, then the n streams, then (only with an idempotency key) the n key records.
+# ARGV: event, data, id, max_messages, max_age_ms, epoch candidate, pubsub channel ('' = none), host,
+#       window_ms, skip_sid JSON, n, keyed ('1' or '0'), then the n channel names, then their n rooms.
+# Returns: epoch, then per channel: offset, ts, id, duplicate (1 or 0).
 _APPEND = _LUA_HELPERS + """
+local n = tonumber(ARGV[11])
+local keyed = ARGV[12] == '1'
 local now = now_ms()
-local epoch = get_epoch(KEYS[1], ARGV[7])
-local offset = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-local id = offset .. '-0'
-redis.call('XADD', KEYS[3], 'MAXLEN', '=', ARGV[5], id, 'e', ARGV[2], 'd', ARGV[3], 'i', ARGV[4], 't', now)
-trim_old(KEYS[3], now - tonumber(ARGV[6]))
-redis.call('ZADD', KEYS[4], now, ARGV[1])
-if ARGV[8] ~= '' then
-  local entry = {id, {'e', ARGV[2], 'd', ARGV[3], 'i', ARGV[4], 't', tostring(now)}}
-  local extra = ',"signalboard":{"channel":' .. cjson.encode(ARGV[1]) .. ',"offset":' .. offset
-    .. ',"epoch":' .. cjson.encode(epoch) .. '}'
-  redis.call('PUBLISH', ARGV[8], emit_packet(ARGV[9], ARGV[1], entry, ARGV[10], extra))
+local epoch = get_epoch(KEYS[1], ARGV[6])
+local out = {epoch}
+for i = 1, n do
+  local channel = ARGV[12 + i]
+  local seen = keyed and redis.call('GET', KEYS[3 + n + i])
+  if seen then
+    local offset, ts, id = string.match(seen, '^(%d+) (%d+) (.+)$')
+    for _, v in ipairs({tonumber(offset), tonumber(ts), id, 1}) do out[#out + 1] = v end
+  else
+    local stream = KEYS[3 + i]
+    local offset = redis.call('HINCRBY', KEYS[2], channel, 1)
+    local id = offset .. '-0'
+    redis.call('XADD', stream, 'MAXLEN', '=', ARGV[4], id, 'e', ARGV[1], 'd', ARGV[2], 'i', ARGV[3], 't', now)
+    trim_old(stream, now - tonumber(ARGV[5]))
+    redis.call('ZADD', KEYS[3], now, channel)
+    if keyed then
+      redis.call('SET', KEYS[3 + n + i], offset .. ' ' .. now .. ' ' .. ARGV[3], 'PX', ARGV[9])
+    end
+    if ARGV[7] ~= '' then
+      local entry = {id, {'e', ARGV[1], 'd', ARGV[2], 'i', ARGV[3], 't', tostring(now)}}
+      local extra = ',"signalboard":{"channel":' .. cjson.encode(channel) .. ',"offset":' .. offset
+        .. ',"epoch":' .. cjson.encode(epoch) .. '}'
+      redis.call('PUBLISH', ARGV[7], emit_packet(ARGV[12 + n + i], channel, entry, ARGV[8], extra, ARGV[10]))
+    end
+    for _, v in ipairs({offset, now, ARGV[3], 0}) do out[#out + 1] = v end
+  end
 end
-return {offset, now, epoch}
+return out
 """
 
 # KEYS: epoch, offsets, stream. ARGV: channel, after, limit (0 = all), max_age_ms, epoch candidate.
@@ -127,7 +153,7 @@ if after < latest then
   local entries = redis.call('XRANGE', KEYS[3], (after + 1) .. '-0', '+')
   if #entries == 0 or offset_of(entries[1][1]) ~= after + 1 then complete = 0 end
   for _, entry in ipairs(entries) do
-    redis.call('PUBLISH', ARGV[5], emit_packet(ARGV[6], ARGV[1], entry, ARGV[7], ''))
+    redis.call('PUBLISH', ARGV[5], emit_packet(ARGV[6], ARGV[1], entry, ARGV[7], '', 'null'))
     sent = sent + 1
   end
 elseif after > latest then
@@ -188,16 +214,18 @@ class RedisHistoryStore(HistoryStore):
         max_messages: int = 1000,
         max_age_seconds: float = 300.0,
         *,
+        idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
         broadcast: Broadcast | None = None,
     ) -> None:
         if max_messages < 1:
             raise ValueError("max_messages must be at least 1")
-        if max_age_seconds <= 0:
-            raise ValueError("max_age_seconds must be positive")
+        if max_age_seconds <= 0 or idempotency_window <= 0:
+            raise ValueError("max_age_seconds and idempotency_window must be positive")
         self.client = client
         self.keys = keys
         self.max_messages = max_messages
         self.max_age_ms = int(max_age_seconds * 1000)
+        self.window_ms = int(idempotency_window * 1000)
         self.broadcast = broadcast
         self._append = client.register_script(_APPEND)
         self._since = client.register_script(_SINCE)
@@ -234,22 +262,37 @@ class RedisHistoryStore(HistoryStore):
             self._epoch = current if current is not None else candidate
         return self._epoch
 
-    def append(self, channel: str, event: str, data: Any) -> Message:
+    def append_all(
+        self,
+        channels: Sequence[str],
+        event: str,
+        data: Any,
+        *,
+        idempotency_key: str | None = None,
+        exclude: str | None = None,
+    ) -> list[Message]:
         message_id = new_message_id()
         encoded = encode_data(data)
         target = self.broadcast
+        keys = [self.keys.epoch, self.keys.offsets, self.keys.channels, *(self.keys.stream(c) for c in channels)]
+        if idempotency_key is not None:
+            keys += [self.keys.idempotency(c, idempotency_key) for c in channels]
+        rooms = [target.room(c) if target else "" for c in channels]
         with unavailable_on_outage("append"):
-            offset, ts, self._epoch = self._append(
-                keys=[self.keys.epoch, self.keys.offsets, self.keys.stream(channel), self.keys.channels],
+            reply = self._append(
+                keys=keys,
                 args=[
-                    channel, event, encoded, message_id, self.max_messages, self.max_age_ms,
-                    self._epoch_candidate(),
-                    target.pubsub_channel if target else "",
-                    target.room(channel) if target else "",
-                    BROADCAST_HOST_ID,
+                    event, encoded, message_id, self.max_messages, self.max_age_ms, self._epoch_candidate(),
+                    target.pubsub_channel if target else "", BROADCAST_HOST_ID, self.window_ms,
+                    json.dumps(exclude), len(channels), "0" if idempotency_key is None else "1", *channels, *rooms,
                 ],
             )
-        return Message(channel, event, data, int(offset), message_id, int(ts))
+        self._epoch = reply[0]
+        answers = [reply[1 + 4 * i: 5 + 4 * i] for i in range(len(channels))]
+        return [
+            Message(channel, event, data, int(offset), str(mid), int(ts), duplicate=bool(int(dup)))
+            for channel, (offset, ts, mid, dup) in zip(channels, answers, strict=True)
+        ]
 
     def _entries(self, channel: str, entries: list[Any]) -> list[Message]:
         messages = []

@@ -36,16 +36,17 @@ def _query_int(name: str) -> int | None:
 
 @bp.post("/publish")
 def publish() -> ResponseReturnValue:
+    """`{"channel" | "channels", "event", "data", "idempotency_key"?, "exclude"?}` (see Hub.publish_request)."""
     body = _json_object()
-    message = hub_services().hub.publish(body.get("channel"), body.get("event"), body.get("data"))
-    return jsonify(message.meta())
+    return jsonify(hub_services().hub.publish_request(body, exclude=body.get("exclude")).answer())
 
 
 @bp.post("/publish/batch")
 def publish_batch() -> ResponseReturnValue:
-    """`{"messages": [{"channel", "event", "data"}, ...]}`: all stored in order, or none if any is invalid."""
+    """`{"messages": [{"channel", "event", "data", "idempotency_key"?}, ...]}`: all stored in order, or none if any
+    is invalid."""
     messages = hub_services().hub.publish_batch(_json_object().get("messages"))
-    return jsonify(results=[m.meta() for m in messages])
+    return jsonify(results=[m.answer() for m in messages])
 
 
 @bp.post("/tokens")

@@ -37,7 +37,8 @@ def init_cluster(app: Flask) -> None:
     if not url:
         return
     config = app.config
-    history = history_for(url, config["REDIS_KEY_PREFIX"], config["HISTORY_MAX_MESSAGES"], config["HISTORY_MAX_AGE"])
+    history = history_for(url, config["REDIS_KEY_PREFIX"], config["HISTORY_MAX_MESSAGES"], config["HISTORY_MAX_AGE"],
+                          config["IDEMPOTENCY_WINDOW_SECONDS"])
     keys = history.keys
     presence = RedisPresenceRegistry(connect(url), keys, config["INSTANCE_ID"], config["PRESENCE_TTL"])
     server = socketio.server
@@ -69,10 +70,13 @@ def _fail(code: str, message: str) -> None:
 @click.argument("channel")
 @click.argument("event")
 @click.argument("data", default="null")
-def publish_command(channel: str, event: str, data: str) -> None:
+@click.option("--idempotency-key", default=None,
+              help="Publish at most once per channel within IDEMPOTENCY_WINDOW_SECONDS; a repeat answers the first.")
+def publish_command(channel: str, event: str, data: str, idempotency_key: str | None) -> None:
     """Publish DATA (JSON, default null) as EVENT on CHANNEL to every instance, through Redis.
 
-    Prints {"channel", "offset", "id", "ts"} on success; on failure a JSON error on stderr and exit status 1.
+    Prints {"channel", "offset", "id", "ts"} on success (plus "duplicate": true for a repeated idempotency key);
+    on failure a JSON error on stderr and exit status 1.
     """
     try:
         payload = json.loads(data)
@@ -88,11 +92,12 @@ def publish_command(channel: str, event: str, data: str) -> None:
             max_messages=config["HISTORY_MAX_MESSAGES"],
             max_age_seconds=config["HISTORY_MAX_AGE"],
             max_payload_bytes=config["MAX_PAYLOAD_BYTES"],
+            idempotency_window=config["IDEMPOTENCY_WINDOW_SECONDS"],
         )
         with publisher:
-            message = publisher.publish(channel, event, payload)
+            message = publisher.publish(channel, event, payload, idempotency_key=idempotency_key)
     except (HubError, ConfigError) as exc:
         code = exc.code if isinstance(exc, HubError) else "invalid_config"
         _fail(code, str(exc))
-    click.echo(json.dumps(message.meta()))
+    click.echo(json.dumps(message.answer()))
 

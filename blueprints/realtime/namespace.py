@@ -147,12 +147,12 @@ class RealtimeNamespace(Namespace):
         return {"ok": True, "channel": channel}
 
     def on_publish(self, payload: Any = None) -> dict[str, Any]:
-        _, identity = self._caller()
+        """Like POST /api/v1/publish within the token's publish grants; `exclude_self` keeps this connection out."""
+        sid, identity = self._caller()
         body = _body(payload)
-        message = self.services.hub.publish(
-            body.get("channel"), body.get("event"), body.get("data"), grants=identity.publish
-        )
-        return {"ok": True, **message.meta()}
+        exclude = sid if _flag(body, "exclude_self") else None
+        published = self.services.hub.publish_request(body, grants=identity.publish, exclude=exclude)
+        return {"ok": True, **published.answer()}
 
     def on_refresh_token(self, payload: Any = None) -> dict[str, Any] | None:
         """A fresh token (same sub) for this connection; channels it no longer grants are dropped (expiry.py)."""

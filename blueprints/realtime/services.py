@@ -27,7 +27,8 @@ def _limiter(rate: int, burst: int) -> RateLimiter | None:
 
 
 def build_services(config: Mapping[str, Any]) -> HubServices:
-    history = MemoryHistoryStore(config["HISTORY_MAX_MESSAGES"], config["HISTORY_MAX_AGE"])
+    history = MemoryHistoryStore(config["HISTORY_MAX_MESSAGES"], config["HISTORY_MAX_AGE"],
+                                 idempotency_window=config["IDEMPOTENCY_WINDOW_SECONDS"])
     hub = Hub(
         history,
         PresenceRegistry(),

@@ -30,18 +30,20 @@ class SocketIOTransport:
     def _connected(self, sid: str) -> bool:
         return self._server.manager.is_connected(sid, self._namespace)
 
-    def send(self, message: Message, sid: str | None = None) -> None:
+    def send(self, message: Message, sid: str | None = None, exclude: str | None = None) -> None:
         room = sid or channel_room(message.channel)
-        self._server.emit(message.event, data=(message.data, message.meta()), to=room, namespace=self._namespace)
+        self._server.emit(message.event, data=(message.data, message.meta()), to=room, skip_sid=exclude,
+                          namespace=self._namespace)
         label = channel_namespace(message.channel)
         if sid is None:  # each published message is emitted to its channel exactly once, here
             MESSAGES_PUBLISHED.labels(label).inc()
             FANOUT_LATENCY.observe(max(0.0, time.time() - message.ts / 1000))
-        MESSAGES_DELIVERED.labels(label).inc(self._audience(room))
+        MESSAGES_DELIVERED.labels(label).inc(self._audience(room, exclude))
 
-    def _audience(self, room: str) -> int:
+    def _audience(self, room: str, exclude: str | None) -> int:
         # Reads python-socketio's room map from this one thread; a size that is off by a leaving client is fine.
-        return len(self._server.manager.rooms.get(self._namespace, {}).get(room, ()))
+        members = self._server.manager.rooms.get(self._namespace, {}).get(room, ())
+        return len(members) - (exclude is not None and exclude in members)
 
     def send_presence(self, change: PresenceChange) -> None:
         body = {

@@ -23,9 +23,9 @@ class RecordingTransport:
         self.gate = threading.Event()  # cleared: send() blocks, to play a slow network
         self.gate.set()
 
-    def send(self, message: Message, sid: str | None = None) -> None:
+    def send(self, message: Message, sid: str | None = None, exclude: str | None = None) -> None:
         self.gate.wait(timeout=10)
-        for target in [sid] if sid else sorted(self.audience[message.channel]):
+        for target in [sid] if sid else sorted(self.audience[message.channel] - {exclude}):
             self.received[target].append(message)
 
     def send_presence(self, change: PresenceChange) -> None:

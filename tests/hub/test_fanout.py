@@ -38,10 +38,10 @@ def test_admit_enforces_the_bound():
 
 def test_worker_survives_a_failing_send(caplog):
     class Flaky(RecordingTransport):
-        def send(self, message, sid=None):
+        def send(self, message, sid=None, exclude=None):
             if message.data == "boom":
                 raise OSError("socket went away")
-            super().send(message, sid)
+            super().send(message, sid, exclude)
 
     transport = Flaky()
     worker = Worker(FanoutQueue(), transport)
