@@ -54,9 +54,16 @@ class HubClient:
         self.sio.on("*", self._on_event)
         self.sio.on("connect_error", self._on_connect_error)
 
-    def connect(self, auth: Any = None) -> HubClient:
-        self.sio.connect(self.url, auth=auth, transports=["websocket"], wait_timeout=10)
+    def connect(self, auth: Any = None, transports: tuple[str, ...] = ("websocket",)) -> HubClient:
+        self.sio.connect(self.url, auth=auth, transports=list(transports), wait_timeout=10)
         return self
+
+    @property
+    def sid(self) -> str:
+        """The connection's sid, as the server's connect answer gave it (what `exclude` names)."""
+        sid = self.sio.get_sid("/")
+        assert sid is not None, "not connected"
+        return sid
 
     def try_connect(self, auth: Any = None) -> Any:
         """Connect expecting a refusal; return the connect_error data ({"message", "data"})."""
