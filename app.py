@@ -11,6 +11,7 @@ from flask import Flask
 from blueprints.cluster import init_cluster
 from blueprints.metrics import init_metrics
 from blueprints.realtime import hub_services, init_realtime
+from blueprints.webhooks import init_webhooks
 from config import load_config
 from extensions import init_socketio, socketio
 from utils.admission import Admission, ThreadBudget
@@ -34,7 +35,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app from the environment; `config` overrides settings by their environment variable names."""
     settings = load_config(config)
     configure_logging(settings["LOG_LEVEL"], settings["LOG_FORMAT"], settings["SOCKETIO_LOG_LEVEL"])
-    register_secrets([*settings["API_KEYS"], settings["SECRET_KEY"], settings["METRICS_TOKEN"]])
+    register_secrets([*settings["API_KEYS"], settings["SECRET_KEY"], settings["METRICS_TOKEN"],
+                      settings["WEBHOOK_SECRET"]])
     app = Flask(__name__)
     app.config.from_mapping(settings)
     configure_sessions(app)
@@ -76,6 +78,7 @@ def register_extensions(app: Flask) -> None:
     init_metrics(app)  # counts Socket.IO sessions and events; /metrics reads the runtime figures from this app
     init_realtime(app)  # the hub, the '/' namespace and its fan-out worker (started on first use)
     init_cluster(app)  # with REDIS_URL: history, presence and delivery through Redis; the publish command
+    init_webhooks(app)  # with WEBHOOK_URLS: lifecycle events batched, signed and POSTed by background deliverers
     serialize_membership(socketio.server.manager)  # whichever manager it now is: rooms changed from many threads
 
 

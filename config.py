@@ -95,6 +95,30 @@ def _key_prefix(name: str, raw: str) -> str:
     return value
 
 
+def _http_url(name: str, raw: str) -> str:
+    value = raw.strip()
+    if value and (not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", value) or "@" in value.split("/")[2]):
+        raise ConfigError(f"{name} must be an http:// or https:// URL without credentials, got {value!r}")
+    return value
+
+
+def _http_urls(name: str, raw: str) -> tuple[str, ...]:
+    urls = tuple(_http_url(name, url) for url in _word_list(name, raw))
+    if len(set(urls)) != len(urls):
+        raise ConfigError(f"{name} lists the same URL twice")
+    return urls
+
+
+def _event_types(name: str, raw: str) -> tuple[str, ...]:
+    from hub.events import EVENT_TYPES  # here, not at the top: start.sh runs this module before the app's imports
+
+    chosen = _word_list(name, raw)
+    unknown = [t for t in chosen if t not in EVENT_TYPES]
+    if unknown:
+        raise ConfigError(f"{name} has unknown event types {', '.join(unknown)}; known: {', '.join(EVENT_TYPES)}")
+    return chosen or EVENT_TYPES
+
+
 def _instance_id(name: str, raw: str) -> str:
     value = raw.strip()
     if not value:
@@ -156,6 +180,32 @@ SETTINGS: tuple[Setting, ...] = (
             "this instance's name in Redis presence; empty means host-pid-random (unique per start)"),
     Setting("PRESENCE_TTL", "15", _integer(2, 3600),
             "seconds after which a silent (crashed) instance's connections leave presence"),
+    Setting("WEBHOOK_URLS", "", _http_urls,
+            "comma-separated receivers of the lifecycle webhooks (docs/webhooks.md); empty turns webhooks off"),
+    Setting("WEBHOOK_SECRET", "", _text,
+            "signs webhook and authorization-hook requests (HMAC-SHA256); required with WEBHOOK_URLS or "
+            "AUTH_HOOK_URL, at least 16 characters"),
+    Setting("WEBHOOK_EVENTS", "", _event_types,
+            "comma-separated event types to send (`connection.opened`, `channel.occupied`... see docs/webhooks.md); "
+            "empty means all"),
+    Setting("WEBHOOK_BATCH_SIZE", "100", _integer(1, 1000), "most events in one webhook POST"),
+    Setting("WEBHOOK_BATCH_MS", "1000", _integer(0, 60_000),
+            "milliseconds the first event of a batch waits for more before the POST"),
+    Setting("WEBHOOK_TIMEOUT_MS", "5000", _integer(50, 120_000),
+            "total deadline of one webhook POST (connect, send, answer); past it the attempt failed"),
+    Setting("WEBHOOK_MAX_AGE_SECONDS", "3600", _integer(1, 604_800),
+            "events not accepted this long after they happened are dropped (counted, logged once a minute)"),
+    Setting("WEBHOOK_RETRY_MAX_MS", "60000", _integer(100, 3_600_000),
+            "longest pause between retries (exponential backoff from 250 ms, with jitter)"),
+    Setting("WEBHOOK_QUEUE_SIZE", "10000", _integer(1, 10_000_000),
+            "without REDIS_URL: events held in memory per receiver (overflow counted; lost on restart)"),
+    Setting("AUTH_HOOK_URL", "", _http_url,
+            "optional backend asked, signed like webhooks, who a token-less connection is and whether it may "
+            "subscribe to channels its identity does not grant (docs/webhooks.md)"),
+    Setting("AUTH_HOOK_TIMEOUT_MS", "2000", _integer(50, 60_000),
+            "total deadline of one authorization-hook request; past it the connect or subscribe is refused"),
+    Setting("AUTH_HOOK_CACHE_SECONDS", "30", _integer(0, 86_400),
+            "seconds a subscribe answer of the hook is reused for the same sub and channel (0: ask every time)"),
     Setting("LOG_LEVEL", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "level of the app's own logs"),
     Setting("LOG_FORMAT", "text", _choice("text", "json"), "`text` lines or one JSON object per line"),
     Setting("SOCKETIO_LOG_LEVEL", "WARNING", _choice("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -209,6 +259,7 @@ def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str
             config[setting.name] = setting.parse(setting.name, environ.get(setting.name, setting.default))
     config.update(overrides)  # extra keys (TESTING and the like) pass through untouched
     _check_secret_key(config)
+    _check_webhook_secret(config)
     _check_thread_budget(config)
     _check_keepalive(config)
     return config
@@ -235,6 +286,13 @@ def _check_thread_budget(config: dict[str, Any]) -> None:
     elif reserve >= threads:
         raise ConfigError(f"ADMISSION_RESERVE_THREADS must be below GUNICORN_THREADS ({threads}), got {reserve}")
     config["ADMISSION_RESERVE_THREADS"] = reserve
+
+
+def _check_webhook_secret(config: dict[str, Any]) -> None:
+    if not (config["WEBHOOK_URLS"] or config["AUTH_HOOK_URL"]):
+        return
+    if len(config["WEBHOOK_SECRET"]) < 16:
+        raise ConfigError("WEBHOOK_SECRET must be set, at least 16 characters, when WEBHOOK_URLS or AUTH_HOOK_URL is")
 
 
 def _check_secret_key(config: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any
 
 from hub.channels import can_publish, can_subscribe, validate_channel, validate_event
 from hub.errors import Forbidden, InvalidPayload, NotFound, PayloadTooLarge
+from hub.events import EventSink, NoEvents
 from hub.fanout import FanoutQueue
 from hub.history import HistoryStore, Message
 from hub.presence import PresenceChange, PresenceRegistry
@@ -142,6 +144,7 @@ class Hub:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS,
         publish_wait: float = 0.0,
+        events: EventSink | None = None,
     ) -> None:
         self.history = history
         self.presence = presence
@@ -150,6 +153,10 @@ class Hub:
         self.max_subscriptions = max_subscriptions
         self.publish_wait = publish_wait
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        self.events: EventSink = events or NoEvents()
+        # Guards _connections: sid -> (sub, monotonic connect time), for connection.closed's duration.
+        self._connections_lock = threading.Lock()
+        self._connections: dict[str, tuple[str | None, float]] = {}
 
     def _lock_for(self, channel: str) -> threading.Lock:
         return self._locks[hash(channel) % _LOCK_STRIPES]
@@ -163,16 +170,21 @@ class Hub:
         return stack
 
     def _store_and_queue(
-        self, channels: Sequence[str], event: str, data: Any, key: str | None, exclude: str | None
+        self, channels: Sequence[str], event: str, data: Any, key: str | None, exclude: str | None,
+        client: tuple[str | None] | None = None,
     ) -> tuple[list[Message], threading.Event | None]:
         """Store in every channel at once and queue what was newly stored; also returns the last queued item's
-        event (None if all were duplicates: nothing to deliver)."""
+        event (None if all were duplicates: nothing to deliver). `client` holds the sub of a client publisher
+        (whose new messages raise message.published), None for a trusted one."""
         handed_over = None
         with self._locks_for(channels):
             messages = self.history.append_all(channels, event, data, idempotency_key=key, exclude=exclude)
             for message in messages:
                 if not message.duplicate:
                     handed_over = self.fanout.deliver(message, exclude=exclude)
+                    if client is not None:
+                        self.events.raise_event("message.published", channel=message.channel,
+                                                offset=message.offset, id=message.id, sub=client[0])
         return messages, handed_over
 
     def _pace(self, handed_over: threading.Event | None) -> None:
@@ -191,15 +203,17 @@ class Hub:
         grants: Iterable[str] | None = None,
         idempotency_key: str | None = None,
         exclude: str | None = None,
+        sub: str | None = None,
     ) -> Message:
         """Store and queue one message; it is acknowledged once stored, answering after its fan-out (see _pace).
 
         `grants` are the caller's publish patterns (a client's token); None means a trusted publisher. A repeated
         `idempotency_key` answers the first message (marked duplicate) and delivers nothing; `exclude` is a
-        connection the live delivery skips (history keeps the message for everyone).
+        connection the live delivery skips (history keeps the message for everyone). `sub` is a client
+        publisher's user, for message.published.
         """
         return self.publish_to([channel], event, data, grants=grants, idempotency_key=idempotency_key,
-                               exclude=exclude)[0]
+                               exclude=exclude, sub=sub)[0]
 
     def publish_to(
         self,
@@ -210,6 +224,7 @@ class Hub:
         grants: Iterable[str] | None = None,
         idempotency_key: str | None = None,
         exclude: str | None = None,
+        sub: str | None = None,
     ) -> list[Message]:
         """publish() to several distinct channels at once, each with its own offset: every channel is checked
         (names, grants, size) before anything is stored, and all are stored in one atomic step, or none."""
@@ -219,16 +234,18 @@ class Hub:
         key = check_idempotency_key(idempotency_key)
         exclude = check_exclude(exclude)
         self.fanout.admit(len(channels))
-        messages, handed_over = self._store_and_queue(channels, event, data, key, exclude)
+        client = None if grants is None else (sub,)
+        messages, handed_over = self._store_and_queue(channels, event, data, key, exclude, client)
         self._pace(handed_over)
         return messages
 
     def publish_request(
-        self, body: Mapping[str, Any], *, grants: Iterable[str] | None = None, exclude: str | None = None
+        self, body: Mapping[str, Any], *, grants: Iterable[str] | None = None, exclude: str | None = None,
+        sub: str | None = None,
     ) -> Published:
         """A publish as clients and the API send it: `channel` or `channels` (not both), `event`, `data` and an
         optional `idempotency_key`."""
-        options = {"grants": grants, "idempotency_key": body.get("idempotency_key"), "exclude": exclude}
+        options = {"grants": grants, "idempotency_key": body.get("idempotency_key"), "exclude": exclude, "sub": sub}
         if "channels" in body:
             if "channel" in body:
                 raise InvalidPayload("send either channel or channels, not both")
@@ -298,31 +315,65 @@ class Hub:
                 raise
             if change.announces:
                 self.fanout.announce(change)
+            self._raise_changes([change], "subscribe")
             ready = self.fanout.attach(sid, channel, backlog, presence=presence)
         return SubscribeResult(channel, offset, recovered, self.history.epoch, tuple(backlog), ready)
 
-    def _announce(self, changes: Iterable[PresenceChange | None]) -> None:
+    def _announce(self, changes: Iterable[PresenceChange], reason: str) -> None:
         for change in changes:
-            if change is not None and change.announces:
+            if change.announces:
                 self.fanout.announce(change)
+        self._raise_changes(changes, reason)
 
-    def unsubscribe(self, sid: str, channel: str) -> None:
+    def _raise_changes(self, changes: Iterable[PresenceChange], reason: str) -> None:
+        """Lifecycle events of subscription changes, in the order a listener expects: occupied before the first
+        subscription, vacated after the last. A change without a sid is a crashed instance's connection (reaped)."""
+        raise_event = self.events.raise_event
+        for change in changes:
+            channel, sub = change.channel, change.sub
+            if change.joined and change.channel_edge:
+                raise_event("channel.occupied", channel=channel)
+            if change.sid:
+                kind = "subscription.created" if change.joined else "subscription.removed"
+                raise_event(kind, sid=change.sid, sub=sub, channel=channel, reason=reason)
+            if change.announces:
+                raise_event("presence.joined" if change.joined else "presence.left", channel=channel, sub=sub)
+            if not change.joined and change.channel_edge:
+                raise_event("channel.vacated", channel=channel)
+
+    def unsubscribe(self, sid: str, channel: str, *, reason: str = "unsubscribe") -> None:
         validate_channel(channel)
         with self._lock_for(channel):
             change = self.presence.remove(sid, channel)
             if change is None:
                 raise NotFound(f"not subscribed to {channel}")
             self.fanout.detach(sid, channel)
-            self._announce([change])
+            self._announce([change], reason)
 
-    def disconnect(self, sid: str) -> list[str]:
+    def connect(self, sid: str, sub: str | None, transport: str) -> None:
+        """Note an accepted connection (user `sub`, None if anonymous), for its lifecycle events."""
+        with self._connections_lock:
+            self._connections[sid] = (sub, time.monotonic())
+        self.events.raise_event("connection.opened", sid=sid, sub=sub, transport=transport)
+
+    def disconnect(self, sid: str, reason: str = "disconnect") -> list[str]:
         """Forget every subscription of a closed connection; returns the channels it left.
 
         The transport drops a closed connection from its audiences itself, so nothing is detached here.
         """
         changes = self.presence.remove_sid(sid)
-        self._announce(changes)
+        self._announce(changes, "disconnect")
+        with self._connections_lock:
+            known = self._connections.pop(sid, None)
+        if known is not None:
+            sub, since = known
+            self.events.raise_event("connection.closed", sid=sid, sub=sub, reason=reason,
+                                    duration_s=round(time.monotonic() - since, 3))
         return [change.channel for change in changes]
+
+    def reaped(self, changes: Iterable[PresenceChange]) -> None:
+        """Presence leaves of a crashed instance's connections (Redis presence reaping): announced and raised."""
+        self._announce(list(changes), "instance_lost")
 
     def read_history(self, channel: str, since: object = None, limit: object = None) -> HistoryPage:
         """Messages after `since` (default 0: all held), at most `limit` (default and cap 1000)."""

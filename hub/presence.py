@@ -13,7 +13,8 @@ from hub.errors import AlreadySubscribed, TooManySubscriptions
 class PresenceChange:
     """One subscription added (`joined`) or removed; `connections` is how many the same `sub` holds there now.
 
-    `sub` is None for anonymous connections, which are counted but never named.
+    `sub` is None for anonymous connections, which are counted but never named. `channel_edge` is True when the
+    change took the channel from no connection at all to one (joined), or from one to none (left): occupied/vacated.
     """
 
     channel: str
@@ -21,6 +22,7 @@ class PresenceChange:
     sub: str | None
     joined: bool
     connections: int
+    channel_edge: bool = False
 
     @property
     def announces(self) -> bool:
@@ -51,10 +53,11 @@ class PresenceRegistry:
             if max_per_sid is not None and len(mine) >= max_per_sid:
                 raise TooManySubscriptions(f"at most {max_per_sid} subscriptions per connection")
             self._by_sid.setdefault(sid, set()).add(channel)
+            occupied = channel not in self._by_channel
             self._by_channel.setdefault(channel, {})[sid] = sub
             subs = self._subs.setdefault(channel, Counter())
             subs[sub] += 1
-            return PresenceChange(channel, sid, sub, True, subs[sub])
+            return PresenceChange(channel, sid, sub, True, subs[sub], occupied)
 
     def _remove_locked(self, sid: str, channel: str) -> PresenceChange | None:
         members = self._by_channel.get(channel)
@@ -73,7 +76,7 @@ class PresenceRegistry:
         channels.discard(channel)
         if not channels:
             del self._by_sid[sid]
-        return PresenceChange(channel, sid, sub, False, left)
+        return PresenceChange(channel, sid, sub, False, left, not members)
 
     def remove(self, sid: str, channel: str) -> PresenceChange | None:
         """Forget one subscription; None if `sid` was not subscribed to `channel`."""

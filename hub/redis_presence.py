@@ -40,23 +40,27 @@ local function apply(subs_prefix, channels_key, f, delta)
   local key = subs_prefix .. channel
   local n = redis.call('HINCRBY', key, subkey, delta)
   if n <= 0 then redis.call('HDEL', key, subkey) end
+  -- edge: 1 when this change took the channel from no connection anywhere to one, or from one to none
+  local edge
   if redis.call('HLEN', key) == 0 then
-    redis.call('SREM', channels_key, channel)
+    edge = redis.call('SREM', channels_key, channel)
   else
-    redis.call('SADD', channels_key, channel)
+    edge = redis.call('SADD', channels_key, channel)
   end
-  return math.max(n, 0)
+  return math.max(n, 0), edge
 end
 """
 
 # KEYS: instances, own hash, channels. ARGV: instance, "<channel> <subkey>", delta, subs prefix.
-# Returns the cluster-wide count for the subkey, or -1 when this instance is not registered (then sync).
+# Returns {the cluster-wide count for the subkey, the channel's edge (see apply)}, or {-1, 0} when this instance is
+# not registered (then sync).
 _CHANGE = _LUA_APPLY + """
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return -1 end
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {-1, 0} end
 local delta = tonumber(ARGV[3])
 local mine = redis.call('HINCRBY', KEYS[2], ARGV[2], delta)
 if mine <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
-return apply(ARGV[4], KEYS[3], ARGV[2], delta)
+local n, edge = apply(ARGV[4], KEYS[3], ARGV[2], delta)
+return {n, edge}
 """
 
 # Replace this instance's contribution with a snapshot of its local state (and register it).
@@ -84,20 +88,23 @@ return redis.call('ZADD', KEYS[1], now_ms(), ARGV[1])
 
 # Withdraw every instance silent for longer than the TTL. KEYS: instances, channels.
 # ARGV: ttl ms, instance hash prefix, subs prefix.
-# Returns the reaped instances and the "<channel> u:<sub>" fields that lost their last connection with them.
+# Returns the reaped instances, the "<channel> u:<sub>" fields that lost their last connection with them, and the
+# channels left with no connection anywhere.
 _REAP = _LUA_APPLY + """
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms() - tonumber(ARGV[1]))
-local gone = {}
+local gone, vacated = {}, {}
 for _, inst in ipairs(dead) do
   local key = ARGV[2] .. inst
   local old = redis.call('HGETALL', key)
   for i = 1, #old, 2 do
-    if apply(ARGV[3], KEYS[2], old[i], -tonumber(old[i + 1])) == 0 then table.insert(gone, old[i]) end
+    local n, edge = apply(ARGV[3], KEYS[2], old[i], -tonumber(old[i + 1]))
+    if n == 0 then table.insert(gone, old[i]) end
+    if edge == 1 then table.insert(vacated, string.sub(old[i], 1, string.find(old[i], ' ', 1, true) - 1)) end
   end
   redis.call('DEL', key)
   redis.call('ZREM', KEYS[1], inst)
 end
-return {dead, gone}
+return {dead, gone, vacated}
 """
 
 
@@ -146,35 +153,37 @@ class RedisPresenceRegistry:
                    args=[self.instance_id, self._subs_prefix, *self._snapshot()])
         self._dirty = False
 
-    def _apply_locked(self, channel: str, sub: str | None, delta: int) -> int:
+    def _apply_locked(self, channel: str, sub: str | None, delta: int) -> tuple[int, bool]:
+        """The cluster-wide connections of `sub` on `channel` after the change, and whether it was the channel's
+        first arrival or last departure anywhere (after a resync: never, the snapshot holds it already)."""
         field = f"{channel} {_subkey(sub)}"
-        count = self._change(keys=[self._instances, self._own, self._channels],
-                             args=[self.instance_id, field, delta, self._subs_prefix])
+        count, edge = self._change(keys=[self._instances, self._own, self._channels],
+                                   args=[self.instance_id, field, delta, self._subs_prefix])
         if count < 0:
             self._sync_locked()
-            count = int(self.client.hget(self._subs_prefix + channel, _subkey(sub)) or 0)
-        return int(count)
+            return int(self.client.hget(self._subs_prefix + channel, _subkey(sub)) or 0), False
+        return int(count), edge == 1
 
     def add(self, sid: str, sub: str | None, channel: str, *, max_per_sid: int | None = None) -> PresenceChange:
         with self._lock:
             change = self._local.add(sid, sub, channel, max_per_sid=max_per_sid)
             try:
                 with unavailable_on_outage("presence"):
-                    count = self._apply_locked(channel, sub, +1)
+                    count, edge = self._apply_locked(channel, sub, +1)
             except (HubError, redis.RedisError):
                 self._local.remove(sid, channel)  # refused: leave no trace of it
                 raise
-        return PresenceChange(change.channel, sid, sub, True, count)
+        return PresenceChange(change.channel, sid, sub, True, count, edge)
 
     def _leave_locked(self, change: PresenceChange) -> PresenceChange:
         try:
-            count = self._apply_locked(change.channel, change.sub, -1)
+            count, edge = self._apply_locked(change.channel, change.sub, -1)
         except OUTAGE_ERRORS as exc:
             # The connection is gone whatever Redis says; the next heartbeat that reaches Redis fixes the count.
             log.warning("presence leave not recorded in redis (will resync): %s", exc)
             self._dirty = True
             return change
-        return PresenceChange(change.channel, change.sid, change.sub, False, count)
+        return PresenceChange(change.channel, change.sid, change.sub, False, count, edge)
 
     def remove(self, sid: str, channel: str) -> PresenceChange | None:
         with self._lock:
@@ -214,7 +223,8 @@ class RedisPresenceRegistry:
         """Mark this instance alive (re-publishing its state if Redis lost it) and reap silent instances.
 
         Returns a leave for each named user whose last connection went with a reaped instance (sid empty:
-        the connections were elsewhere). Raises Redis outage errors for the caller's loop to retry.
+        the connections were elsewhere), and one with `channel_edge` for each channel left with no connection.
+        Raises Redis outage errors for the caller's loop to retry.
         """
         try:
             with self._lock:
@@ -225,16 +235,19 @@ class RedisPresenceRegistry:
                     self._sync_locked()
             if time.monotonic() < self._quiet_until:
                 return []
-            reaped, gone = self._reap(keys=[self._instances, self._channels],
-                                      args=[self.ttl_ms, self._inst_prefix, self._subs_prefix])
+            reaped, gone, vacated = self._reap(keys=[self._instances, self._channels],
+                                               args=[self.ttl_ms, self._inst_prefix, self._subs_prefix])
         except OUTAGE_ERRORS:
             self._quiet_until = time.monotonic() + self.ttl_ms / 1000
             raise
         for instance in reaped:
             log.info("presence: instance %s stopped heartbeating, its connections were removed", instance)
         changes = []
+        unmarked = set(vacated)  # each vacated channel's edge rides on one change: a named leave, else an anonymous one
         for field in gone:
             channel, subkey = field.split(" ", 1)
             if subkey.startswith("u:"):
-                changes.append(PresenceChange(channel, "", subkey[2:], False, 0))
+                changes.append(PresenceChange(channel, "", subkey[2:], False, 0, channel in unmarked))
+                unmarked.discard(channel)
+        changes += [PresenceChange(channel, "", None, False, 0, True) for channel in sorted(unmarked)]
         return changes

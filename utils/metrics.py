@@ -159,3 +159,38 @@ class RuntimeCollector(Collector):
 
 RUNTIME = RuntimeCollector()
 REGISTRY.register(RUNTIME)
+
+WEBHOOK_EVENTS = Counter(f"{PREFIX}_webhook_events", "Webhook events by type and outcome: `queued` when raised, "
+                         "`delivered` once a receiver accepted it (per receiver), `expired` when given up after "
+                         "WEBHOOK_MAX_AGE_SECONDS, `overflow` when the memory queue was full", ["type", "outcome"])
+WEBHOOK_FAILURES = Counter(f"{PREFIX}_webhook_failures", "Failed webhook POSTs by receiver and reason (`status` "
+                           "for a non-2xx answer, `timeout`, `refused`, `error`)", ["url", "reason"])
+WEBHOOK_LATENCY = Histogram(f"{PREFIX}_webhook_delivery_seconds", "Time from an event being raised to a receiver "
+                            "accepting it", buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                                                     900.0, 3600.0))
+
+
+class WebhookQueueCollector(Collector):
+    """Queue depth and oldest pending age per receiver, from the figures each deliverer last read."""
+
+    def __init__(self) -> None:
+        self._source: Callable[[], Mapping[str, Any]] = dict
+
+    def bind(self, source: Callable[[], Mapping[str, Any]]) -> None:
+        """`source()` -> {display url: object with .depth and .oldest_age}."""
+        self._source = source
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily(f"{PREFIX}_webhook_queue_depth", "Webhook events waiting for a receiver",
+                                  labels=["url"])
+        oldest = GaugeMetricFamily(f"{PREFIX}_webhook_oldest_pending_seconds", "Age of the oldest webhook event "
+                                   "waiting for a receiver", labels=["url"])
+        for url, stats in self._source().items():
+            depth.add_metric([url], stats.depth)
+            oldest.add_metric([url], stats.oldest_age)
+        yield depth
+        yield oldest
+
+
+WEBHOOK_QUEUES = WebhookQueueCollector()
+REGISTRY.register(WEBHOOK_QUEUES)

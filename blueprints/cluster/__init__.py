@@ -49,11 +49,11 @@ def init_cluster(app: Flask) -> None:
     server.manager = manager
     manager.set_server(server)
     fanout = RedisFanout(history, manager)
+    hub = hub_services(app).hub
     health = RedisHealth(history.client, manager, presence, socketio.start_background_task,
-                         announce=fanout.announce, presence_interval=config["PRESENCE_TTL"] / 3)
+                         announce=lambda change: hub.reaped([change]), presence_interval=config["PRESENCE_TTL"] / 3)
     fanout.on_use = health.ensure_started
     fanout.bind(SocketIOTransport(server), socketio.start_background_task)
-    hub = hub_services(app).hub
     hub.history, hub.presence, hub.fanout = history, presence, fanout
     app.extensions["readiness"].add_check("redis", health.check)
     app.before_request(health.ensure_started)

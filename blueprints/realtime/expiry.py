@@ -133,7 +133,7 @@ def drop_ungranted(hub: Hub, sid: str, grants: tuple[str, ...]) -> list[str]:
         if can_subscribe(grants, channel):
             continue
         try:
-            hub.unsubscribe(sid, channel)
+            hub.unsubscribe(sid, channel, reason="not_granted")
         except NotFound:  # it unsubscribed on its own meanwhile
             continue
         dropped.append(channel)

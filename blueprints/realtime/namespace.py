@@ -84,13 +84,16 @@ class RealtimeNamespace(Namespace):
         with self._lock:
             self._identities[request.sid] = identity
         self.expiry.track(request.sid, identity.exp)
+        # The lifecycle events of connections move to the integration package's observers once it has them.
+        transport = "websocket" if "transport=websocket" in request.environ.get("QUERY_STRING", "") else "polling"
+        self.services.hub.connect(request.sid, identity.sub, transport)
 
     def on_disconnect(self, reason: Any = None) -> None:
         sid = request.sid
         with self._lock:
             self._identities.pop(sid, None)
         self.expiry.forget(sid)
-        self.services.hub.disconnect(sid)
+        self.services.hub.disconnect(sid, str(reason or "unknown").replace(" ", "_"))
 
     def sub_of(self, sid: str) -> str | None:
         """Who a connection is, for the dashboard's clients table; None for anonymous or unknown sids."""
@@ -151,7 +154,8 @@ class RealtimeNamespace(Namespace):
         sid, identity = self._caller()
         body = _body(payload)
         exclude = sid if _flag(body, "exclude_self") else None
-        published = self.services.hub.publish_request(body, grants=identity.publish, exclude=exclude)
+        published = self.services.hub.publish_request(body, grants=identity.publish, exclude=exclude,
+                                                      sub=identity.sub)
         return {"ok": True, **published.answer()}
 
     def on_refresh_token(self, payload: Any = None) -> dict[str, Any] | None:
