@@ -19,10 +19,9 @@ from utils.drain import Drain
 from utils.http_errors import register_http_error_handlers
 from utils.logging_setup import configure_logging, register_secrets
 from utils.malformed_input import install_malformed_input_guards
-from utils.manager_lock import serialize_membership
 from utils.readiness import Readiness
+from utils.socket_guard import SocketGuard
 from utils.socketio_error_handler import (
-    SocketGuard,
     install_disconnect_log_filters,
     install_thread_excepthook,
     register_socketio_error_handlers,
@@ -79,7 +78,6 @@ def register_extensions(app: Flask) -> None:
     init_realtime(app)  # the hub, the '/' namespace and its fan-out worker (started on first use)
     init_cluster(app)  # with REDIS_URL: history, presence and delivery through Redis; the publish command
     init_webhooks(app)  # with WEBHOOK_URLS: lifecycle events batched, signed and POSTed by background deliverers
-    serialize_membership(socketio.server.manager)  # whichever manager it now is: rooms changed from many threads
 
 
 def register_blueprints(app: Flask) -> None:

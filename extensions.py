@@ -8,7 +8,8 @@ from typing import Any
 from flask import Flask
 from flask_socketio import SocketIO
 
-from transport import install_transport
+from integration import install_integration
+from integration.manager import build_client_manager
 
 socketio = SocketIO()
 
@@ -31,7 +32,8 @@ def init_socketio(app: Flask) -> None:
         # them behind a private handler instead).
         logger=logging.getLogger("socketio.server"),
         engineio_logger=logging.getLogger("engineio.server"),
-        message_queue=app.config["REDIS_URL"] or None,
+        # Chosen here, once: in memory, or with REDIS_URL the cluster manager (integration/manager.py). Passed on
+        # every call, so a second app in the same process never inherits the first one's manager.
+        client_manager=build_client_manager(app.config),
     )
-    app.extensions["websocket_transport"] = install_transport(
-        socketio.server, app.config["WEBSOCKET_TRANSPORT"], app.config["WEBSOCKET_SEND_BUFFER"])
+    install_integration(app, socketio.server)  # every library hook, in its declared order (integration/)

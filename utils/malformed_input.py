@@ -32,7 +32,8 @@ from engineio import payload as eio_payload
 from flask import Flask
 from socketio import packet as sio_packet
 
-from utils.socketio_error_handler import _query_sid
+from integration import socket_observers
+from utils.socket_guard import query_sid
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class PollingPayloadCheck:
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") != "POST" or not environ.get("PATH_INFO", "").startswith(self.path):
             return self.wsgi_app(environ, start_response)
-        sid = _query_sid(environ)
+        sid = query_sid(environ)
         socket = self.engineio_server.sockets.get(sid) if sid else None
         if socket is None or socket.closed or not socket.connected or socket.upgraded:
             return self.wsgi_app(environ, start_response)  # the socket guard and Engine.IO answer these correctly
@@ -143,26 +144,26 @@ def socketio_packet_problem(data: Any, binary_pending: bool,
     return None
 
 
-def guard_socketio_messages(socketio_server: Any) -> None:
-    """Wrap the Engine.IO 'message' handler so malformed Socket.IO packets close their session instead."""
+def socketio_message_guard(socketio_server: Any) -> Callable[[str, Any, Callable[[], Any]], Any]:
+    """The message guard (integration/observers.py) that closes a session sending malformed Socket.IO packets."""
     eio = socketio_server.eio
-    handler = eio.handlers["message"]
-    pending = getattr(socketio_server, "_binary_packet", {})  # sid -> packet waiting for its attachments
 
     def joined(eio_sid: str) -> Callable[[str], bool]:
         return lambda namespace: socketio_server.manager.sid_from_eio_sid(eio_sid, namespace) is not None
 
-    def checked_message(eio_sid: str, data: Any) -> Any:
+    def guard(eio_sid: str, data: Any, deliver: Callable[[], Any]) -> Any:
         socket = eio.sockets.get(eio_sid)
         if socket is None or socket.closed:
             return None  # closed for an earlier packet of the same polling payload, whose one line is logged
+        # sid -> packet waiting for its attachments; integration/pins.py checks python-socketio still keeps it there.
+        pending = socketio_server._binary_packet
         binary_pending = eio_sid in pending
         problem = socketio_packet_problem(data, binary_pending, joined(eio_sid))
         if problem is None and not binary_pending:
-            return handler(eio_sid, data)
+            return deliver()
         if problem is None:
             try:  # the last attachment rebuilds the event, where a lying placeholder number fails
-                return handler(eio_sid, data)
+                return deliver()
             except (ValueError, IndexError, KeyError, TypeError):
                 pending.pop(eio_sid, None)
                 problem = "binary attachments do not match their placeholders"
@@ -170,7 +171,7 @@ def guard_socketio_messages(socketio_server: Any) -> None:
         _close_session(eio, socket)
         return None
 
-    eio.on("message", checked_message)
+    return guard
 
 
 class ClientErrorLogFilter(logging.Filter):
@@ -203,7 +204,7 @@ def _raised_by_engineio_decoder(exc_info: Any) -> bool:
 def install_malformed_input_guards(app: Flask, socketio_server: Any) -> None:
     """Put every guard above in place for `app`; call once, after the socket guard is installed."""
     app.wsgi_app = PollingPayloadCheck(app.wsgi_app, socketio_server.eio)  # type: ignore[method-assign]
-    guard_socketio_messages(socketio_server)
+    socket_observers(app).set_message_guard(socketio_message_guard(socketio_server))
     for name in ("engineio.server", "gunicorn.error"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, ClientErrorLogFilter) for f in logger.filters):

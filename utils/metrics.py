@@ -88,6 +88,10 @@ def event_label(event: str) -> str:
     return _event_names(event)
 
 
+OBSERVER_ERRORS = Counter(f"{PREFIX}_observer_errors", "Socket.IO lifecycle observers that raised (logged at ERROR; "
+                          "the other observers and the library still ran), by lifecycle point", ["point"])
+for _point in ("connect", "message", "disconnect", "emit"):
+    OBSERVER_ERRORS.labels(_point)
 CONNECTS = Counter(f"{PREFIX}_socketio_connects", "Engine.IO sessions opened, by the transport they opened with",
                    ["transport"])
 DISCONNECTS = Counter(f"{PREFIX}_socketio_disconnects", "Engine.IO sessions closed, by reason", ["reason"])

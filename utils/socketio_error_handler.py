@@ -4,9 +4,9 @@ python-engineio raises `KeyError('Session is disconnected')` / `KeyError('Sessio
 handler names a client that has just gone. Most of those are raised before any Socket.IO event handler runs, so an
 error handler alone never sees them. Four layers cover every place they surface:
 
-1. `SocketGuard`, WSGI middleware in front of the Socket.IO endpoint: a polling request for a closed or unknown
-   session gets HTTP 400 with the Engine.IO error body the reference server sends, never a 500 or a traceback;
-   new sessions pass admission control first (utils/admission.py), so clients cannot starve the thread pool.
+1. `SocketGuard` (utils/socket_guard.py), WSGI middleware in front of the Socket.IO endpoint: a polling request for
+   a closed or unknown session gets HTTP 400 with the Engine.IO error body the reference server sends, never a 500
+   or a traceback (it uses `count_disconnect_race` below).
 2. `register_socketio_error_handlers`: the default Flask-SocketIO error handler; a race is logged at DEBUG, any other
    error once at ERROR, and the client's ack gets a structured error, never the exception text.
 3. `swallow_disconnected_session`: a decorator for event handlers and background tasks.
@@ -18,26 +18,20 @@ from __future__ import annotations
 
 import errno
 import functools
-import json
 import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
-from urllib.parse import parse_qs
 
 from engineio.exceptions import SocketIsClosedError
 from flask import request
 
-from utils.admission import Admission
 from utils.metrics import DISCONNECT_RACES
 
 log = logging.getLogger(__name__)
 
 _SOCKET_GONE = frozenset({errno.EBADF, errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN})
 DISCONNECTED_SESSION_MESSAGES = frozenset({"Session is disconnected", "Session not found"})
-
-# The body the reference Node.js server answers for a sid it does not know; clients treat it as "reconnect".
-SESSION_UNKNOWN_BODY = json.dumps({"code": 1, "message": "Session ID unknown"}).encode()
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,70 +47,6 @@ def count_disconnect_race(kind: str, detail: str = "") -> None:
     """Count one swallowed race and leave a DEBUG line; races are expected, not errors."""
     DISCONNECT_RACES.labels(kind).inc()
     log.debug("disconnected-session race swallowed (%s) %s", kind, detail)
-
-
-class SocketGuard:
-    """WSGI middleware in front of the Socket.IO endpoint; answers requests for gone sessions itself."""
-
-    def __init__(self, wsgi_app: Callable, engineio_server: Any, admission: Admission | None = None,
-                 path: str = "/socket.io/") -> None:
-        self.wsgi_app = wsgi_app
-        self.engineio_server = engineio_server
-        self.admission = admission
-        self.path = path
-
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        if not environ.get("PATH_INFO", "").startswith(self.path):
-            return self._serve(environ, start_response, "http")
-        sid = _query_sid(environ)
-        websocket = environ.get("HTTP_UPGRADE", "").lower() == "websocket"
-        if sid is None:
-            if self.admission is not None and environ.get("REQUEST_METHOD") == "GET":
-                reason = self.admission.refusal_reason(websocket)
-                if reason:
-                    return self.admission.refuse(reason, start_response)
-            kind = "websocket" if websocket else "http"
-        else:
-            socket = self.engineio_server.sockets.get(sid)
-            if socket is None or socket.closed:
-                kind = "unknown_session" if socket is None else "closed_session"
-                return self._session_unknown(environ, start_response, kind, sid)
-            kind = "websocket" if websocket else "long_poll" if environ.get("REQUEST_METHOD") == "GET" else "http"
-        try:
-            return self._serve(environ, start_response, kind, sid)
-        except KeyError as exc:
-            # The socket closed between the check above and Engine.IO's own lookup (its POST path does not catch
-            # this). Engine.IO raises before start_response, so a clean 400 can still be sent.
-            if not is_disconnected_session_error(exc):
-                raise
-            return self._session_unknown(environ, start_response, "request_race", sid)
-
-    def _serve(self, environ: dict, start_response: Callable, kind: str, sid: str | None = None) -> Iterable[bytes]:
-        """Call through, counting the thread this request holds against the budget."""
-        if self.admission is None:
-            return self.wsgi_app(environ, start_response)
-        with self.admission.budget.hold(kind):
-            if kind == "long_poll":
-                with self.admission.poll_cap.track(sid):
-                    return self.wsgi_app(environ, start_response)
-            return self.wsgi_app(environ, start_response)
-
-    @staticmethod
-    def _session_unknown(environ: dict, start_response: Callable, kind: str, sid: str | None) -> list[bytes]:
-        count_disconnect_race(kind, f"{environ.get('REQUEST_METHOD')} sid={sid}")
-        start_response("400 BAD REQUEST", [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(SESSION_UNKNOWN_BODY))),
-        ])
-        return [SESSION_UNKNOWN_BODY]
-
-
-def _query_sid(environ: dict) -> str | None:
-    query = environ.get("QUERY_STRING", "")
-    if "sid=" not in query:
-        return None
-    values = parse_qs(query).get("sid")
-    return values[0] if values else None
 
 
 def error_ack(code: str, message: str) -> dict[str, Any]:

@@ -12,17 +12,16 @@ import sys
 import click
 from flask import Flask, current_app
 
-from blueprints.cluster.queue import ClusterQueueManager
 from blueprints.realtime import hub_services
 from blueprints.realtime.transport import SocketIOTransport
 from config import ConfigError
 from extensions import socketio
 from hub.errors import HubError
-from hub.external import ExternalPublisher, history_for
+from hub.external import ExternalPublisher
 from hub.redis_client import connect
 from hub.redis_fanout import RedisFanout
-from hub.redis_history import CHANNEL_ROOM_PREFIX
 from hub.redis_presence import RedisPresenceRegistry
+from integration.redis_manager import ClusterQueueManager
 from utils.redis_health import RedisHealth
 
 log = logging.getLogger(__name__)
@@ -37,17 +36,13 @@ def init_cluster(app: Flask) -> None:
     if not url:
         return
     config = app.config
-    history = history_for(url, config["REDIS_KEY_PREFIX"], config["HISTORY_MAX_MESSAGES"], config["HISTORY_MAX_AGE"],
-                          config["IDEMPOTENCY_WINDOW_SECONDS"])
+    server = socketio.server
+    manager = server.manager  # built with REDIS_URL before the server (integration/manager.py)
+    if not isinstance(manager, ClusterQueueManager):
+        raise RuntimeError("REDIS_URL is set but the Socket.IO server was built without the cluster manager")
+    history = manager.history
     keys = history.keys
     presence = RedisPresenceRegistry(connect(url), keys, config["INSTANCE_ID"], config["PRESENCE_TTL"])
-    server = socketio.server
-    # Flask-SocketIO built a stock RedisManager from message_queue; it has not started anything yet (that
-    # happens on the first connection), so it is replaced here by one that survives outages.
-    assert not server.manager_initialized, "the message-queue manager started before it could be replaced"
-    manager = ClusterQueueManager(url, keys.socketio_channel, history, CHANNEL_ROOM_PREFIX)
-    server.manager = manager
-    manager.set_server(server)
     fanout = RedisFanout(history, manager)
     hub = hub_services(app).hub
     health = RedisHealth(history.client, manager, presence, socketio.start_background_task,

@@ -22,6 +22,7 @@ from blueprints.dashboard.security import (
 )
 from extensions import socketio
 from hub import Hub
+from integration import socket_observers
 from utils.http_errors import json_error
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ EXTENSION_KEY = "dashboard"
 def init_dashboard(app: Flask, hub: Hub) -> Sampler:
     """Register the blueprint, the '/dashboard' namespace and the sampler (started by the first dashboard)."""
     tally = ConnectionTally()
-    tally.install(socketio.server.eio)
+    tally.install(socket_observers(app))
     watchers = Watchers()
     # The realtime namespace knows each connection's `sub`; without its sub_of() the table shows none.
     sub_of = getattr(socketio.server.namespace_handlers.get("/"), "sub_of", None)

@@ -22,6 +22,7 @@ from prometheus_client import Counter
 
 from hub import Hub
 from hub.errors import Unavailable
+from integration import SocketObservers
 from utils.metrics import MESSAGES_DELIVERED, MESSAGES_PUBLISHED, disconnect_race_counts
 from utils.runtime_stats import thread_counts, uptime_seconds
 
@@ -96,8 +97,8 @@ class PerSecondRing:
 class ConnectionTally:
     """Counts Engine.IO connects and disconnects and remembers when each open session began.
 
-    It wraps the handlers python-socketio registered on its Engine.IO server, so it sees every session,
-    however short, without another layer having to report them.
+    It observes the server's lifecycle (integration/observers.py), so it sees every session, however short,
+    without another layer having to report them.
     """
 
     def __init__(self) -> None:
@@ -107,27 +108,20 @@ class ConnectionTally:
         self._lock = threading.Lock()
         self._since: dict[str, float] = {}
 
-    def install(self, engineio_server: Any) -> None:
-        on_connect = engineio_server.handlers["connect"]
-        on_disconnect = engineio_server.handlers["disconnect"]
+    def install(self, observers: SocketObservers) -> None:
+        observers.on_connect(self.connected)
+        observers.on_disconnect(self.disconnected)
 
-        def connect(eio_sid: str, *args: Any) -> Any:
-            result = on_connect(eio_sid, *args)
-            if result is None or result is True:  # Engine.IO's "accepted"
-                with self._lock:
-                    self._since[eio_sid] = time.time()
-                self.connects.add()
-            return result
+    def connected(self, eio_sid: str, environ: dict) -> None:
+        with self._lock:
+            self._since[eio_sid] = time.time()
+        self.connects.add()
 
-        def disconnect(eio_sid: str, *args: Any) -> Any:
-            with self._lock:
-                known = self._since.pop(eio_sid, None) is not None
-            if known:
-                self.disconnects.add()
-            return on_disconnect(eio_sid, *args)
-
-        engineio_server.handlers["connect"] = connect
-        engineio_server.handlers["disconnect"] = disconnect
+    def disconnected(self, eio_sid: str, reason: Any) -> None:
+        with self._lock:
+            known = self._since.pop(eio_sid, None) is not None
+        if known:
+            self.disconnects.add()
 
     def connected_since(self, eio_sid: str) -> float | None:
         with self._lock:

@@ -10,6 +10,7 @@ from prometheus_client.exposition import choose_encoder
 
 from blueprints.metrics.instrument import instrument_socketio
 from extensions import socketio
+from integration import socket_observers
 from utils.http_errors import json_error
 from utils.metrics import HTTP_REQUESTS, RUNTIME
 from utils.runtime_stats import connected_clients, thread_counts
@@ -50,4 +51,4 @@ def init_metrics(app: Flask) -> None:
     readiness, admission = app.extensions["readiness"], app.extensions["admission"]
     RUNTIME.bind(clients=lambda: connected_clients(eio), budget=lambda: admission.budget.report(eio),
                  threads=thread_counts, draining=lambda: readiness.draining)
-    instrument_socketio(socketio.server)
+    instrument_socketio(socket_observers(app))

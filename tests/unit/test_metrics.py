@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app import create_app
 from blueprints.metrics.instrument import instrument_socketio
 from extensions import socketio
+from integration import socket_observers
 from tests.conftest import UNIT_CONFIG
 from utils.metrics import LabelCap, channel_namespace
 
@@ -171,7 +172,7 @@ def test_other_packets_are_not_events(app, packet):
 
 
 def test_emits_are_counted_once_even_if_instrumented_twice(app):
-    instrument_socketio(socketio.server)
+    instrument_socketio(socket_observers(app))
     before = value("signalboard_socketio_events_sent_total", event="unit-test-event")
     socketio.emit("unit-test-event", {"n": 1}, to="a-room-nobody-is-in")
     socketio.server.emit(event="unit-test-event", data={"n": 2}, to="a-room-nobody-is-in")

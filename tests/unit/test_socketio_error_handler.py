@@ -1,4 +1,4 @@
-"""The four layers of utils/socketio_error_handler.py, each on its own."""
+"""The four layers of utils/socketio_error_handler.py (SocketGuard now in utils/socket_guard.py), one by one."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from engineio.exceptions import SocketIsClosedError
 
 from extensions import socketio
 from utils.metrics import disconnect_race_counts
+from utils.socket_guard import SocketGuard
 from utils.socketio_error_handler import (
     DisconnectRaceLogFilter,
-    SocketGuard,
     install_thread_excepthook,
     is_disconnected_session_error,
     swallow_disconnected_session,

@@ -1,4 +1,4 @@
-"""utils/manager_lock.py: python-socketio's room bookkeeping under concurrent connects and disconnects."""
+"""integration/manager.py: python-socketio's room bookkeeping under concurrent connects and disconnects."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 import pytest
 import socketio
 
-from utils.manager_lock import MEMBERSHIP_METHODS, serialize_membership
+from integration.manager import MEMBERSHIP_METHODS, SerializedManager
 
 
 def test_the_methods_it_wraps_still_exist():
@@ -28,9 +28,8 @@ def tiny_switch_interval():
 def test_concurrent_churn_keeps_the_books_straight(tiny_switch_interval):
     """Without the lock this raises KeyError('/') within a few thousand cycles (pre_disconnect appends to a list
     basic_disconnect of another client just deleted)."""
-    server = socketio.Server(async_mode="threading")
+    server = socketio.Server(async_mode="threading", client_manager=SerializedManager())
     manager = server.manager
-    serialize_membership(manager)
     keeper = manager.connect("keeper", "/")
     errors: list[str] = []
 

@@ -31,6 +31,7 @@ from redis.retry import Retry
 from hub.errors import Unavailable
 from hub.redis_client import CONNECT_TIMEOUT, OUTAGE_ERRORS
 from hub.redis_history import BROADCAST_HOST_ID, RedisHistoryStore
+from integration.manager import SerializedMembership
 from utils.metrics import FANOUT_LATENCY, MESSAGES_DELIVERED, MESSAGES_PUBLISHED, channel_namespace
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ RETRY_MAX_SECONDS = 2.0
 _PROBE_EXPIRY_SECONDS = 30.0
 
 
-class ClusterQueueManager(socketio.RedisManager):
+class ClusterQueueManager(SerializedMembership, socketio.RedisManager):
     """RedisManager with a supervised listener, catch-up after outages and in-order markers (module docstring)."""
 
     name = "signalboard-redis"

@@ -1,0 +1,191 @@
+"""The library versions integration/ was written against, and a check of every internal its hooks rely on.
+
+Every hook in this package reaches into a library's internals (see integration/__init__.py for the list). Those are
+not APIs: a silent change could leak sockets, drop messages or hide errors. So start-up refuses, in every mode
+(both WEBSOCKET_TRANSPORT values, with and without REDIS_URL), to run on other versions than these, with one line
+naming the library; tests/unit/test_integration_pins.py runs the same checks. README "Upgrading a pinned library"
+says how to move a pin.
+"""
+
+from __future__ import annotations
+
+import inspect
+import queue
+from importlib import metadata
+
+PINNED_VERSIONS = {
+    "python-engineio": "4.15.1",
+    "python-socketio": "5.18.1",
+    "simple-websocket": "1.1.0",
+    "gunicorn": "27.0.1",
+    "wsproto": "1.3.2",
+}
+
+UPGRADE_ADVICE = ("check the hooks against it with `.venv/bin/pytest tests/unit/test_integration_pins.py "
+                  "tests/transport` and update integration/pins.py (README: Upgrading a pinned library), "
+                  "or install the expected version")
+
+
+class LibraryVersionError(RuntimeError):
+    """An installed library is not the version (or does not have the internals) integration/ was written for."""
+
+
+def version_mismatches() -> list[str]:
+    """One phrase per installed library whose version is not the pinned one."""
+    problems = []
+    for name, pinned in PINNED_VERSIONS.items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = "not installed"
+        if installed != pinned:
+            problems.append(f"{name} {installed} is installed, integration/ expects {pinned}")
+    return problems
+
+
+def _source(obj: object) -> str:
+    return inspect.getsource(obj)  # type: ignore[arg-type]
+
+
+def _params(obj: object) -> list[str]:
+    return list(inspect.signature(obj).parameters)  # type: ignore[arg-type]
+
+
+def _in_order(source: str, *parts: str) -> bool:
+    positions = [source.find(part) for part in parts]
+    return -1 not in positions and positions == sorted(positions)
+
+
+def internal_mismatches() -> list[str]:
+    """One phrase per library internal a hook relies on that is not as the hook was written for."""
+    from engineio import base_server as eio_base_server
+    from engineio import base_socket, packet
+    from engineio import server as eio_server
+    from engineio import socket as eio_socket
+    from gunicorn import util as gunicorn_util
+    from gunicorn.workers import base as gunicorn_base
+    from gunicorn.workers import gthread
+    from simple_websocket import ws as simple_websocket_ws
+    from socketio import base_manager, manager, pubsub_manager, redis_manager
+    from socketio import base_server as sio_base_server
+    from socketio import server as sio_server
+    from wsproto import connection as ws_connection
+
+    eio_connect = _source(eio_server.Server._handle_connect)
+    sio_connect = _source(sio_server.Server._handle_connect)
+    checks = [
+        # --- lifecycle.py: the handler slots and emit ---
+        (_in_order(_source(sio_base_server.BaseServer.__init__), "self.eio.on('connect', self._handle_eio_connect)",
+                   "self.eio.on('message', self._handle_eio_message)",
+                   "self.eio.on('disconnect', self._handle_eio_disconnect)"),
+         "socketio BaseServer.__init__ fills the Engine.IO connect/message/disconnect slots"),
+        ("self.handlers[event](*args)" in _source(eio_server.Server._trigger_event),
+         "engineio Server._trigger_event calls handlers[event](*args)"),
+        (_params(sio_server.Server.emit) == ["self", "event", "data", "to", "room", "skip_sid", "namespace",
+                                             "callback", "ignore_queue"],
+         "socketio Server.emit(event, data, to, room, skip_sid, namespace, callback, ignore_queue)"),
+        (_in_order(eio_connect, "s = socket.Socket(self, sid)", "self._trigger_event('connect'", "s.schedule_ping()"),
+         "engineio Server._handle_connect creates the socket, then fires 'connect', then schedules the ping"),
+        # --- sockets.py / the shared transport: the socket class we adopt and what it overrides ---
+        (_params(base_socket.BaseSocket.__init__) == ["self", "server", "sid"],
+         "engineio BaseSocket.__init__(self, server, sid)"),
+        (all(f"self.{flag} = " in _source(base_socket.BaseSocket.__init__)
+             for flag in ("queue", "last_ping", "connected", "upgrading", "upgraded", "closing", "closed")),
+         "engineio BaseSocket sets queue/last_ping/connected/upgrading/upgraded/closing/closed"),
+        (_params(eio_socket.Socket._websocket_handler) == ["self", "ws"]
+         and "ws.send(pkt.encode())" in _source(eio_socket.Socket._websocket_handler)
+         and "self.sock = " in _source(simple_websocket_ws.Base.__init__),
+         "engineio Socket._websocket_handler(self, ws) writes with ws.send; simple-websocket keeps its socket in "
+         "ws.sock"),
+        (_params(eio_socket.Socket._upgrade_websocket) == ["self", "environ", "start_response"],
+         "engineio Socket._upgrade_websocket(self, environ, start_response)"),
+        (_params(eio_base_server.BaseServer._bad_request) == ["self", "message"],
+         "engineio Server._bad_request(self, message)"),
+        ("run_async = kwargs.pop('run_async', False)" in _source(eio_server.Server._trigger_event),
+         "engineio Server._trigger_event takes run_async="),
+        ("self.server.start_background_task(self._send_ping)" in _source(eio_socket.Socket.schedule_ping),
+         "engineio Socket.schedule_ping starts a thread running _send_ping"),
+        ("self.last_ping = time.time()" in _source(eio_socket.Socket._send_ping),
+         "engineio Socket._send_ping sets last_ping before sending PING"),
+        ("self.queue.put(pkt)" in _source(eio_socket.Socket.send),
+         "engineio Socket.send puts packets on self.queue"),
+        ("self.queue.put(None)" in _source(eio_socket.Socket.close)
+         and "self.queue.join()" in _source(eio_socket.Socket.close),
+         "engineio Socket.close ends the writer with queue.put(None) and waits with queue.join()"),
+        ("self.upgrading or self.upgraded" in _source(eio_socket.Socket.handle_get_request),
+         "engineio Socket.handle_get_request answers NOOP while upgrading or upgraded"),
+        ("self.server._trigger_event('message', self.sid, pkt.data,\n" in _source(eio_socket.Socket.receive),
+         "engineio Socket.receive hands a MESSAGE to _trigger_event('message', sid, data, run_async=...)"),
+        (_in_order(sio_connect, "packet.CONNECT, {'sid': sid}", "self.manager.connect(sid, namespace)")
+         or _in_order(sio_connect, "self.manager.connect(eio_sid, namespace)", "packet.CONNECT, {'sid': sid}"),
+         "socketio Server._handle_connect answers CONNECT (the shared transport gates messages around it)"),
+        (not hasattr(packet.Packet, "__slots__"), "engineio Packet instances accept extra attributes"),
+        ("eio_pkt = [eio_packet.Packet(" in _source(manager.Manager.emit)
+         and "self.server._send_eio_packet(eio_sid, p)" in _source(manager.Manager.emit),
+         "socketio Manager.emit sends one shared Engine.IO packet object to every recipient"),
+        # The queue.Queue internals the bounded and sink queues rewrite (Python's own queue module).
+        (all(part in _source(queue.Queue.put) for part in ("self._put(item)", "self.unfinished_tasks += 1",
+                                                         "self.not_empty.notify()"))
+         and "self._get()" in _source(queue.Queue.get) and "self.mutex = " in _source(queue.Queue.__init__),
+         "queue.Queue.put/get go through _put/_get under self.mutex and count unfinished_tasks"),
+        # --- the malformed-input guard ---
+        ("self._binary_packet = {}" in _source(sio_base_server.BaseServer.__init__)
+         and "self._binary_packet[eio_sid]" in _source(sio_server.Server._handle_eio_message),
+         "socketio Server keeps packets waiting for attachments in _binary_packet[eio_sid]"),
+        # --- the manager: membership lock and the Redis cluster manager ---
+        (all(callable(getattr(manager.Manager, name, None)) for name in (
+            "connect", "pre_disconnect", "basic_disconnect", "basic_enter_room", "basic_leave_room",
+            "basic_close_room")),
+         "socketio Manager has connect/pre_disconnect/basic_disconnect/basic_enter_room/basic_leave_room/"
+         "basic_close_room"),
+        ("self.rooms = {}" in _source(base_manager.BaseManager.__init__)
+         and "self.callbacks = {}" in _source(base_manager.BaseManager.__init__)
+         and _params(base_manager.BaseManager._generate_ack_id) == ["self", "sid", "callback"],
+         "socketio BaseManager keeps rooms[namespace][room], callbacks[sid][id] and _generate_ack_id(sid, callback)"),
+        (_params(redis_manager.RedisManager._redis_connect) == ["self"]
+         and "self.connected = True" in _source(redis_manager.RedisManager._redis_connect)
+         and "self.thread = self.server.start_background_task(self._thread)"
+         in _source(pubsub_manager.PubSubManager.initialize),
+         "socketio RedisManager._redis_connect sets connected; PubSubManager.initialize runs _thread as self.thread"),
+        (all(part in _source(pubsub_manager.PubSubManager.emit) for part in (
+            "'method': 'emit', 'event': event, 'data': data", "'namespace': namespace, 'room': room",
+            "'skip_sid': skip_sid, 'callback': callback", "'host_id': self.host_id"))
+         and "for message in self._listen():" in _source(pubsub_manager.PubSubManager._thread)
+         and "if data['method'] == 'callback':" in _source(pubsub_manager.PubSubManager._thread)
+         and all(f"message['{key}']" in _source(pubsub_manager.PubSubManager._handle_callback)
+                 for key in ("sid", "id", "args")),
+         "socketio PubSubManager's packet format (emit: method/event/data/namespace/room/skip_sid/callback/host_id; "
+         "callback: host_id/sid/id/args) and its _thread reading _listen()"),
+        # --- gunicorn ---
+        ("util.write_error(client, status_int, reason, mesg)" in _source(gunicorn_base.Worker.handle_error)
+         and _params(gunicorn_util.write_error) == ["sock", "status_int", "reason", "mesg"],
+         "gunicorn Worker.handle_error answers through util.write_error(sock, status_int, reason, mesg)"),
+        ("except StopIteration" in _source(gthread.ThreadWorker.handle),
+         "gunicorn gthread ThreadWorker.handle treats StopIteration as 'connection taken over'"),
+        ("sock.shutdown(socket.SHUT_WR)" in _source(gunicorn_util.close_graceful)
+         and "except OSError:\n            return" in _source(gunicorn_util.close_graceful),
+         "gunicorn util.close_graceful gives up quietly when shutdown() fails"),
+        # --- the log lines and exceptions the log filters recognise ---
+        ("raise KeyError('Session not found')" in _source(eio_base_server.BaseServer._get_socket)
+         and "raise KeyError('Session is disconnected')" in _source(eio_base_server.BaseServer._get_socket),
+         "engineio raises KeyError('Session not found' / 'Session is disconnected') for gone sessions"),
+        ("self.logger.warning('Cannot send to sid %s', sid)" in _source(eio_server.Server.send_packet),
+         "engineio Server.send_packet logs 'Cannot send to sid %s' for a gone client"),
+        ("(further occurrences of this error '" in _source(eio_base_server.BaseServer._log_error_once),
+         "engineio _log_error_once appends '(further occurrences of this error will be logged with level INFO)'"),
+        ("raise ValueError" in _source(packet.Packet.decode),
+         "engineio Packet.decode raises ValueError on an undecodable packet"),
+        # --- wsproto, which the shared transport's websocket connection drives ---
+        (_params(ws_connection.Connection.__init__)[:2] == ["self", "connection_type"],
+         "wsproto Connection(connection_type, ...)"),
+    ]
+    return [what for ok, what in checks if not ok]
+
+
+def check_libraries() -> None:
+    """Raise LibraryVersionError with one line when a pinned library or an internal differs; call at start-up."""
+    problems = version_mismatches()
+    if not problems:
+        problems = [f"a library internal changed: {what}" for what in internal_mismatches()]
+    if problems:
+        raise LibraryVersionError("; ".join(problems) + ": " + UPGRADE_ADVICE)
