@@ -203,3 +203,27 @@ def test_bad_channels(issuer):
 def test_short_secret_refused():
     with pytest.raises(ValueError, match="16 bytes"):
         TokenIssuer("too-short")
+
+
+def signed(claims: dict) -> str:
+    return forge({"alg": "HS256", "typ": "JWT"}, claims, SECRET.encode())
+
+
+def test_token_not_accepted_before_its_nbf(issuer, clock):
+    """RFC 7519 4.1.5: a token must not be accepted before `nbf`, beyond a small clock skew."""
+    token = signed({"sub": "a", "channels": ["a"], "iat": NOW, "nbf": NOW + 3600, "exp": NOW + 7200})
+    assert reason_of(issuer, token) == "token_not_yet_valid"
+    clock.now = NOW + 3600 - 30  # within the skew of nbf
+    assert issuer.verify(token).sub == "a"
+
+
+def test_token_issued_in_the_future_is_refused(issuer, clock):
+    token = signed({"sub": "a", "channels": ["a"], "iat": NOW + 31, "exp": NOW + 7200})
+    assert reason_of(issuer, token) == "token_invalid"
+    assert issuer.verify(signed({"sub": "a", "channels": ["a"], "iat": NOW + 30, "exp": NOW + 7200})).sub == "a"
+
+
+@pytest.mark.parametrize("nbf", ["now", 1.5, None, True])
+def test_nbf_must_be_a_whole_number(issuer, nbf):
+    token = signed({"sub": "a", "channels": ["a"], "iat": NOW, "nbf": nbf, "exp": NOW + 60})
+    assert reason_of(issuer, token) == "token_invalid"

@@ -80,6 +80,7 @@ def forged_tokens() -> dict[str, str]:
         "not base64": "%%%.%%%.%%%",
         "header not JSON": f"{b64(b'not json')}.{payload}.{signature}",
         "huge token (30 KB)": "a" * 30_000,
+        "issued an hour in the future": jwt.encode(claims(iat=int(time.time()) + 3600), SECRET, algorithm="HS256"),
     }
 
 
@@ -87,6 +88,12 @@ def forged_tokens() -> dict[str, str]:
 def test_forged_tokens_are_refused_at_connect(server, name):
     refusal = HubClient(server.url).try_connect({"token": forged_tokens()[name]})
     assert refusal["data"]["code"] == "unauthorized" and refusal["data"]["reason"] == "token_invalid", refusal
+
+
+def test_token_before_its_nbf_is_refused_at_connect(server):
+    early = jwt.encode(claims(nbf=int(time.time()) + 3600), SECRET, algorithm="HS256")
+    refusal = HubClient(server.url).try_connect({"token": early})
+    assert refusal["data"]["code"] == "unauthorized" and refusal["data"]["reason"] == "token_not_yet_valid", refusal
 
 
 def test_token_scoped_to_other_channels(server, api):
