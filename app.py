@@ -15,7 +15,9 @@ from blueprints.webhooks import init_webhooks
 from config import load_config
 from extensions import init_socketio, socketio
 from utils.admission import Admission, ThreadBudget
+from utils.credential_throttle import init_credential_throttle
 from utils.drain import Drain
+from utils.hosts import HostAllowList, LiteralPathMap
 from utils.http_errors import register_http_error_handlers
 from utils.logging_setup import configure_logging, register_secrets
 from utils.malformed_input import install_malformed_input_guards
@@ -30,13 +32,17 @@ from utils.socketio_error_handler import (
 log = logging.getLogger(__name__)
 
 
+class Signalboard(Flask):
+    url_map_class = LiteralPathMap  # `//` in a path is a 404, never a redirect built from the Host header
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app from the environment; `config` overrides settings by their environment variable names."""
     settings = load_config(config)
     configure_logging(settings["LOG_LEVEL"], settings["LOG_FORMAT"], settings["SOCKETIO_LOG_LEVEL"])
     register_secrets([*settings["API_KEYS"], settings["SECRET_KEY"], settings["METRICS_TOKEN"],
-                      settings["WEBHOOK_SECRET"]])
-    app = Flask(__name__)
+                      settings["WEBHOOK_SECRET"], settings["DASHBOARD_PASSWORD"]])
+    app = Signalboard(__name__)
     app.config.from_mapping(settings)
     configure_sessions(app)
     register_extensions(app)
@@ -70,6 +76,9 @@ def register_extensions(app: Flask) -> None:
     # The guard sits outside Flask-SocketIO's middleware: python-engineio raises gone-session errors before any
     # handler runs, so only a layer in front of it can answer them.
     app.wsgi_app = SocketGuard(app.wsgi_app, socketio.server.eio, admission)  # type: ignore[method-assign]
+    if app.config["ALLOWED_HOSTS"]:  # outermost: a foreign Host reaches neither Flask nor Socket.IO
+        app.wsgi_app = HostAllowList(app.wsgi_app, app.config["ALLOWED_HOSTS"])  # type: ignore[method-assign]
+    init_credential_throttle(app)  # wrong API keys and dashboard passwords, counted per client address
     # SIGTERM runs it (gunicorn.conf.py); background tasks register their stop with add_stop_callback.
     app.extensions["drain"] = Drain(
         socketio.server, readiness, graceful_timeout=app.config["GUNICORN_GRACEFUL_TIMEOUT"],

@@ -6,6 +6,7 @@ Run `python -m config` to check the environment without starting anything.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -81,6 +82,25 @@ def _origins(name: str, raw: str) -> tuple[str, ...]:
     return origins
 
 
+def _networks(name: str, raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for entry in _word_list(name, raw):
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name} entries must be IP addresses or CIDR networks, got {entry!r}") from None
+    return tuple(networks)
+
+
+def _host_names(name: str, raw: str) -> tuple[str, ...]:
+    hosts = _word_list(name, raw)
+    for host in hosts:
+        if not re.fullmatch(r"\.?[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\]", host):
+            raise ConfigError(f"{name} entries must be host names (a leading dot allows subdomains), without scheme "
+                              f"or port, got {host!r}")
+    return tuple(host.lower() for host in hosts)
+
+
 def _redis_url(name: str, raw: str) -> str:
     value = raw.strip()
     if value and not value.startswith(("redis://", "rediss://", "unix://")):
@@ -142,9 +162,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HOST", "127.0.0.1", _text, "bind address (`0.0.0.0` in the Docker image)"),
     Setting("PORT", "5000", _integer(1, 65535), "bind port"),
     Setting("SECRET_KEY", "", _text, "signs sessions and tokens; required in production, at least 16 characters"),
-    Setting("API_KEYS", "", _word_list, "comma-separated keys allowed to publish and mint tokens"),
+    Setting("API_KEYS", "", _word_list,
+            "comma-separated keys allowed to publish and mint tokens; in production each at least 16 characters"),
     Setting("DASHBOARD_PASSWORD", "", _text,
-            "password for the dashboard at `/`; empty means any of API_KEYS logs in (no keys: login disabled)"),
+            "password for the dashboard at `/` (in production at least 16 characters); empty means any of API_KEYS "
+            "logs in (no keys: login disabled)"),
+    Setting("AUTH_FAILURES_PER_MINUTE", "5", _integer(0, 1_000_000),
+            "wrong API keys and dashboard passwords one client address may send per minute, counted together; past "
+            "it every attempt from that address, right or wrong, gets 429 until the minute is over (0: unlimited)"),
+    Setting("TRUSTED_PROXIES", "", _networks,
+            "comma-separated addresses or CIDRs of proxies whose `X-Forwarded-For` names the client address (for "
+            "per-address limits and logs); empty trusts no header, the socket's peer is the client"),
+    Setting("ALLOWED_HOSTS", "", _host_names,
+            "comma-separated host names this server answers to (`.example.com` allows subdomains); other `Host` "
+            "headers get 400; empty accepts any"),
     Setting("SESSION_COOKIE_SECURE", "", _optional_boolean,
             "send the dashboard's session cookie over HTTPS only; empty means on in production, off in development"),
     Setting("PING_INTERVAL", "25", _integer(1, 3600), "seconds between Engine.IO pings"),
@@ -152,6 +183,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CORS_ALLOWED_ORIGINS", "", _origins,
             "comma-separated origins allowed to connect; empty means same origin only"),
     Setting("ALLOW_ANONYMOUS", "0", _boolean, "allow Socket.IO connections without a token (public channels only)"),
+    Setting("ANONYMOUS_PRESENCE_SUBS", "0", _boolean,
+            "1 shows anonymous connections who is on a public channel (each `sub`); 0 gives them counts only"),
     Setting("HISTORY_MAX_MESSAGES", "1000", _integer(1, 1_000_000), "messages kept per channel for recovery"),
     Setting("HISTORY_MAX_AGE", "300", _integer(1, 604_800), "seconds a message is kept for recovery"),
     Setting("IDEMPOTENCY_WINDOW_SECONDS", "300", _integer(1, 86_400),
@@ -211,7 +244,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SOCKETIO_LOG_LEVEL", "WARNING", _choice("DEBUG", "INFO", "WARNING", "ERROR"),
             "level of the engineio/socketio library loggers"),
     Setting("ACCESS_LOG", "0", _boolean, "1 logs every HTTP request (gunicorn's access log, secrets redacted)"),
-    Setting("METRICS_TOKEN", "", _text, "optional; when set, GET /metrics needs `Authorization: Bearer <token>`"),
+    Setting("METRICS_TOKEN", "", _text,
+            "when set (at least 16 characters in production), GET /metrics needs `Authorization: Bearer <token>`"),
+    Setting("METRICS_PUBLIC", "0", _boolean,
+            "1 serves GET /metrics to anyone without METRICS_TOKEN in production (development always does); 0 answers "
+            "403 there until METRICS_TOKEN is set"),
     Setting("DRAIN_BATCH_SIZE", "200", _integer(1, 1_000_000),
             "clients told to reconnect and disconnected at a time during a graceful shutdown"),
     Setting("DRAIN_NOTICE_SECONDS", "2", _integer(0, 3600),
@@ -260,6 +297,7 @@ def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str
     config.update(overrides)  # extra keys (TESTING and the like) pass through untouched
     _check_secret_key(config)
     _check_webhook_secret(config)
+    _check_secret_lengths(config)
     _check_thread_budget(config)
     _check_keepalive(config)
     return config
@@ -305,6 +343,21 @@ def _check_secret_key(config: dict[str, Any]) -> None:
         raise ConfigError("SECRET_KEY must be set when SIGNALBOARD_ENV=production (the default)")
     config["SECRET_KEY"] = secrets.token_urlsafe(32)
     config["SECRET_KEY_GENERATED"] = True
+
+
+# Secrets checked by a guess over HTTP: short ones fall to a patient guesser even through the throttle.
+MIN_SECRET_LENGTH = 16
+
+
+def _check_secret_lengths(config: dict[str, Any]) -> None:
+    if config["SIGNALBOARD_ENV"] != "production":
+        return
+    for name in ("API_KEYS", "DASHBOARD_PASSWORD", "METRICS_TOKEN"):
+        values = config[name] if name == "API_KEYS" else (config[name],)
+        if any(0 < len(value) < MIN_SECRET_LENGTH for value in values):
+            every = " (every key)" if name == "API_KEYS" else ""
+            raise ConfigError(f"{name} must be at least {MIN_SECRET_LENGTH} characters in production{every}: use a "
+                              f"random string")
 
 
 def settings_table() -> str:

@@ -247,6 +247,7 @@ def start_signalboard(extra_env: dict[str, str] | None = None) -> Server:
         "SECRET_KEY": "bench-secret-key-0123456789abcdef0123456789",
         "API_KEYS": BENCH_API_KEY,
         "ALLOW_ANONYMOUS": "1",
+        "METRICS_PUBLIC": "1",  # the benchmarks read /readyz's figures
     }
     env |= extra_env or {}
     server = _spawn(

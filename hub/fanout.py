@@ -18,7 +18,7 @@ from typing import Protocol
 
 from hub.errors import Unavailable
 from hub.history import Message
-from hub.presence import PresenceChange
+from hub.presence import PresenceChange, PresenceView
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,8 @@ class Transport(Protocol):
     def send_presence(self, change: PresenceChange) -> None:
         """Tell the channel's presence listeners that a user joined or left."""
 
-    def add(self, sid: str, channel: str, presence: bool) -> None:
-        """Make `sid` a live recipient of `channel` (and of its presence events if `presence`)."""
+    def add(self, sid: str, channel: str, presence: PresenceView | None) -> None:
+        """Make `sid` a live recipient of `channel` (and of its presence events, as `presence` says, if any)."""
 
     def remove(self, sid: str, channel: str) -> None:
         """Stop sending `channel` to `sid`."""
@@ -51,7 +51,7 @@ class _Attach:
     sid: str
     channel: str
     backlog: Sequence[Message]
-    presence: bool
+    presence: PresenceView | None
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -127,7 +127,8 @@ class FanoutQueue:
     def announce(self, change: PresenceChange) -> None:
         self._put(change)
 
-    def attach(self, sid: str, channel: str, backlog: Sequence[Message], *, presence: bool = False) -> threading.Event:
+    def attach(self, sid: str, channel: str, backlog: Sequence[Message], *,
+               presence: PresenceView | None = None) -> threading.Event:
         """Queue: send `backlog` to `sid`, then add it to the channel; the returned event is set once done."""
         job = _Attach(sid, channel, tuple(backlog), presence)
         self._put(job)

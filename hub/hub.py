@@ -16,7 +16,7 @@ from hub.errors import Forbidden, InvalidPayload, NotFound, PayloadTooLarge
 from hub.events import EventSink, NoEvents
 from hub.fanout import FanoutQueue
 from hub.history import HistoryStore, Message
-from hub.presence import PresenceChange, PresenceRegistry
+from hub.presence import PRESENCE_ANONYMOUS, PRESENCE_SUBS, PresenceChange, PresenceRegistry
 
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
 DEFAULT_MAX_SUBSCRIPTIONS = 100
@@ -145,6 +145,7 @@ class Hub:
         max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS,
         publish_wait: float = 0.0,
         events: EventSink | None = None,
+        anonymous_presence_subs: bool = False,
     ) -> None:
         self.history = history
         self.presence = presence
@@ -152,6 +153,7 @@ class Hub:
         self.max_payload_bytes = max_payload_bytes
         self.max_subscriptions = max_subscriptions
         self.publish_wait = publish_wait
+        self.anonymous_presence_subs = anonymous_presence_subs
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self.events: EventSink = events or NoEvents()
         # Guards _connections: sid -> (sub, monotonic connect time), for connection.closed's duration.
@@ -289,7 +291,8 @@ class Hub:
 
         With `since`, messages after that offset are queued to the connection ahead of live ones when
         history still holds them all (`recovered`); otherwise nothing is replayed and the client must
-        resync. An `epoch` from an earlier ack that no longer matches also means resync.
+        resync. An `epoch` from an earlier ack that no longer matches also means resync. With `presence`, it gets
+        the channel's presence events; an anonymous one without the `sub`s unless `anonymous_presence_subs`.
         """
         validate_channel(channel)
         since = _check_offset("since", since, None)
@@ -316,7 +319,8 @@ class Hub:
             if change.announces:
                 self.fanout.announce(change)
             self._raise_changes([change], "subscribe")
-            ready = self.fanout.attach(sid, channel, backlog, presence=presence)
+            view = PRESENCE_SUBS if sub is not None or self.anonymous_presence_subs else PRESENCE_ANONYMOUS
+            ready = self.fanout.attach(sid, channel, backlog, presence=view if presence else None)
         return SubscribeResult(channel, offset, recovered, self.history.epoch, tuple(backlog), ready)
 
     def _announce(self, changes: Iterable[PresenceChange], reason: str) -> None:

@@ -8,6 +8,12 @@ from dataclasses import dataclass
 
 from hub.errors import AlreadySubscribed, TooManySubscriptions
 
+# Which presence events a listener gets: named users' joins and leaves (`subs`), or the same with `sub` left out
+# (`anonymous`: someone joined or left), the default for anonymous listeners (ANONYMOUS_PRESENCE_SUBS).
+PRESENCE_SUBS = "subs"
+PRESENCE_ANONYMOUS = "anonymous"
+PresenceView = str  # PRESENCE_SUBS or PRESENCE_ANONYMOUS
+
 
 @dataclass(frozen=True)
 class PresenceChange:

@@ -1,10 +1,10 @@
-"""Token-bucket rate limits keyed by any string (a connection, an API key), in bounded memory."""
+"""Rate limits keyed by any string (a connection, an API key, an address), in bounded memory."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -83,3 +83,58 @@ class RateLimiter:
     def __len__(self) -> int:
         with self._lock:
             return len(self._buckets)
+
+
+class FailureThrottle:
+    """At most `failures` wrong credentials per `window` seconds from one address; then every attempt waits, the
+    right credential included, so guessing is slow. Successes cost nothing (operators reload and re-login).
+
+    `should_log` lets a caller write one line per address per window however many attempts it refuses.
+    """
+
+    def __init__(self, failures: int = 5, window: float = 60.0, max_addresses: int = 10_000,
+                 *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.failures = failures
+        self.window = window
+        self.max_addresses = max_addresses
+        self._clock = clock
+        # Guards _recent (address -> times of its recent failures, least recently failing address first) and
+        # _logged (address -> when a line about it was last written, oldest first).
+        self._lock = threading.Lock()
+        self._recent: OrderedDict[str, deque[float]] = OrderedDict()
+        self._logged: OrderedDict[str, float] = OrderedDict()
+
+    def wait(self, address: str) -> float:
+        """Seconds until `address` may try again; 0 when it may now."""
+        now = self._clock()
+        with self._lock:
+            times = self._recent.get(address)
+            if times is None:
+                return 0.0
+            while times and now - times[0] >= self.window:
+                times.popleft()
+            if not times:
+                del self._recent[address]
+                return 0.0
+            return self.window - (now - times[0]) if len(times) >= self.failures else 0.0
+
+    def failed(self, address: str) -> None:
+        with self._lock:
+            times = self._recent.pop(address, None) or deque(maxlen=self.failures)
+            times.append(self._clock())
+            self._recent[address] = times
+            while len(self._recent) > self.max_addresses:
+                self._recent.popitem(last=False)  # the least recent failures are forgotten first
+
+    def should_log(self, address: str) -> bool:
+        """True once per `window` per address: the caller writes its line then, and stays quiet otherwise."""
+        now = self._clock()
+        with self._lock:
+            while self._logged and now - next(iter(self._logged.values())) >= self.window:
+                self._logged.popitem(last=False)
+            if address in self._logged:
+                return False
+            self._logged[address] = now
+            while len(self._logged) > self.max_addresses:
+                self._logged.popitem(last=False)
+            return True

@@ -102,6 +102,10 @@ class RedisKeys:
         """The pub/sub channel of python-socketio's Redis manager, shared by every instance and publisher."""
         return f"{self.prefix}:socketio"
 
+    def revoked(self, key: str) -> str:
+        """One revoked id (hub.revocations), expiring with it."""
+        return f"{self.prefix}:revoked:{key}"
+
     @property
     def presence(self) -> str:
         """Key prefix of the presence structures (see hub.redis_presence)."""

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from hub.errors import Unavailable
 from hub.fanout import Transport
 from hub.history import Message
-from hub.presence import PresenceChange
+from hub.presence import PresenceChange, PresenceView
 from hub.redis_history import RedisHistoryStore
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class JoinMarkers(Protocol):
 class _Join:
     sid: str
     channel: str
-    presence: bool
+    presence: PresenceView | None
     done: threading.Event = field(default_factory=threading.Event)
     since: float = field(default_factory=time.monotonic)
     marker: str = ""
@@ -105,7 +105,8 @@ class RedisFanout:
         point = self.history.take_read_point(channel)
         return point if point is not None else self.history.latest(channel)
 
-    def attach(self, sid: str, channel: str, backlog: Sequence[Message], *, presence: bool = False) -> threading.Event:
+    def attach(self, sid: str, channel: str, backlog: Sequence[Message], *,
+               presence: PresenceView | None = None) -> threading.Event:
         """Publish `sid`'s backlog and its join marker through Redis; the event is set once the join happened.
 
         The backlog is re-read in the atomic step (from the first offset the caller found missing, or from

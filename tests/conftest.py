@@ -15,8 +15,9 @@ from tests.server import ServerProcess  # noqa: E402
 UNIT_CONFIG = {
     "SIGNALBOARD_ENV": "production",
     "SECRET_KEY": "unit-test-secret-key-0123456789",
-    "API_KEYS": ("unit-key",),
+    "API_KEYS": ("unit-test-api-key-0001",),
     "ALLOW_ANONYMOUS": True,  # the in-process Socket.IO test clients connect without a token
+    "METRICS_PUBLIC": True,  # tests read /readyz's figures; the closed default has tests of its own
     "TESTING": True,
 }
 

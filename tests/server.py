@@ -19,13 +19,14 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_ENV = {
     "SIGNALBOARD_ENV": "production",
     "SECRET_KEY": "test-secret-key-0123456789abcdef",
-    "API_KEYS": "test-key-1,test-key-2",
+    "API_KEYS": "test-api-key-1-0123456789,test-api-key-2-0123456789",
     "PING_INTERVAL": "1",
     "PING_TIMEOUT": "1",
     "GUNICORN_THREADS": "64",
     "GUNICORN_GRACEFUL_TIMEOUT": "5",
     "DRAIN_NOTICE_SECONDS": "0",  # tests that need the load-balancer notice set it themselves
     "LOG_LEVEL": "INFO",
+    "METRICS_PUBLIC": "1",  # tests read /readyz's figures and /metrics; the closed default has tests of its own
 }
 
 # What a clean log must never contain: error lines from any logger, raw tracebacks, or the origin's KeyError.

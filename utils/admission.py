@@ -156,12 +156,13 @@ class Admission:
         return "capacity" if full else None
 
     def capacity_check(self) -> str | None:
-        """Readiness check: a load balancer should send new clients elsewhere while we are full."""
+        """Readiness check: a load balancer should send new clients elsewhere while we are full (no figures: the
+        reason is public, the figures are in /readyz's detail and /metrics)."""
         report = self.budget.report(self.engineio_server)
         if report["free"] <= 0:
-            return f"no free Socket.IO capacity ({report['sessions']}/{report['capacity']} sessions)"
+            return "no free Socket.IO capacity"
         if report.get("websocket_free", 1) <= 0:
-            return f"no free websocket capacity ({report['websockets']}/{report['websocket_capacity']} websockets)"
+            return "no free websocket capacity"
         return None
 
     @staticmethod

@@ -9,8 +9,9 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from blueprints.realtime.services import hub_services
-from hub.errors import HubError, PayloadTooLarge, Unauthorized
+from hub.errors import HubError, PayloadTooLarge, RateLimited, Unauthorized
 from hub.hub import MAX_BATCH
+from utils.credential_throttle import credential_failed, credential_wait
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1", cli_group=None)
 
@@ -32,8 +33,12 @@ def authenticate_and_limit() -> None:
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
         raise Unauthorized("send the API key as 'Authorization: Bearer <key>'", reason="api_key_missing")
+    wait = credential_wait("API key")
+    if wait:  # the key is not even compared: a guesser learns nothing from a throttled attempt
+        raise RateLimited("too many wrong API keys or passwords from this address", retry_after=wait)
     index = _key_index(presented.strip())
     if index is None:
+        credential_failed("API key")
         raise Unauthorized("invalid API key", reason="api_key_invalid")
     g.api_key_id = f"key{index}"  # logs and limits name keys by position, never by value
     limiter = hub_services().api_limiter

@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import partial
 
 from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request, session, url_for
 
 from blueprints.dashboard.live import NAMESPACE, ConnectionTally, Sampler, Watchers
 from blueprints.dashboard.namespace import DashboardNamespace
 from blueprints.dashboard.security import (
-    LoginThrottle,
     add_security_headers,
     csrf_token,
     csrf_valid,
     current_login,
     login_configured,
+    login_revoked,
     origin_allowed,
     password_matches,
+    revoke_login,
     start_login,
 )
+from blueprints.realtime.services import hub_services
 from extensions import socketio
 from hub import Hub
 from integration import socket_observers
+from utils.credential_throttle import credential_failed, credential_wait, request_address
 from utils.http_errors import json_error
 
 log = logging.getLogger(__name__)
@@ -39,11 +43,10 @@ def init_dashboard(app: Flask, hub: Hub) -> Sampler:
     watchers = Watchers()
     # The realtime namespace knows each connection's `sub`; without its sub_of() the table shows none.
     sub_of = getattr(socketio.server.namespace_handlers.get("/"), "sub_of", None)
-    sampler = Sampler(socketio, hub, tally, watchers, sub_of)
+    sampler = Sampler(socketio, hub, tally, watchers, sub_of, partial(login_revoked, hub_services(app).revocations))
     app.extensions[EXTENSION_KEY] = {
         "sampler": sampler,
         "watchers": watchers,
-        "login_throttle": LoginThrottle(),
     }
     socketio.on_namespace(DashboardNamespace(NAMESPACE, hub, sampler, watchers))
     app.register_blueprint(bp)
@@ -81,19 +84,15 @@ def login_submit() -> Response:
         return _login_page(403, "Dashboard login is disabled: set DASHBOARD_PASSWORD or API_KEYS.")
     if not csrf_valid(request.form.get("csrf_token")):
         return _login_page(400, "The form had expired. Please try again.")
-    throttle = current_app.extensions[EXTENSION_KEY]["login_throttle"]
-    address = request.remote_addr or "unknown"
-    wait = throttle.wait(address)
+    wait = credential_wait("dashboard login")
     if wait:
         seconds = max(1, math.ceil(wait))
-        log.warning("dashboard login rate limited for %s", address)
         return _login_page(429, f"Too many failed attempts. Try again in {seconds} s.", retry_after=seconds)
     if not password_matches(request.form.get("password", "")):
-        throttle.failed(address)
-        log.info("dashboard login failed from %s", address)
+        credential_failed("dashboard password")
         return _login_page(401, "Wrong password or API key.")
     start_login()
-    log.info("dashboard login from %s", request.remote_addr)
+    log.info("dashboard login from %s", request_address())
     return redirect(url_for("dashboard.index"))
 
 
@@ -106,7 +105,10 @@ def logout() -> Response:
     login_id = current_login()
     session.clear()
     if login_id is not None:
-        # Socket sessions are copies taken at connect, so clearing the cookie does not reach them: end them here.
+        # The old cookie stays valid by its signature: the revocation makes every instance refuse it.
+        revoke_login(login_id)
+        # Socket sessions are copies taken at connect, so clearing the cookie does not reach them: end them here
+        # (the sampler ends those on other instances within a second).
         for sid in current_app.extensions[EXTENSION_KEY]["watchers"].sids_of_login(login_id):
             socketio.server.disconnect(sid, namespace=NAMESPACE)
     return redirect(url_for("dashboard.login"))

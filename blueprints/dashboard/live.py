@@ -189,6 +189,14 @@ class Watchers:
         with self._lock:
             return [sid for sid, login in self._logins.items() if login == login_id]
 
+    def by_login(self) -> dict[str, list[str]]:
+        """Login id -> its dashboard connections."""
+        with self._lock:
+            logins: dict[str, list[str]] = {}
+            for sid, login in self._logins.items():
+                logins.setdefault(login, []).append(sid)
+            return logins
+
     def sids(self) -> list[str]:
         """Every connected dashboard."""
         with self._lock:
@@ -209,12 +217,14 @@ class Sampler:
     """The one background task behind every dashboard: sample, emit a snapshot, emit watched channels' news."""
 
     def __init__(self, socketio: Any, hub: Hub, tally: ConnectionTally, watchers: Watchers,
-                 sub_of: Callable[[str], str | None] | None) -> None:
+                 sub_of: Callable[[str], str | None] | None,
+                 login_revoked: Callable[[str], bool] = lambda login_id: False) -> None:
         self.socketio = socketio
         self.hub = hub
         self.tally = tally
         self.watchers = watchers
         self.sub_of = sub_of  # None: subs unknown (the table then shows none, not "anonymous")
+        self.login_revoked = login_revoked
         self.version = read_version()
         # Guards the one-time start and the stop flag.
         self._lock = threading.Lock()
@@ -251,7 +261,16 @@ class Sampler:
             self._stop.wait(max(0.0, next_tick - time.monotonic()))
         log.info("dashboard sampler stopped")
 
+    def end_revoked_logins(self) -> None:
+        """Dashboards whose login logged out on another instance: the logout there could not reach them."""
+        for login_id, sids in self.watchers.by_login().items():
+            if self.login_revoked(login_id):
+                for sid in sids:
+                    self.socketio.server.disconnect(sid, namespace=NAMESPACE)
+                log.info("dashboard connections of a logged-out login ended", extra={"reason": "logged_out"})
+
     def tick(self) -> None:
+        self.end_revoked_logins()
         audience = self.watchers.audience()
         if not audience:
             self._rates()  # keep the rate baseline current for the next dashboard

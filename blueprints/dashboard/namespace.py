@@ -12,7 +12,7 @@ from blueprints.dashboard.live import MAX_FILTER_LENGTH, MAX_WATCHED_CHANNELS, S
 from blueprints.dashboard.security import csrf_valid, current_login, origin_allowed
 from hub import Hub
 from hub.channels import validate_channel
-from hub.errors import InvalidPayload, NotFound
+from hub.errors import InvalidPayload, NotFound, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,15 @@ class DashboardNamespace(Namespace):
     def on_disconnect(self, reason: Any = None) -> None:
         self.watchers.leave(request.sid)
 
+    def _logged_in(self) -> None:
+        """Every event checks the login again: it may have logged out (on any instance) since this socket opened."""
+        if current_login(session) is None:
+            self.socketio.server.disconnect(request.sid, namespace=self.namespace)
+            raise Unauthorized("logged out; log in again", reason="logged_out")
+
     def on_watch(self, payload: Any = None) -> dict[str, Any]:
         """Replace the channels whose events this dashboard receives; the first call also starts its snapshots."""
+        self._logged_in()
         channels = _body(payload).get("channels")
         if not isinstance(channels, list) or len(channels) > MAX_WATCHED_CHANNELS:
             raise InvalidPayload(f"channels must be a list of at most {MAX_WATCHED_CHANNELS} names")
@@ -58,6 +65,7 @@ class DashboardNamespace(Namespace):
     def on_filter_clients(self, payload: Any = None) -> dict[str, Any]:
         """Which rows of the clients table this dashboard gets: those containing `text` (sid, sub, transport,
         channel), so an operator can find one client among thousands."""
+        self._logged_in()
         text = _body(payload).get("text")
         if not isinstance(text, str) or len(text) > MAX_FILTER_LENGTH:
             raise InvalidPayload(f"text must be a string of at most {MAX_FILTER_LENGTH} characters")
@@ -66,6 +74,7 @@ class DashboardNamespace(Namespace):
 
     def on_publish(self, payload: Any = None) -> dict[str, Any]:
         """Publish as a trusted publisher, like the HTTP API with an API key."""
+        self._logged_in()
         body = _body(payload)
         message = self.hub.publish(body.get("channel"), body.get("event"), body.get("data"))
         log.info("dashboard published", extra={"channel": message.channel, "event": message.event})
@@ -73,6 +82,7 @@ class DashboardNamespace(Namespace):
 
     def on_kick(self, payload: Any = None) -> dict[str, Any]:
         """Disconnect one realtime client; it may reconnect (a ban is not the dashboard's business)."""
+        self._logged_in()
         sid = _body(payload).get("sid")
         if not isinstance(sid, str) or not self.socketio.server.manager.is_connected(sid, "/"):
             raise NotFound("no such client (it may have left already)")

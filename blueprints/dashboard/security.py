@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import threading
 import time
-from collections import OrderedDict, deque
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Request, Response, current_app, session
+
+from blueprints.realtime.services import hub_services
+from hub.errors import Unavailable
+from hub.revocations import Revocations
 
 # A login lasts this long even if the browser keeps its session cookie open for days.
 LOGIN_MAX_AGE = 12 * 3600
@@ -72,13 +74,31 @@ def start_login() -> str:
 
 
 def current_login(state: Any = None) -> str | None:
-    """The login id of the session (or of `state`, a session copy), None when not logged in or expired."""
+    """The login id of the session (or of `state`, a session copy), None when not logged in, expired or logged
+    out (the cookie is signed, not server state: a copy kept from before a logout must not open anything)."""
     login = (session if state is None else state).get("dashboard_login")
     if not isinstance(login, dict) or not isinstance(login.get("id"), str) or not isinstance(login.get("at"), int):
         return None
-    if time.time() - login["at"] > LOGIN_MAX_AGE:
+    if time.time() - login["at"] > LOGIN_MAX_AGE or login_revoked(hub_services().revocations, login["id"]):
         return None
     return login["id"]
+
+
+def login_revoked(revocations: Revocations, login_id: str) -> bool:
+    """True once `login_id` logged out, on every instance sharing the Revocations store (Redis with REDIS_URL)."""
+    try:
+        return revocations.is_revoked(_revocation_key(login_id))
+    except Unavailable:
+        return True  # the store cannot say: fail closed, a logged-out cookie must never pass (README)
+
+
+def revoke_login(login_id: str) -> None:
+    """End `login_id` everywhere: it is refused until the cookie would have expired by itself."""
+    hub_services().revocations.revoke(_revocation_key(login_id), LOGIN_MAX_AGE)
+
+
+def _revocation_key(login_id: str) -> str:
+    return f"login:{login_id}"
 
 
 def csrf_token() -> str:
@@ -119,39 +139,3 @@ def origin_allowed(request: Request) -> bool:
             parts = urlsplit(referer)
             origin = f"{parts.scheme}://{parts.netloc}"
     return origin is None or origin in allowed_origins(request)
-
-
-class LoginThrottle:
-    """At most `failures` wrong passwords per `window` seconds from one address; then every attempt waits, the
-    right password included, so guessing is slow. Successful logins cost nothing (operators reload and re-login).
-    """
-
-    def __init__(self, failures: int = 5, window: float = 60.0, max_addresses: int = 10_000) -> None:
-        self.failures = failures
-        self.window = window
-        self.max_addresses = max_addresses
-        # Guards _recent: address -> times of its recent failures, least recently failing address first.
-        self._lock = threading.Lock()
-        self._recent: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def wait(self, address: str) -> float:
-        """Seconds until `address` may try again; 0 when it may now."""
-        now = time.monotonic()
-        with self._lock:
-            times = self._recent.get(address)
-            if times is None:
-                return 0.0
-            while times and now - times[0] >= self.window:
-                times.popleft()
-            if not times:
-                del self._recent[address]
-                return 0.0
-            return self.window - (now - times[0]) if len(times) >= self.failures else 0.0
-
-    def failed(self, address: str) -> None:
-        with self._lock:
-            times = self._recent.pop(address, None) or deque(maxlen=self.failures)
-            times.append(time.monotonic())
-            self._recent[address] = times
-            while len(self._recent) > self.max_addresses:
-                self._recent.popitem(last=False)  # the least recent failures are forgotten first

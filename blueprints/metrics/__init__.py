@@ -20,10 +20,21 @@ bp = Blueprint("metrics", __name__)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+def figures_visible() -> bool:
+    """Whether this request may see the runtime figures (/metrics, /readyz's detail): with METRICS_TOKEN set, only
+    when it carries the token; without one, in development or when METRICS_PUBLIC=1 says they are public."""
+    config = current_app.config
+    if config["METRICS_TOKEN"]:
+        return _bearer_matches(config["METRICS_TOKEN"])
+    return config["METRICS_PUBLIC"] or config["SIGNALBOARD_ENV"] == "development"
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
-    token = current_app.config["METRICS_TOKEN"]
-    if token and not _bearer_matches(token):
+    if not figures_visible():
+        if not current_app.config["METRICS_TOKEN"]:
+            return json_error(403, "metrics_closed", "GET /metrics is closed in production: set METRICS_TOKEN (or "
+                                                     "METRICS_PUBLIC=1 to serve it to anyone).")
         return json_error(401, "unauthorized", "GET /metrics needs 'Authorization: Bearer <METRICS_TOKEN>'.",
                           {"WWW-Authenticate": 'Bearer realm="metrics"'})
     # The format the scraper asks for (Accept), Prometheus text otherwise.

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask, current_app
 
 from hub import FanoutQueue, Hub, MemoryHistoryStore, PresenceRegistry, RateLimiter, TokenIssuer
+from hub.revocations import Revocations, revocations_for
 
 EXTENSION_KEY = "hub"
 
@@ -20,6 +21,7 @@ class HubServices:
     client_limiter: RateLimiter | None  # None: unlimited
     api_limiter: RateLimiter | None
     allow_anonymous: bool
+    revocations: Revocations  # logged-out dashboard logins (and revoked tokens); in Redis with REDIS_URL
 
 
 def _limiter(rate: int, burst: int) -> RateLimiter | None:
@@ -36,6 +38,7 @@ def build_services(config: Mapping[str, Any]) -> HubServices:
         max_payload_bytes=config["MAX_PAYLOAD_BYTES"],
         max_subscriptions=config["MAX_SUBSCRIPTIONS"],
         publish_wait=config["PUBLISH_WAIT_MS"] / 1000,
+        anonymous_presence_subs=config["ANONYMOUS_PRESENCE_SUBS"],
     )
     return HubServices(
         hub=hub,
@@ -43,6 +46,7 @@ def build_services(config: Mapping[str, Any]) -> HubServices:
         client_limiter=_limiter(config["CLIENT_RATE_LIMIT"], config["CLIENT_RATE_BURST"]),
         api_limiter=_limiter(config["API_RATE_LIMIT"], config["API_RATE_BURST"]),
         allow_anonymous=config["ALLOW_ANONYMOUS"],
+        revocations=revocations_for(config["REDIS_URL"], config["REDIS_KEY_PREFIX"]),
     )
 
 

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from hub import Message, PresenceChange
+from hub.presence import PRESENCE_ANONYMOUS, PresenceView
 from utils.metrics import FANOUT_LATENCY, MESSAGES_DELIVERED, MESSAGES_PUBLISHED, channel_namespace
 
 PRESENCE_EVENT = "signalboard:presence"
@@ -16,8 +17,8 @@ def channel_room(channel: str) -> str:
     return f"channel {channel}"
 
 
-def presence_room(channel: str) -> str:
-    return f"presence {channel}"
+def presence_room(channel: str, view: PresenceView | None = None) -> str:
+    return f"presence-anonymous {channel}" if view == PRESENCE_ANONYMOUS else f"presence {channel}"
 
 
 class SocketIOTransport:
@@ -53,11 +54,13 @@ class SocketIOTransport:
             "connections": change.connections,
         }
         self._server.emit(PRESENCE_EVENT, data=body, to=presence_room(change.channel), namespace=self._namespace)
+        self._server.emit(PRESENCE_EVENT, data={**body, "sub": None},
+                          to=presence_room(change.channel, PRESENCE_ANONYMOUS), namespace=self._namespace)
 
-    def add(self, sid: str, channel: str, presence: bool) -> None:
+    def add(self, sid: str, channel: str, presence: PresenceView | None) -> None:
         if not self._connected(sid):
             return  # it left while the subscription was queued; its disconnect already cleaned up
-        rooms = [channel_room(channel)] + ([presence_room(channel)] if presence else [])
+        rooms = [channel_room(channel)] + ([presence_room(channel, presence)] if presence else [])
         try:
             for room in rooms:
                 self._server.enter_room(sid, room, namespace=self._namespace)
@@ -71,5 +74,5 @@ class SocketIOTransport:
             self.remove(sid, channel)
 
     def remove(self, sid: str, channel: str) -> None:
-        for room in (channel_room(channel), presence_room(channel)):
+        for room in (channel_room(channel), presence_room(channel), presence_room(channel, PRESENCE_ANONYMOUS)):
             self._server.leave_room(sid, room, namespace=self._namespace)

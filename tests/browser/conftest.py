@@ -13,7 +13,7 @@ CHROMIUM = os.environ.get("SIGNALBOARD_CHROMIUM", "/usr/bin/chromium")
 # Debian's chromium as is: no sandbox (root in CI), no GPU, and none of its own network chatter.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-API_KEY = "test-key-1"  # from tests/server.py's TEST_ENV
+API_KEY = "test-api-key-1-0123456789"  # from tests/server.py's TEST_ENV
 
 
 @dataclass

@@ -129,7 +129,7 @@ class HubClient:
 class Api:
     """The HTTP API of one server, with a publisher key."""
 
-    def __init__(self, server: Any, key: str = "test-key-1") -> None:
+    def __init__(self, server: Any, key: str = "test-api-key-1-0123456789") -> None:
         self.base = server.url + "/api/v1"
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {key}"

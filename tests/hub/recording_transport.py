@@ -32,7 +32,7 @@ class RecordingTransport:
         for target in sorted(self.presence_audience[change.channel]):
             self.presence_received[target].append(change)
 
-    def add(self, sid: str, channel: str, presence: bool) -> None:
+    def add(self, sid: str, channel: str, presence: str | None) -> None:
         self.audience[channel].add(sid)
         if presence:
             self.presence_audience[channel].add(sid)

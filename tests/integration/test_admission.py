@@ -18,7 +18,7 @@ from tests.server import LivezWatcher
 pytestmark = pytest.mark.integration
 
 CHANNEL = "public:ticks"
-API_HEADERS = {"Authorization": "Bearer test-key-1"}
+API_HEADERS = {"Authorization": "Bearer test-api-key-1-0123456789"}
 
 
 class RawSubscriber:

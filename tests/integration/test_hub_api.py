@@ -49,7 +49,7 @@ def error_of(response: requests.Response, status: int) -> dict:
         ({"Authorization": "Bearer"}, "api_key_missing"),
         ({"Authorization": "Basic dGVzdC1rZXktMQ=="}, "api_key_missing"),
         ({"Authorization": "Bearer test-key-3"}, "api_key_invalid"),
-        ({"Authorization": "Bearer test-key-1x"}, "api_key_invalid"),
+        ({"Authorization": "Bearer test-api-key-1-0123456789x"}, "api_key_invalid"),
         ({"Authorization": "Bearer tést"}, "api_key_invalid"),
     ],
 )
@@ -64,8 +64,8 @@ def test_api_key_required(server, headers, reason):
 
 def test_every_configured_key_works(server):
     channel = unique("keys")
-    assert Api(server, "test-key-1").publish(channel)["offset"] == 1
-    assert Api(server, "test-key-2").publish(channel)["offset"] == 2
+    assert Api(server, "test-api-key-1-0123456789").publish(channel)["offset"] == 1
+    assert Api(server, "test-api-key-2-0123456789").publish(channel)["offset"] == 2
 
 
 def test_publish_answers_id_and_offset(api):
@@ -229,7 +229,7 @@ def test_unknown_routes_and_methods_are_json(api):
 
 def test_rate_limit_per_key_leaves_other_keys_alone():
     with ServerProcess(API_RATE_LIMIT=1, API_RATE_BURST=3) as server:
-        limited, other = Api(server, "test-key-1"), Api(server, "test-key-2")
+        limited, other = Api(server, "test-api-key-1-0123456789"), Api(server, "test-api-key-2-0123456789")
         channel = unique("limited")
         statuses = [limited.post("/publish", {"channel": channel, "event": "e"}).status_code for _ in range(3)]
         assert statuses == [200, 200, 200]

@@ -33,7 +33,7 @@ def test_official_client_connects_receives_and_recovers(node):
     channel = unique("js")
     with ServerProcess() as server:
         result = subprocess.run(
-            [node, str(JS_DIR / "interop.mjs"), server.url, "test-key-1", channel],
+            [node, str(JS_DIR / "interop.mjs"), server.url, "test-api-key-1-0123456789", channel],
             capture_output=True, text=True, timeout=60,
         )
         assert result.returncode == 0, result.stderr

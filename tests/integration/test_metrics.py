@@ -63,7 +63,7 @@ def test_sessions_events_messages_and_requests_are_counted(metrics_server):
         assert websocket.call("subscribe", {"channel": "public:news"}, timeout=5)["ok"] is True
         assert polling.call("subscribe", {"channel": "public:news"}, timeout=5)["ok"] is True
         published = requests.post(server.url + "/api/v1/publish", timeout=5,
-                                  headers={"Authorization": "Bearer test-key-1"},
+                                  headers={"Authorization": "Bearer test-api-key-1-0123456789"},
                                   json={"channel": "public:news", "event": "headline", "data": {"n": 1}})
         assert published.status_code == 200
         assert received.wait(5)

@@ -22,7 +22,7 @@ EXAMPLES = int(os.environ.get("SIGNALBOARD_FUZZ_EXAMPLES", "30"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 derandomize=os.environ.get("SIGNALBOARD_FUZZ_RANDOM") != "1",
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-KEY = "test-key-1"
+KEY = "test-api-key-1-0123456789"
 TRIED: dict[str, int] = {}  # inputs tried per test, for docs/reliability.md
 
 

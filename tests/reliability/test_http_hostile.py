@@ -13,7 +13,7 @@ from tests.reliability.support import Api, running_server
 
 pytestmark = pytest.mark.integration
 
-KEY = "test-key-1"
+KEY = "test-api-key-1-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 

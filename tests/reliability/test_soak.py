@@ -43,7 +43,7 @@ def run_soak(server: Any, seconds: float) -> dict[str, Any]:
 
     def publish() -> None:
         session = requests.Session()
-        session.headers["Authorization"] = "Bearer test-key-1"
+        session.headers["Authorization"] = "Bearer test-api-key-1-0123456789"
         n = 0
         while not stop.is_set():
             try:

@@ -16,7 +16,7 @@ from tests.server import LivezWatcher
 pytestmark = pytest.mark.integration
 
 CHANNEL = "public:transport"
-API_KEY = "test-key-1"
+API_KEY = "test-api-key-1-0123456789"
 
 
 def recv(ws: RawWebSocket) -> str | None:

@@ -77,3 +77,27 @@ def test_env_example_lists_every_setting():
 
     text = (ROOT / ".env.example").read_text()
     assert [s.name for s in SETTINGS if f"\n{s.name}=" not in text] == []
+
+
+@pytest.mark.parametrize("name, value", [
+    ("API_KEYS", "a"), ("API_KEYS", "a-long-enough-key-0123,short"), ("DASHBOARD_PASSWORD", "hunter2"),
+    ("METRICS_TOKEN", "0123456789abcde"),
+])
+def test_short_secrets_are_refused_in_production(name, value):
+    with pytest.raises(ConfigError, match=f"^{name} must be at least 16 characters"):
+        load_config(environ={**GOOD, name: value})
+    assert load_config(environ={**GOOD, "SIGNALBOARD_ENV": "development", name: value})  # a first run may use any
+
+
+@pytest.mark.parametrize("name, value", [("TRUSTED_PROXIES", "10.0.0.0/33"), ("TRUSTED_PROXIES", "nginx"),
+                                         ("ALLOWED_HOSTS", "https://example.com"), ("ALLOWED_HOSTS", "a b")])
+def test_bad_network_settings_name_the_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        load_config(environ={**GOOD, name: value})
+
+
+def test_network_settings_are_parsed():
+    config = load_config(environ={**GOOD, "TRUSTED_PROXIES": "10.0.0.1, 172.16.0.0/12,::1",
+                                  "ALLOWED_HOSTS": "Example.COM,.example.org"})
+    assert [str(n) for n in config["TRUSTED_PROXIES"]] == ["10.0.0.1/32", "172.16.0.0/12", "::1/128"]
+    assert config["ALLOWED_HOSTS"] == ("example.com", ".example.org")

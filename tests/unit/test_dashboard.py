@@ -28,7 +28,7 @@ def csrf_of(client, path: str = "/login") -> str:
     return match.group(1)
 
 
-def log_in(client, password: str = "unit-key"):
+def log_in(client, password: str = "unit-test-api-key-0001"):
     return client.post("/login", base_url=HTTPS, data={"csrf_token": csrf_of(client), "password": password})
 
 
@@ -62,9 +62,10 @@ def test_wrong_password_is_refused(dashboard_client):
 
 def test_login_without_csrf_token_is_refused(dashboard_client):
     dashboard_client.get("/login", base_url=HTTPS)
-    response = dashboard_client.post("/login", base_url=HTTPS, data={"password": "unit-key"})
+    response = dashboard_client.post("/login", base_url=HTTPS, data={"password": "unit-test-api-key-0001"})
     assert response.status_code == 400
-    response = dashboard_client.post("/login", base_url=HTTPS, data={"password": "unit-key", "csrf_token": "forged"})
+    response = dashboard_client.post("/login", base_url=HTTPS,
+                                     data={"password": "unit-test-api-key-0001", "csrf_token": "forged"})
     assert response.status_code == 400
     assert dashboard_client.get("/", base_url=HTTPS).status_code == 302
 
@@ -72,12 +73,12 @@ def test_login_without_csrf_token_is_refused(dashboard_client):
 def test_login_from_a_foreign_origin_is_refused(dashboard_client):
     token = csrf_of(dashboard_client)
     response = dashboard_client.post("/login", base_url=HTTPS, headers={"Origin": "https://evil.example"},
-                                     data={"csrf_token": token, "password": "unit-key"})
+                                     data={"csrf_token": token, "password": "unit-test-api-key-0001"})
     assert response.status_code == 403
     assert response.get_json()["error"]["code"] == "forbidden_origin"
     assert dashboard_client.get("/", base_url=HTTPS).status_code == 302
     same = dashboard_client.post("/login", base_url=HTTPS, headers={"Origin": HTTPS},
-                                 data={"csrf_token": token, "password": "unit-key"})
+                                 data={"csrf_token": token, "password": "unit-test-api-key-0001"})
     assert same.status_code == 302
 
 
@@ -85,7 +86,7 @@ def test_dashboard_password_replaces_api_keys():
     from app import create_app
 
     client = create_app({**UNIT_CONFIG, "DASHBOARD_PASSWORD": "correct horse battery"}).test_client()
-    assert log_in(client, "unit-key").status_code == 401
+    assert log_in(client, "unit-test-api-key-0001").status_code == 401
     assert log_in(client, "correct horse battery").status_code == 302
 
 
@@ -104,18 +105,17 @@ def test_failed_logins_are_rate_limited(app, dashboard_client):
         assert log_in(app.test_client()).status_code == 302
     for _ in range(5):
         assert log_in(dashboard_client, "guess").status_code == 401
-    limited = log_in(dashboard_client, "unit-key")  # even the right key waits: guesses must not be free
+    limited = log_in(dashboard_client, "unit-test-api-key-0001")  # even the right key waits: guesses must not be free
     assert limited.status_code == 429
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
     assert dashboard_client.get("/", base_url=HTTPS).status_code == 302
 
 
-def test_login_throttle_forgets_old_failures(monkeypatch):
-    from blueprints.dashboard.security import LoginThrottle
+def test_login_throttle_forgets_old_failures():
+    from hub.ratelimit import FailureThrottle
 
     now = [1000.0]
-    monkeypatch.setattr("blueprints.dashboard.security.time.monotonic", lambda: now[0])
-    throttle = LoginThrottle(failures=2, window=60, max_addresses=2)
+    throttle = FailureThrottle(failures=2, window=60, max_addresses=2, clock=lambda: now[0])
     throttle.failed("a")
     assert throttle.wait("a") == 0
     throttle.failed("a")
@@ -294,3 +294,45 @@ def test_sampler_says_once_that_redis_is_down_without_a_traceback(app, monkeypat
     skipped = [r for r in caplog.records if "dashboard sample skipped" in r.getMessage()]
     assert [r.levelname for r in skipped] == ["WARNING", "DEBUG", "DEBUG"]
     assert not any(r.exc_info for r in caplog.records)
+
+
+def test_a_cookie_kept_from_before_logout_opens_nothing(app, dashboard_client):
+    """Before: the pre-logout cookie still opened `/` and the namespace (and could publish) for up to 12 hours."""
+    log_in(dashboard_client)
+    token = page_token(dashboard_client)
+    kept = dashboard_client.get_cookie("session", domain="localhost").value
+    assert dashboard_client.post("/logout", base_url=HTTPS, data={"csrf_token": token}).status_code == 302
+    dashboard_client.set_cookie("session", kept, domain="localhost", secure=True)
+    assert dashboard_client.get("/", base_url=HTTPS).status_code == 302
+    assert not dashboard_socket(app, dashboard_client, {"csrf": token}).is_connected("/dashboard")
+    log_in(dashboard_client)  # a new login is a new id: it works
+    assert dashboard_client.get("/", base_url=HTTPS).status_code == 200
+
+
+def test_an_open_dashboard_socket_refuses_events_once_its_login_is_revoked(app, dashboard_client):
+    """A logout on another instance cannot disconnect this socket; its next event and the sampler refuse it."""
+    from blueprints.dashboard.security import revoke_login
+
+    log_in(dashboard_client)
+    sock = dashboard_socket(app, dashboard_client, {"csrf": page_token(dashboard_client)})
+    assert sock.emit("watch", {"channels": []}, namespace="/dashboard", callback=True)["ok"] is True
+    with app.app_context():
+        login_id = next(iter(app.extensions["dashboard"]["watchers"].by_login()))
+        revoke_login(login_id)
+    ack = sock.emit("publish", {"channel": "a", "event": "e", "data": 1}, namespace="/dashboard", callback=True)
+    assert ack["ok"] is False and ack["error"]["reason"] == "logged_out"
+    assert not sock.is_connected("/dashboard")
+
+
+def test_the_sampler_ends_sockets_of_revoked_logins(app, dashboard_client):
+    from blueprints.dashboard.security import revoke_login
+
+    sampler = app.extensions["dashboard"]["sampler"]
+    sampler.stop()
+    log_in(dashboard_client)
+    sock = dashboard_socket(app, dashboard_client, {"csrf": page_token(dashboard_client)})
+    watchers = app.extensions["dashboard"]["watchers"]
+    with app.app_context():
+        revoke_login(next(iter(watchers.by_login())))
+    sampler.tick()
+    assert not sock.is_connected("/dashboard") and watchers.sids() == []

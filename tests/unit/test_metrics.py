@@ -177,3 +177,22 @@ def test_emits_are_counted_once_even_if_instrumented_twice(app):
     socketio.emit("unit-test-event", {"n": 1}, to="a-room-nobody-is-in")
     socketio.server.emit(event="unit-test-event", data={"n": 2}, to="a-room-nobody-is-in")
     assert value("signalboard_socketio_events_sent_total", event="unit-test-event") == before + 2
+
+
+def test_closed_in_production_without_a_token():
+    """Production without METRICS_TOKEN: /metrics answers 403 unless METRICS_PUBLIC=1 opens it explicitly."""
+    closed = create_app({**UNIT_CONFIG, "METRICS_PUBLIC": False}).test_client()
+    response = closed.get("/metrics")
+    assert response.status_code == 403 and response.json["error"]["code"] == "metrics_closed"
+    assert "signalboard_" not in response.get_data(as_text=True)
+    development = create_app({**UNIT_CONFIG, "METRICS_PUBLIC": False, "SIGNALBOARD_ENV": "development"})
+    assert development.test_client().get("/metrics").status_code == 200
+
+
+def test_readyz_shows_figures_only_where_metrics_may_be_read(token_client):
+    """Load balancers get status and reasons; the free capacity an attacker would size a flood by is not public."""
+    closed = create_app({**UNIT_CONFIG, "METRICS_PUBLIC": False}).test_client()
+    assert closed.get("/readyz").json == {"status": "ready", "reasons": {}}
+    assert token_client.get("/readyz").json == {"status": "ready", "reasons": {}}
+    detailed = token_client.get("/readyz", headers={"Authorization": "Bearer metrics-token-0123"}).json
+    assert detailed["budget"]["free"] > 0 and detailed["clients"] == {"websocket": 0, "polling": 0}
