@@ -17,7 +17,10 @@ socketio = SocketIO()
 def init_socketio(app: Flask) -> None:
     """Bind the shared SocketIO to `app`: threading mode (gunicorn gthread), pings and CORS from config."""
     origins: Any = list(app.config["CORS_ALLOWED_ORIGINS"])
-    if origins == ["*"]:
+    # With `*` every Origin is echoed back: it must not come with Access-Control-Allow-Credentials, or any page on
+    # the web could make a browser open a session carrying its cookies and read the answers.
+    credentials = "*" not in origins
+    if "*" in origins:
         origins = "*"  # only when configured explicitly
     elif not origins:
         origins = None  # python-engineio's default: same origin only
@@ -28,6 +31,7 @@ def init_socketio(app: Flask) -> None:
         ping_timeout=app.config["PING_TIMEOUT"],
         max_http_buffer_size=app.config["MAX_HTTP_BUFFER_SIZE"],
         cors_allowed_origins=origins,
+        cors_credentials=credentials,
         # Their own logger objects, so levels and filters set in utils.logging_setup apply (logger=False would hide
         # them behind a private handler instead).
         logger=logging.getLogger("socketio.server"),

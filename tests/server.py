@@ -104,7 +104,10 @@ class ServerProcess:
         return [line for line in self.log().splitlines() if _BAD_LINE.search(line)]
 
     def readyz(self) -> dict:
-        return requests.get(self.url + "/readyz", timeout=5).json()
+        """/readyz with its figures (shown with METRICS_PUBLIC=1, the test default, or the server's METRICS_TOKEN)."""
+        token = self.env.get("METRICS_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return requests.get(self.url + "/readyz", headers=headers, timeout=5).json()
 
     def wait_until(self, predicate, timeout: float = 10.0, interval: float = 0.1, what: str = "condition") -> Any:
         deadline = time.monotonic() + timeout

@@ -221,3 +221,37 @@ def test_no_secret_in_error_bodies(open_server):
     for response in answers:
         assert response.status_code < 500
         assert not [s for s in SECRETS if s in response.text], response.text[:200]
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+def test_a_cookie_kept_from_before_logout_opens_nothing(open_server, transport):
+    """Before: the pre-logout cookie (the CSRF token is inside it) still opened `/` and the '/dashboard' namespace,
+    and could publish and kick clients, for up to 12 hours."""
+    browser, csrf = log_in(open_server)
+    kept = requests.Session()
+    kept.cookies.update(browser.cookies)
+    assert dashboard_socket(open_server, kept, csrf, open_server.url, transport).startswith("40/dashboard,")
+    response = browser.post(open_server.url + "/logout", data={"csrf_token": csrf},
+                            headers={"Origin": open_server.url}, timeout=10, allow_redirects=False)
+    assert response.status_code == 302
+    assert kept.get(open_server.url + "/", timeout=10, allow_redirects=False).status_code == 302
+    refused = dashboard_socket(open_server, kept, csrf, open_server.url, transport)
+    assert refused.startswith("44/dashboard,") and "unauthorized" in refused, refused
+
+
+def test_cors_wildcard_never_allows_credentials(open_server):
+    """Before: with CORS_ALLOWED_ORIGINS=* any Origin was echoed with Access-Control-Allow-Credentials: true, so any
+    page could open a Socket.IO session carrying the visitor's cookies and read its answers."""
+    for method in ("GET", "OPTIONS"):
+        response = requests.request(method, open_server.url + EIO_PATH.format(transport="polling"),
+                                    headers={"Origin": EVIL, "Access-Control-Request-Method": "POST"}, timeout=10)
+        assert response.status_code == 200
+        assert response.headers.get("Access-Control-Allow-Origin") == EVIL  # public clients from any page: yes
+        assert "Access-Control-Allow-Credentials" not in response.headers  # with the visitor's cookies: no
+
+
+def test_cors_list_keeps_credentials_for_its_entries(server_factory):
+    listed = server_factory(CORS_ALLOWED_ORIGINS="https://app.example")
+    response = requests.get(listed.url + EIO_PATH.format(transport="polling"),
+                            headers={"Origin": "https://app.example"}, timeout=10)
+    assert response.headers["Access-Control-Allow-Credentials"] == "true"
