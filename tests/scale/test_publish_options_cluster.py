@@ -144,7 +144,8 @@ def test_the_same_key_on_another_channel_is_another_message(instances):
 def send_and_cut(server: ServerProcess, body: dict) -> None:
     """POST a publish and close the connection without reading a byte of the answer, as a crashing client would."""
     payload = json.dumps(body).encode()
-    head = (f"POST /api/v1/publish HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nAuthorization: Bearer test-api-key-1-0123456789\r\n"
+    head = (f"POST /api/v1/publish HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+            f"Authorization: Bearer {TEST_ENV['API_KEYS'].split(',')[0]}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
         raw.sendall(head.encode() + payload)
