@@ -24,6 +24,8 @@ MAX_BATCH = 100
 MAX_CHANNELS = 100  # channels of one multi-channel publish
 MAX_HISTORY_LIMIT = 1000
 IDEMPOTENCY_KEY_MAX_LENGTH = 128
+# Printable ASCII (space to ~): the same rule in every client language and in the OpenAPI document's pattern.
+_IDEMPOTENCY_KEY = re.compile(rf"[ -~]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}")
 # What a Socket.IO sid looks like (python-socketio: 20 URL-safe base64 characters), with room to spare.
 _SID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 # Publishes to one channel are serialised so that offset order equals queue order; channels share
@@ -84,11 +86,12 @@ def check_message(channel: object, event: object, data: Any, max_payload_bytes: 
 
 
 def check_idempotency_key(key: object) -> str | None:
-    """None, or a key of 1 to 128 printable characters; raises InvalidPayload otherwise."""
+    """None, or a key of 1 to 128 printable ASCII characters; raises InvalidPayload otherwise."""
     if key is None:
         return None
-    if not isinstance(key, str) or not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH or not key.isprintable():
-        raise InvalidPayload(f"idempotency_key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable characters")
+    if not isinstance(key, str) or not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidPayload(f"idempotency_key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters "
+                             "(space to ~)")
     return key
 
 

@@ -117,15 +117,46 @@ channel_names = st.one_of(st.text(max_size=30), st.sampled_from(["news", "a.b", 
 event_names = st.one_of(st.text(max_size=30), st.sampled_from(["update", "connect", "message", "tick"]))
 
 
+# The optional fields of a publish (idempotency, several channels, echo suppression), plausible or hostile.
+publish_options = {
+    "idempotency_key": st.text(max_size=140) | st.sampled_from(["k", "k" * 128, "k" * 129, "\x00", "é"]) | json_values,
+    "channels": st.lists(channel_names, max_size=5) | st.lists(st.just("a"), min_size=2, max_size=3) | json_values,
+    "exclude": st.text(max_size=70) | st.sampled_from(["AbC_-123xyz", "has space"]) | json_values,
+    "exclude_self": json_values,
+}
+publish_bodies = st.fixed_dictionaries(
+    {"channel": channel_names | json_values, "event": event_names | json_values, "data": json_values},
+    optional=publish_options,
+)
+
+
 @FUZZ
-@given(body=st.one_of(
-    json_values,
-    st.fixed_dictionaries({"channel": channel_names | json_values, "event": event_names | json_values,
-                           "data": json_values}),
-))
+@given(body=st.one_of(json_values, publish_bodies))
 def test_publish_bodies(server, body):
     count("POST /api/v1/publish bodies")
     assert_api_answer(api_post(server, "/api/v1/publish", body))
+
+
+@FUZZ
+@given(messages=st.lists(publish_bodies, max_size=4) | json_values)
+def test_publish_batch_bodies(server, messages):
+    count("POST /api/v1/publish/batch bodies")
+    assert_api_answer(api_post(server, "/api/v1/publish/batch", {"messages": messages}))
+
+
+@FUZZ
+@given(payload=publish_bodies)
+def test_client_publish_payloads(server, token, payload):
+    """The client `publish` event with every option, over a real websocket: always an ack, ok or a structured error."""
+    count("client publish payloads")
+    ws = RawSocketIO(server.port, token)
+    try:
+        ack = ws.call(1, "publish", payload)
+        assert isinstance(ack, dict) and isinstance(ack.get("ok"), bool), ack
+        if not ack["ok"]:
+            assert isinstance(ack["error"]["code"], str) and isinstance(ack["error"]["message"], str), ack
+    finally:
+        ws.close()
 
 
 @FUZZ

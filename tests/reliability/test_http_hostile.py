@@ -51,6 +51,14 @@ BODIES = {
     "5000-digit number": ("application/json", b'{"channel":"a","event":"e","data":' + b"7" * 5000 + b"}", 400),
     "huge body (3 MB)": ("application/json", b'{"channel":"a","event":"e","data":"' + b"x" * 3_000_000 + b'"}', 413),
     "empty body": ("application/json", b"", 400),
+    "idempotency key of 100000 characters": ("application/json", b'{"channel":"a","event":"e","idempotency_key":"'
+                                             + b"k" * 100_000 + b'"}', 400),
+    "idempotency key with a NUL": ("application/json", b'{"channel":"a","event":"e","idempotency_key":"\\u0000"}', 400),
+    "1000 channels": ("application/json", b'{"event":"e","channels":[' + b",".join([b'"a"'] * 1000) + b"]}", 400),
+    "channels nested 90000 deep": ("application/json", b'{"event":"e","channels":' + b"[" * NESTED + b"]" * NESTED
+                                   + b"}", 400),
+    "exclude of 100000 characters": ("application/json", b'{"channel":"a","event":"e","exclude":"' + b"s" * 100_000
+                                     + b'"}', 400),
 }
 
 
