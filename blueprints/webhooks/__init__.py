@@ -72,7 +72,7 @@ def init_webhooks(app: Flask) -> Webhooks | None:
     targets = [target_name(url) for url in urls]
     queue = build_queue(config, targets)
     settings = DeliverySettings(
-        secret=config["WEBHOOK_SECRET"], batch_size=config["WEBHOOK_BATCH_SIZE"],
+        secret=config["WEBHOOK_SECRET"], instance=config["INSTANCE_ID"], batch_size=config["WEBHOOK_BATCH_SIZE"],
         linger=config["WEBHOOK_BATCH_MS"] / 1000, timeout=config["WEBHOOK_TIMEOUT_MS"] / 1000,
         max_age=config["WEBHOOK_MAX_AGE_SECONDS"], retry_max=config["WEBHOOK_RETRY_MAX_MS"] / 1000)
     deliverers = [Deliverer(url, target, queue, settings) for url, target in zip(urls, targets, strict=True)]

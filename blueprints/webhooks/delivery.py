@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from blueprints.webhooks.outbound import PostFailed, display_url, post, signed_json
+from blueprints.webhooks.outbound import INSTANCE_HEADER, PostFailed, display_url, post, signed_json
 from blueprints.webhooks.queue import Pending, QueueStats, WebhookQueue
 from hub.redis_client import OUTAGE_ERRORS
 from utils.metrics import WEBHOOK_EVENTS, WEBHOOK_FAILURES, WEBHOOK_LATENCY
@@ -27,6 +27,7 @@ IDLE_WAIT = 1.0  # longest a deliverer blocks on an empty queue before it looks 
 @dataclass(frozen=True)
 class DeliverySettings:
     secret: str
+    instance: str  # sent as X-Signalboard-Instance (not signed: for the receiver's logs)
     batch_size: int
     linger: float
     timeout: float
@@ -92,6 +93,7 @@ class Deliverer:
 
     def _send(self, batch: list[Pending]) -> bool:
         body, headers = signed_json(self.settings.secret, {"events": [item.event for item in batch]})
+        headers[INSTANCE_HEADER] = self.settings.instance
         try:
             answer = post(self.url, body, headers, timeout=self.settings.timeout, max_answer_bytes=ANSWER_CAP)
         except PostFailed as exc:

@@ -21,6 +21,7 @@ from urllib3.util import parse_url
 
 TIMESTAMP_HEADER = "X-Signalboard-Timestamp"
 SIGNATURE_HEADER = "X-Signalboard-Signature"
+INSTANCE_HEADER = "X-Signalboard-Instance"
 USER_AGENT = "Signalboard-Webhooks/1"
 
 

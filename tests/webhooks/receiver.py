@@ -52,13 +52,14 @@ class Handler(BaseHTTPRequestHandler):
             return self._auth(raw, behaviour)
         if behaviour["delay"]:
             time.sleep(behaviour["delay"])
-        status = 500 if failing else 200
-        self._record(raw, status)
         mode = behaviour["mode"]
+        # What this request is answered with (0: never a complete answer).
+        status = 500 if failing else {"redirect": 302, "slow_headers": 0}.get(mode, 200)
+        self._record(raw, status)
         if failing:
             return self._answer(500, b'{"error": "failing on purpose"}')
         if mode == "redirect":
-            return self._answer(302, b"", {"Location": "http://127.0.0.1:1/elsewhere"})
+            return self._answer(302, b"", {"Location": f"http://127.0.0.1:{sys.argv[1]}/elsewhere"})
         if mode == "huge":
             self.send_response(200)
             self.send_header("Content-Length", str(1 << 30))

@@ -1,0 +1,101 @@
+"""Webhooks of two instances sharing a real Redis: each event sent once by one instance, occupancy decided
+cluster-wide, and the events pending on an instance that is SIGKILLed delivered by the other."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import redis
+
+from blueprints.webhooks import target_name
+from tests.hub.realtime_client import Api, HubClient, unique
+from tests.scale.processes import RedisProcess
+from tests.webhooks.support import of_type, webhook_env
+
+pytestmark = [pytest.mark.scale, pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    server = RedisProcess().start()
+    yield server
+    server.close()
+
+
+def _pair(server_factory, receiver, redis_server, **extra):
+    prefix = f"t{os.urandom(4).hex()}"
+    env = webhook_env(receiver, REDIS_URL=redis_server.url, REDIS_KEY_PREFIX=prefix, PRESENCE_TTL=3, **extra)
+    return server_factory(INSTANCE_ID="one", **env), server_factory(INSTANCE_ID="two", **env), prefix
+
+
+def test_two_instances_send_each_event_once_and_agree_on_occupancy(server_factory, receiver, redis_server):
+    one, two, _ = _pair(server_factory, receiver, redis_server)
+    room = unique("room")
+    token = Api(one).token("dana", [room], publish=[room])
+    on_one, on_two = HubClient(one.url).connect({"token": token}), HubClient(two.url).connect({"token": token})
+    assert on_one.call("subscribe", {"channel": room})["ok"]
+    assert on_two.call("subscribe", {"channel": room})["ok"]
+    for i in range(10):
+        for client in (on_one, on_two):
+            assert client.call("publish", {"channel": room, "event": "n", "data": i})["ok"]
+    on_one.disconnect()
+    on_two.disconnect()
+    events = receiver.wait_events(lambda es: len(of_type(es, "connection.closed")) == 2 and of_type(
+        es, "channel.vacated"), what="both closes and the vacate")
+    time.sleep(1.5)  # anything sent twice would arrive by now
+    events = receiver.accepted_events()
+    assert len({e["id"] for e in events}) == len(events), "an event was delivered twice"
+    assert len(of_type(events, "channel.occupied")) == 1 and len(of_type(events, "channel.vacated")) == 1
+    assert len(of_type(events, "presence.joined")) == 1 and len(of_type(events, "presence.left")) == 1
+    assert {e["instance"] for e in events} == {"one", "two"}
+    assert sorted(e["offset"] for e in of_type(events, "message.published")) == list(range(1, 21))
+    senders = {entry["headers"]["X-Signalboard-Instance"] for entry in receiver.entries()}
+    assert len(senders) == 1, senders  # one lease holder sends for the cluster
+
+
+def test_events_pending_on_a_killed_instance_are_delivered_by_the_other(server_factory, receiver, redis_server):
+    receiver.control(fail_first=10**6)  # nothing is accepted until the kill
+    one, two, prefix = _pair(server_factory, receiver, redis_server)
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    lease = f"{prefix}:webhooks:lease:{target_name(receiver.hook_url)}"
+    stream = f"{prefix}:webhooks:events"
+    room = unique("room")
+    token = Api(one).token("erin", [room], publish=[room])
+    clients = [HubClient(one.url).connect({"token": token}), HubClient(two.url).connect({"token": token})]
+    for c in clients:
+        assert c.call("subscribe", {"channel": room})["ok"]
+    for i in range(15):
+        for c in clients:
+            assert c.call("publish", {"channel": room, "event": "n", "data": i})["ok"]
+    deadline = time.monotonic() + 10
+    while not (client.get(lease) and client.xlen(stream) >= 30 + 6):
+        assert time.monotonic() < deadline, "events did not reach the stream"
+        time.sleep(0.1)
+    holder = client.get(lease)
+    assert receiver.entries() and not receiver.accepted_events()  # it was trying, and failing
+    doomed, survivor = (one, two) if holder == "one" else (two, one)
+    os.kill(doomed.worker_pid(), signal.SIGKILL)
+    os.kill(doomed.pid, signal.SIGKILL)
+    doomed.process.wait(10)
+    pending_before = client.xpending(stream, target_name(receiver.hook_url))
+    assert pending_before["pending"] > 0 and {c["name"] for c in pending_before["consumers"]} == {holder}
+    receiver.control(fail_first=0)
+    events = receiver.wait_events(lambda es: len(of_type(es, "message.published")) >= 30, timeout=30,
+                                  what="the dead instance's pending events")
+    assert sorted({e["offset"] for e in of_type(events, "message.published")}) == list(range(1, 31))
+    for instance in ("one", "two"):  # each instance's events in the order it raised them
+        seen: list[int] = []
+        for event in of_type(events, "message.published"):
+            if event["instance"] == instance and event["offset"] not in seen:
+                seen.append(event["offset"])
+        assert seen == sorted(seen) and len(seen) == 15, (instance, seen)
+    assert {e["instance"] for e in of_type(events, "message.published")} == {"one", "two"}
+    senders = {entry["headers"]["X-Signalboard-Instance"] for entry in receiver.entries() if entry["status"] == 200}
+    assert senders == {"two" if holder == "one" else "one"}
+    assert client.get(lease) == ("two" if holder == "one" else "one")
+    assert survivor.readyz()["status"] == "ready"
+    for c in clients:
+        c.disconnect()
