@@ -36,13 +36,13 @@ class Claims:
     iat: int
 
 
-def _check_sub(sub: object) -> str:
+def check_sub(sub: object) -> str:
     if not isinstance(sub, str) or not 1 <= len(sub) <= SUB_MAX_LENGTH:
         raise InvalidPayload(f"sub must be a string of 1 to {SUB_MAX_LENGTH} characters")
     return sub
 
 
-def _check_patterns(name: str, patterns: object) -> tuple[str, ...]:
+def check_patterns(name: str, patterns: object) -> tuple[str, ...]:
     if not isinstance(patterns, list | tuple):
         raise InvalidPayload(f"{name} must be a list of channel names or patterns")
     if len(patterns) > MAX_PATTERNS:
@@ -108,15 +108,15 @@ class TokenIssuer:
         publish: Sequence[str] | None = None,
     ) -> str:
         """Return a signed token; raises InvalidPayload/InvalidChannel on bad arguments."""
-        _check_sub(sub)
+        check_sub(sub)
         if isinstance(ttl, float) and ttl.is_integer():
             ttl = int(ttl)  # JSON has one number type: 600.0 is the whole number JSON Schema calls an integer
         # bool is an int subclass; ttl=True is a client mistake, not one second.
         if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= self.max_ttl:
             raise InvalidPayload(f"ttl must be a whole number of seconds from 1 to {self.max_ttl}")
-        claims: dict[str, Any] = {"sub": sub, "channels": list(_check_patterns("channels", channels))}
+        claims: dict[str, Any] = {"sub": sub, "channels": list(check_patterns("channels", channels))}
         if publish is not None:
-            claims["publish"] = list(_check_patterns("publish", publish))
+            claims["publish"] = list(check_patterns("publish", publish))
         now = int(self._clock())
         claims["iat"] = now
         claims["exp"] = now + ttl
@@ -153,9 +153,9 @@ class TokenIssuer:
             raise Unauthorized("token is not valid yet", reason="token_not_yet_valid")
         try:
             return Claims(
-                sub=_check_sub(payload.get("sub")),
-                channels=_check_patterns("channels", payload.get("channels", [])),
-                publish=_check_patterns("publish", payload.get("publish", [])),
+                sub=check_sub(payload.get("sub")),
+                channels=check_patterns("channels", payload.get("channels", [])),
+                publish=check_patterns("publish", payload.get("publish", [])),
                 exp=exp,
                 iat=iat,
             )

@@ -39,10 +39,13 @@ _WARN, _EXPIRE = "warn", "expire"
 class TokenExpiry:
     """Warns and disconnects connections of one namespace as their tokens run out (one lazily started task)."""
 
-    def __init__(self, namespace: str, server: Callable[[], Any], clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, namespace: str, server: Callable[[], Any], clock: Callable[[], float] = time.time,
+                 refresher: Callable[[str], bool] | None = None) -> None:
         self.namespace = namespace
         self._server = server  # the python-socketio server, looked up when first needed (bound after us)
         self._clock = clock
+        # Asked before a warning (the authorization hook): True means it extended the connection (no warning).
+        self._refresher = refresher
         # Guards _heap, _expiry and _task; notified when an earlier deadline arrives.
         self._changed = threading.Condition()
         self._heap: list[tuple[float, int, str, int, str]] = []  # (when, tie-break, sid, exp, action)
@@ -103,6 +106,8 @@ class TokenExpiry:
 
     @swallow_disconnected_session
     def _warn(self, sid: str, exp: int) -> None:
+        if self._refresher is not None and self._refresher(sid):
+            return
         left = max(0, round(exp - self._clock()))
         self._server().emit(EXPIRING_EVENT, {"exp": exp, "seconds_left": left}, to=sid, namespace=self.namespace)
 

@@ -13,7 +13,8 @@ from flask_socketio import ConnectionRefusedError, Namespace
 
 from blueprints.realtime.expiry import TokenExpiry, drop_ungranted, refreshed_claims
 from blueprints.realtime.services import HubServices
-from hub.errors import InvalidPayload, NotFound, Unauthorized, Unavailable
+from hub.channels import can_subscribe, validate_channel
+from hub.errors import Forbidden, InvalidPayload, NotFound, Unauthorized, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,15 @@ class Identity:
     exp: int | None = None
 
 
-def authenticate(services: HubServices, auth: Any) -> Identity:
-    """The identity for a connect's `auth` payload; raises Unauthorized with a reason."""
+def authenticate(services: HubServices, auth: Any, headers: Any = None) -> Identity:
+    """The identity for a connect's `auth` payload; raises Unauthorized with a reason (or Unavailable when the
+    authorization hook cannot answer). Without a token, the hook (AUTH_HOOK_URL) decides, else ALLOW_ANONYMOUS."""
     if auth is not None and not isinstance(auth, dict):
         raise Unauthorized("auth must be an object like {\"token\": \"...\"}", reason="token_invalid")
     token = (auth or {}).get("token")
+    if token in (None, "") and services.auth_hook is not None:
+        answer = services.auth_hook.connect(headers or {}, auth)
+        return Identity(answer.sub, answer.channels, answer.publish, answer.exp)
     if token in (None, "") and services.allow_anonymous:
         return Identity(sub=None)
     claims = services.tokens.verify(token)
@@ -66,7 +71,9 @@ class RealtimeNamespace(Namespace):
         # Guards _identities: connect, disconnect and every event run on threads of their own.
         self._lock = threading.Lock()
         self._identities: dict[str, Identity] = {}
-        self.expiry = TokenExpiry(namespace, lambda: self.socketio.server)  # warns, then disconnects at exp
+        # Warns, then disconnects at exp; with the authorization hook, the backend may extend the identity first.
+        refresher = self._refresh_from_hook if services.auth_hook is not None else None
+        self.expiry = TokenExpiry(namespace, lambda: self.socketio.server, refresher=refresher)
 
     def trigger_event(self, event: str, *args: Any) -> Any:
         if event not in CLIENT_EVENTS and event not in ("connect", "disconnect"):
@@ -76,7 +83,9 @@ class RealtimeNamespace(Namespace):
 
     def on_connect(self, auth: Any = None) -> None:
         try:
-            identity = authenticate(self.services, auth)
+            identity = authenticate(self.services, auth, request.headers)
+        except Unavailable as exc:
+            raise ConnectionRefusedError(exc.message, exc.to_dict()) from None
         except Unauthorized as exc:
             log.debug("connection refused: %s", exc.reason)
             # The client's connect_error gets {"message": ..., "data": {"code", "message", "reason"}}.
@@ -122,6 +131,46 @@ class RealtimeNamespace(Namespace):
     def _still_connected(self, sid: str) -> bool:
         return self.socketio.server.manager.is_connected(sid, self.namespace)
 
+    def _grants_for(self, identity: Identity, channel: Any) -> tuple[str, ...]:
+        """The identity's subscribe grants, plus `channel` when the authorization hook allows what they do not."""
+        hook = self.services.auth_hook
+        if hook is None or can_subscribe(identity.channels, validate_channel(channel)):
+            return identity.channels
+        if not hook.may_subscribe(identity.sub, channel):
+            raise Forbidden(f"no subscribe permission on {channel}")
+        return (*identity.channels, channel)
+
+    def _refresh_from_hook(self, sid: str) -> bool:
+        """Answer a token-expiry warning through the authorization hook; False: warn the client as usual."""
+        with self._lock:
+            current = self._identities.get(sid)
+        if current is None or current.sub is None or self.services.auth_hook is None:
+            return False
+        answer = self.services.auth_hook.refresh(current.sub)
+        if answer is None:
+            return False
+        identity = Identity(answer.sub, answer.channels, answer.publish, answer.exp)
+        with self._lock:
+            if sid not in self._identities:
+                return True  # it left meanwhile: nobody to warn
+            self._identities[sid] = identity
+        drop_ungranted(self.services.hub, sid, self._kept_grants(identity, sid))
+        self.expiry.track(sid, identity.exp)
+        return True
+
+    def _kept_grants(self, identity: Identity, sid: str) -> tuple[str, ...]:
+        """The new grants plus the channels of `sid` the hook allowed beyond them (a hook outage keeps them)."""
+        hook = self.services.auth_hook
+        extra = []
+        for channel in self.services.hub.presence.channels_of(sid):
+            if hook is not None and not can_subscribe(identity.channels, channel):
+                try:
+                    if hook.may_subscribe(identity.sub, channel):
+                        extra.append(channel)
+                except Unavailable:
+                    extra.append(channel)
+        return (*identity.channels, *extra)
+
     def on_subscribe(self, payload: Any = None) -> dict[str, Any] | None:
         sid, identity = self._caller()
         body = _body(payload)
@@ -129,7 +178,7 @@ class RealtimeNamespace(Namespace):
         result = hub.subscribe(
             sid,
             identity.sub,
-            identity.channels,
+            self._grants_for(identity, body.get("channel")),
             body.get("channel"),
             since=body.get("since"),
             epoch=body.get("epoch"),

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
+from blueprints.realtime.auth_hook import AuthHook
 from hub import FanoutQueue, Hub, MemoryHistoryStore, PresenceRegistry, RateLimiter, TokenIssuer
 from hub.revocations import Revocations, revocations_for
 
@@ -22,6 +23,7 @@ class HubServices:
     api_limiter: RateLimiter | None
     allow_anonymous: bool
     revocations: Revocations  # logged-out dashboard logins (and revoked tokens); in Redis with REDIS_URL
+    auth_hook: AuthHook | None = None  # AUTH_HOOK_URL: asked about token-less connects and ungranted subscribes
 
 
 def _limiter(rate: int, burst: int) -> RateLimiter | None:
@@ -47,6 +49,9 @@ def build_services(config: Mapping[str, Any]) -> HubServices:
         api_limiter=_limiter(config["API_RATE_LIMIT"], config["API_RATE_BURST"]),
         allow_anonymous=config["ALLOW_ANONYMOUS"],
         revocations=revocations_for(config["REDIS_URL"], config["REDIS_KEY_PREFIX"]),
+        auth_hook=AuthHook(config["AUTH_HOOK_URL"], config["WEBHOOK_SECRET"],
+                           timeout=config["AUTH_HOOK_TIMEOUT_MS"] / 1000,
+                           cache_seconds=config["AUTH_HOOK_CACHE_SECONDS"]) if config["AUTH_HOOK_URL"] else None,
     )
 
 

@@ -12,13 +12,13 @@ from flask import Flask
 
 from blueprints.realtime import hub_services
 from blueprints.webhooks.delivery import Deliverer, DeliverySettings
-from blueprints.webhooks.outbound import display_url
 from blueprints.webhooks.outbox import WebhookOutbox
 from blueprints.webhooks.queue import MemoryWebhookQueue, QueueStats, WebhookQueue
 from blueprints.webhooks.redis_queue import RedisWebhookQueue
 from extensions import socketio
 from hub.redis_client import RedisKeys, connect
 from utils.metrics import WEBHOOK_QUEUES
+from utils.outbound import display_url
 
 EXTENSION_KEY = "webhooks"
 

@@ -10,10 +10,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from blueprints.webhooks.outbound import INSTANCE_HEADER, PostFailed, display_url, post, signed_json
 from blueprints.webhooks.queue import Pending, QueueStats, WebhookQueue
 from hub.redis_client import OUTAGE_ERRORS
 from utils.metrics import WEBHOOK_EVENTS, WEBHOOK_FAILURES, WEBHOOK_LATENCY
+from utils.outbound import INSTANCE_HEADER, PostFailed, display_url, post, signed_json
 
 log = logging.getLogger(__name__)
 

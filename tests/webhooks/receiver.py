@@ -6,8 +6,8 @@ subprocess, recording every request it gets to a JSON-lines file and answering a
 POST /_control with a JSON object changes how it answers (merged into the current behaviour):
   fail_first: answer 500 to the next N webhook POSTs      delay: seconds to wait before answering
   mode: ok | redirect | huge | endless | slow_headers      auth: {"<sub or *>": answer} for /auth (see below)
-/auth answers {"type": "connect"} with auth["connect"], {"type": "subscribe"} with auth["subscribe"] and
-{"type": "refresh"} with auth["refresh"]: each {"status": 200, "body": {...}, "delay": seconds}.
+/auth answers {"type": "connect"} with auth["connect"], {"type": "subscribe"} with auth["subscribe:<channel>"] or
+auth["subscribe"], and {"type": "refresh"} with auth["refresh"]: each {"status": 200, "body": {...}, "delay": s}.
 """
 
 from __future__ import annotations
@@ -96,7 +96,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _auth(self, raw: bytes, behaviour: dict) -> None:
         request = json.loads(raw)
-        rule = behaviour["auth"].get(request.get("type"), {"status": 403, "body": {"message": "no rule"}})
+        rules = behaviour["auth"]
+        rule = rules.get(f"{request.get('type')}:{request.get('channel')}") or rules.get(request.get("type")) or {
+            "status": 403, "body": {"message": "no rule"}}
         self._record(raw, rule.get("status", 200))
         if rule.get("delay"):
             time.sleep(rule["delay"])
