@@ -93,7 +93,7 @@ class RealtimeNamespace(Namespace):
         with self._lock:
             self._identities[request.sid] = identity
         self.expiry.track(request.sid, identity.exp)
-        # The lifecycle events of connections move to the integration package's observers once it has them.
+        # Raised here, not from integration/observers: Engine.IO observers see sessions, not the identity (sub).
         transport = "websocket" if "transport=websocket" in request.environ.get("QUERY_STRING", "") else "polling"
         self.services.hub.connect(request.sid, identity.sub, transport)
 
