@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: setup run test test-unit lint bench
+.PHONY: setup run demo test test-unit lint bench
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -11,9 +11,13 @@ $(VENV)/.runtime: requirements.txt
 
 setup: $(VENV)/.runtime
 
-# Runs the server on the embedded default (no Redis, no Docker) on http://127.0.0.1:5000
+# Runs the server on the embedded default (no Redis, no Docker) on http://127.0.0.1:5000; prints the login once
 run: setup
 	SIGNALBOARD_ENV=development ./start.sh
+
+# A terminal subscriber to the demo channels of the server `make run` started (run it in a second terminal)
+demo: setup
+	SIGNALBOARD_ENV=development LOG_LEVEL=ERROR $(VENV)/bin/flask --app app demo
 
 # Installs everything the whole suite needs (Python, Debian and npm packages), then runs it
 test:

@@ -48,8 +48,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_extensions(app)
     register_blueprints(app)
     register_error_handlers(app)
-    if settings.get("SECRET_KEY_GENERATED"):
-        log.warning("SECRET_KEY is not set: generated a random one (development only; sessions end on restart)")
+    if settings["GENERATED_SECRETS"]:
+        log.warning("development: %s not set, so generated ones are used, kept in %s (never in production)",
+                    ", ".join(settings["GENERATED_SECRETS"]), settings["DEV_SECRETS_PATH"])
     return app
 
 
@@ -93,6 +94,7 @@ def register_blueprints(app: Flask) -> None:
     from blueprints.api import bp as api
     from blueprints.api.reference import bp as api_reference
     from blueprints.dashboard import init_dashboard
+    from blueprints.demo import init_demo
     from blueprints.health import bp as health
     from blueprints.metrics import bp as metrics
 
@@ -101,6 +103,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(api)
     app.register_blueprint(api_reference)  # /api/v1/openapi.json and /api/v1/docs, outside the API key check
     init_dashboard(app, hub_services(app).hub)  # the page at /, its '/dashboard' namespace and sampler task
+    init_demo(app)  # development: demo feeds and the dashboard's first watch; `flask demo` everywhere
 
 
 def register_error_handlers(app: Flask) -> None:

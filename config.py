@@ -14,7 +14,12 @@ import socket
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from utils.dev_secrets import DevSecretsError, load_or_create
+
+ROOT = Path(__file__).resolve().parent
 
 
 class ConfigError(ValueError):
@@ -158,7 +163,14 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("SIGNALBOARD_ENV", "production", _choice("production", "development"),
-            "`production` requires SECRET_KEY; `development` generates one with a warning"),
+            "`production` requires SECRET_KEY; `development` (`make run`) generates SECRET_KEY, an API key and a "
+            "dashboard password when unset, keeps them in DEV_SECRETS_FILE and prints a start-up block"),
+    Setting("DEV_SECRETS_FILE", ".signalboard-dev.json", _text,
+            "development only: where generated secrets are kept across restarts (relative to the repository; "
+            "git-ignored; delete it for new ones)"),
+    Setting("DEMO", "1", _boolean,
+            "development only: a background publisher sends to `demo.ticker` and `demo.jobs`, and the dashboard "
+            "opens watching them (0: off)"),
     Setting("HOST", "127.0.0.1", _text, "bind address (`0.0.0.0` in the Docker image)"),
     Setting("PORT", "5000", _integer(1, 65535), "bind port"),
     Setting("SECRET_KEY", "", _text, "signs sessions and tokens; required in production, at least 16 characters"),
@@ -295,6 +307,7 @@ def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str
         else:
             config[setting.name] = setting.parse(setting.name, environ.get(setting.name, setting.default))
     config.update(overrides)  # extra keys (TESTING and the like) pass through untouched
+    _fill_development_secrets(config)
     _check_secret_key(config)
     _check_webhook_secret(config)
     _check_secret_lengths(config)
@@ -339,10 +352,28 @@ def _check_secret_key(config: dict[str, Any]) -> None:
         if len(key) < 16 or key in ("changeme", "change-me", "secret", "dev", "development"):
             raise ConfigError("SECRET_KEY is too short or a placeholder: use at least 16 random characters")
         return
-    if config["SIGNALBOARD_ENV"] == "production":
-        raise ConfigError("SECRET_KEY must be set when SIGNALBOARD_ENV=production (the default)")
-    config["SECRET_KEY"] = secrets.token_urlsafe(32)
-    config["SECRET_KEY_GENERATED"] = True
+    raise ConfigError("SECRET_KEY must be set when SIGNALBOARD_ENV=production (the default)")
+
+
+def _fill_development_secrets(config: dict[str, Any]) -> None:
+    """In development, SECRET_KEY, API_KEYS and DASHBOARD_PASSWORD left unset come from DEV_SECRETS_FILE (written on
+    first use), so a first run can be used at once and a restart keeps logins and tokens. `GENERATED_SECRETS` names
+    the settings filled this way: only those may ever be shown (a configured secret never is)."""
+    config["GENERATED_SECRETS"] = ()
+    if config["SIGNALBOARD_ENV"] != "development":
+        return
+    missing = [name for name in ("SECRET_KEY", "API_KEYS", "DASHBOARD_PASSWORD") if not config[name]]
+    if not missing:
+        return
+    path = ROOT / config["DEV_SECRETS_FILE"]
+    try:
+        kept = load_or_create(path)
+    except DevSecretsError as exc:
+        raise ConfigError(f"DEV_SECRETS_FILE: {exc}") from None
+    for name in missing:
+        config[name] = (kept["API_KEY"],) if name == "API_KEYS" else kept[name]
+    config["GENERATED_SECRETS"] = tuple(missing)
+    config["DEV_SECRETS_PATH"] = str(path)
 
 
 # Secrets checked by a guess over HTTP: short ones fall to a patient guesser even through the throttle.

@@ -22,6 +22,16 @@ logger_class = gunicorn_logger_class(_config["LOG_FORMAT"])  # gunicorn's own li
 control_socket_disable = True
 
 
+def when_ready(server):
+    """Development only: the start-up block (dashboard login, API key, curl, token), printed by the master once it
+    listens, so a worker restart never prints it again (blueprints/demo/banner.py)."""
+    from blueprints.demo.banner import first_run_banner
+
+    banner = first_run_banner(_config)
+    if banner:
+        print(banner, flush=True)
+
+
 def post_worker_init(worker):
     """SIGTERM drains the app before gunicorn stops the worker (utils/drain.py); requests gunicorn refuses itself
     get our JSON error shape (utils/gunicorn_errors.py)."""

@@ -470,7 +470,43 @@
     }
   }
 
+  // ---------- connect a client: snippets with a fresh token ----------
+  $("connect-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    const channel = $("connect-channel").value.trim();
+    const problem = nameProblem("channel", channel);
+    $("connect-error").textContent = problem;
+    if (problem) return;
+    socket.timeout(5000).emit("client_snippets", { channel: channel }, function (err, ack) {
+      if (err || !ack || !ack.ok) {
+        $("connect-error").textContent = err ? "No answer from the server; is it connected?"
+          : (ack && ack.error ? ack.error.message : "could not make snippets");
+        return;
+      }
+      for (const language of ["javascript", "python", "curl"]) $("snippet-" + language).textContent = ack.snippets[language];
+      $("snippets-status").textContent = "For " + ack.channel + "; the token expires at " + fmtTime(ack.expires_at) + ".";
+      $("snippets").hidden = false;
+    });
+  });
+  $("snippets").addEventListener("click", function (event) {
+    const button = event.target.closest("button[data-copy]");
+    if (!button) return;
+    const code = $(button.dataset.copy);
+    function selectIt() {
+      const range = document.createRange();
+      range.selectNodeContents(code);
+      window.getSelection().removeAllRanges();
+      window.getSelection().addRange(range);
+      button.textContent = "Selected: press Ctrl-C";
+    }
+    if (!navigator.clipboard) { selectIt(); return; }
+    navigator.clipboard.writeText(code.textContent).then(function () { button.textContent = "Copied"; }, selectIt);
+    setTimeout(function () { button.textContent = "Copy"; }, 2000);
+  });
+
   // ---------- start ----------
   socket.on("snapshot", onSnapshot);
   initCharts();
+  const initialWatch = document.querySelector('meta[name="initial-watch"]').content;
+  if (initialWatch) setWatched(initialWatch.split(","));
 })();

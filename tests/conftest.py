@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.server import ServerProcess  # noqa: E402
+
+JS_DIR = ROOT / "tests" / "js"
 
 UNIT_CONFIG = {
     "SIGNALBOARD_ENV": "production",
@@ -58,3 +63,16 @@ def server_factory():
 def server(server_factory):
     """A real server with test settings (1 s pings, 64 threads)."""
     return server_factory()
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """The node binary, with socket.io-client installed from the npm registry (pinned by package-lock.json)."""
+    node_bin, npm_bin = shutil.which("node"), shutil.which("npm")
+    assert node_bin and npm_bin, "node and npm are needed for the JavaScript interop test"
+    if not (JS_DIR / "node_modules" / "socket.io-client" / "package.json").exists():
+        subprocess.run([npm_bin, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, check=True, timeout=300,
+                       capture_output=True)
+    installed = json.loads((JS_DIR / "node_modules" / "socket.io-client" / "package.json").read_text())
+    assert installed["version"] == "4.8.4"
+    return node_bin

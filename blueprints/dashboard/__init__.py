@@ -47,8 +47,9 @@ def init_dashboard(app: Flask, hub: Hub) -> Sampler:
     app.extensions[EXTENSION_KEY] = {
         "sampler": sampler,
         "watchers": watchers,
+        "initial_watch": [],  # channels the page opens watching (the demo's, in development)
     }
-    socketio.on_namespace(DashboardNamespace(NAMESPACE, hub, sampler, watchers))
+    socketio.on_namespace(DashboardNamespace(NAMESPACE, hub, sampler, watchers, hub_services(app).tokens))
     app.register_blueprint(bp)
     app.after_request(add_security_headers)
     return sampler
@@ -66,7 +67,9 @@ def _login_page(status: int = 200, error: str | None = None, retry_after: int | 
 def index() -> Response:
     if current_login() is None:
         return redirect(url_for("dashboard.login"))
-    return current_app.make_response(render_template("dashboard.html", csrf_token=csrf_token()))
+    initial_watch = current_app.extensions[EXTENSION_KEY]["initial_watch"]
+    return current_app.make_response(render_template("dashboard.html", csrf_token=csrf_token(),
+                                                     initial_watch=initial_watch))
 
 
 @bp.get("/login")

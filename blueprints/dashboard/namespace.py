@@ -9,12 +9,16 @@ from flask import request, session
 from flask_socketio import ConnectionRefusedError, Namespace
 
 from blueprints.dashboard.live import MAX_FILTER_LENGTH, MAX_WATCHED_CHANNELS, Sampler, Watchers
-from blueprints.dashboard.security import csrf_valid, current_login, origin_allowed
-from hub import Hub
+from blueprints.dashboard.security import csrf_valid, current_login, origin_allowed, own_url
+from blueprints.demo.snippets import client_snippets
+from hub import Hub, TokenIssuer
 from hub.channels import validate_channel
 from hub.errors import InvalidPayload, NotFound, Unauthorized
 
 log = logging.getLogger(__name__)
+
+SNIPPET_TOKEN_TTL = 600  # the panel's tokens are for trying a client out, not for keeping
+SNIPPET_SUB = "dashboard-snippet"
 
 
 def _body(payload: Any) -> dict[str, Any]:
@@ -26,9 +30,10 @@ def _body(payload: Any) -> dict[str, Any]:
 class DashboardNamespace(Namespace):
     """Handlers return ack dicts; HubErrors they raise become error acks through the default error handler."""
 
-    def __init__(self, namespace: str, hub: Hub, sampler: Sampler, watchers: Watchers) -> None:
+    def __init__(self, namespace: str, hub: Hub, sampler: Sampler, watchers: Watchers, tokens: TokenIssuer) -> None:
         super().__init__(namespace)
         self.hub = hub
+        self.tokens = tokens
         self.sampler = sampler
         self.watchers = watchers
 
@@ -79,6 +84,16 @@ class DashboardNamespace(Namespace):
         message = self.hub.publish(body.get("channel"), body.get("event"), body.get("data"))
         log.info("dashboard published", extra={"channel": message.channel, "event": message.event})
         return {"ok": True, **message.meta()}
+
+    def on_client_snippets(self, payload: Any = None) -> dict[str, Any]:
+        """Copy-paste clients for one channel, with a fresh short-lived token that may subscribe to it only."""
+        channel = validate_channel(_body(payload).get("channel"))
+        ttl = min(SNIPPET_TOKEN_TTL, self.tokens.max_ttl)
+        token = self.tokens.issue(SNIPPET_SUB, [channel], ttl)
+        claims = self.tokens.verify(token)
+        log.info("dashboard minted a snippet token", extra={"channel": channel})
+        return {"ok": True, "channel": channel, "expires_at": claims.exp,
+                "snippets": client_snippets(own_url(request), channel, token)}
 
     def on_kick(self, payload: Any = None) -> dict[str, Any]:
         """Disconnect one realtime client; it may reconnect (a ban is not the dashboard's business)."""

@@ -116,13 +116,17 @@ def csrf_valid(presented: Any, state: Any = None) -> bool:
     return hmac.compare_digest(expected.encode(), presented.encode())
 
 
+def own_url(request: Request) -> str:
+    """This server's origin as the browser addressed it, through a proxy's X-Forwarded-* headers when there is one."""
+    forwarded_proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
+    forwarded_host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
+    return f"{forwarded_proto}://{forwarded_host}"
+
+
 def allowed_origins(request: Request) -> set[str]:
     """This server's own origin as the browser addressed it (directly or through a proxy), plus the explicit entries
     of CORS_ALLOWED_ORIGINS. A `*` there opens Socket.IO to public clients, never the dashboard's cookies."""
-    own = {f"{request.scheme}://{request.host}"}
-    forwarded_proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
-    forwarded_host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
-    own.add(f"{forwarded_proto}://{forwarded_host}")
+    own = {f"{request.scheme}://{request.host}", own_url(request)}
     return own | {o for o in current_app.config["CORS_ALLOWED_ORIGINS"] if o != "*"}
 
 

@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import pytest
 
+from tests.conftest import JS_DIR
 from tests.hub.realtime_client import unique
-from tests.server import ROOT, ServerProcess
+from tests.server import ServerProcess
 
 pytestmark = pytest.mark.integration
-
-JS_DIR = ROOT / "tests" / "js"
-
-
-@pytest.fixture(scope="module")
-def node() -> str:
-    """The node binary, with socket.io-client installed from the npm registry (pinned by package-lock.json)."""
-    node_bin, npm_bin = shutil.which("node"), shutil.which("npm")
-    assert node_bin and npm_bin, "node and npm are needed for the JavaScript interop test"
-    if not (JS_DIR / "node_modules" / "socket.io-client" / "package.json").exists():
-        subprocess.run([npm_bin, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, check=True, timeout=300,
-                       capture_output=True)
-    installed = json.loads((JS_DIR / "node_modules" / "socket.io-client" / "package.json").read_text())
-    assert installed["version"] == "4.8.4"
-    return node_bin
-
 
 def test_official_client_connects_receives_and_recovers(node):
     channel = unique("js")

@@ -40,9 +40,39 @@ def test_production_requires_a_real_secret():
         load_config(environ={"SECRET_KEY": "changeme"})
 
 
-def test_development_generates_a_secret():
-    config = load_config(environ={"SIGNALBOARD_ENV": "development"})
-    assert len(config["SECRET_KEY"]) >= 32 and config["SECRET_KEY_GENERATED"]
+def test_development_generates_secrets_once_and_keeps_them(tmp_path):
+    environ = {"SIGNALBOARD_ENV": "development", "DEV_SECRETS_FILE": str(tmp_path / "dev.json")}
+    config = load_config(environ=environ)
+    assert config["GENERATED_SECRETS"] == ("SECRET_KEY", "API_KEYS", "DASHBOARD_PASSWORD")
+    assert len(config["SECRET_KEY"]) >= 32 and len(config["API_KEYS"]) == 1 and config["DASHBOARD_PASSWORD"]
+    assert (tmp_path / "dev.json").stat().st_mode & 0o077 == 0  # only the owner may read it
+    again = load_config(environ=environ)  # a restart, or the gunicorn worker after its master
+    assert [again[k] for k in again["GENERATED_SECRETS"]] == [config[k] for k in config["GENERATED_SECRETS"]]
+
+
+def test_development_never_replaces_a_configured_secret(tmp_path):
+    environ = {"SIGNALBOARD_ENV": "development", "DEV_SECRETS_FILE": str(tmp_path / "dev.json"),
+               "API_KEYS": "mine-1,mine-2", "SECRET_KEY": GOOD["SECRET_KEY"]}
+    config = load_config(environ=environ)
+    assert config["GENERATED_SECRETS"] == ("DASHBOARD_PASSWORD",)
+    assert config["API_KEYS"] == ("mine-1", "mine-2") and config["SECRET_KEY"] == GOOD["SECRET_KEY"]
+    everything = {**environ, "DASHBOARD_PASSWORD": "pw"}
+    (tmp_path / "dev.json").unlink()
+    assert load_config(environ=everything)["GENERATED_SECRETS"] == ()
+    assert not (tmp_path / "dev.json").exists()  # nothing to generate: no file either
+
+
+def test_production_generates_nothing(tmp_path):
+    config = load_config(environ={**GOOD, "DEV_SECRETS_FILE": str(tmp_path / "dev.json")})
+    assert config["GENERATED_SECRETS"] == () and config["API_KEYS"] == () and not config["DASHBOARD_PASSWORD"]
+    assert not (tmp_path / "dev.json").exists()
+
+
+@pytest.mark.parametrize("content", ["{not json", "[]", '{"SECRET_KEY": "x"}'])
+def test_unusable_dev_secrets_file_names_the_variable(tmp_path, content):
+    (tmp_path / "dev.json").write_text(content)
+    with pytest.raises(ConfigError, match="DEV_SECRETS_FILE.*delete it"):
+        load_config(environ={"SIGNALBOARD_ENV": "development", "DEV_SECRETS_FILE": str(tmp_path / "dev.json")})
 
 
 def test_reserve_is_capped_for_small_pools():

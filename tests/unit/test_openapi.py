@@ -3,12 +3,14 @@ and the document valid OpenAPI 3.1 by openapi-spec-validator."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
 from blueprints.api.reference import openapi_document
+from tests.server import ROOT
 
 # Flask adds these to every rule by itself; the document names the methods a route was written for.
 _AUTOMATIC_METHODS = {"HEAD", "OPTIONS"}
@@ -73,6 +75,14 @@ def test_served_document_carries_the_configured_limits(app, client):
     ttl = response.get_json()["components"]["schemas"]["TokenRequest"]["properties"]["ttl"]
     assert (ttl["maximum"], ttl["default"]) == (120, 120)
     assert list(response.get_json()) [:2] == ["openapi", "info"]  # written order kept, not sorted
+
+
+def test_vendored_swagger_ui_matches_its_notes():
+    vendor = ROOT / "static" / "vendor"
+    assert "`swagger-ui-dist` | 5.35.0 | Apache-2.0" in (vendor / "README.md").read_text()
+    assert "Apache License" in (vendor / "swagger-ui" / "LICENSE").read_text()
+    digest = hashlib.sha256((vendor / "swagger-ui" / "swagger-ui-bundle.js").read_bytes()).hexdigest()
+    assert digest in (vendor / "README.md").read_text()
 
 
 def test_reference_page_needs_no_key_and_loads_only_local_files(client):

@@ -1,0 +1,29 @@
+"""The development first run: demo feeds on `demo.*` so the dashboard shows traffic at once, the start-up block
+(banner.py, printed by gunicorn.conf.py), and `flask demo`, a terminal subscriber."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from blueprints.demo.banner import HELLO_CHANNEL
+from blueprints.demo.cli import demo_command
+from blueprints.demo.publisher import JOBS_CHANNEL, TICKER_CHANNEL, DemoPublisher
+from blueprints.realtime.services import hub_services
+from extensions import socketio
+
+EXTENSION_KEY = "demo"
+DEMO_CHANNELS = (TICKER_CHANNEL, JOBS_CHANNEL, HELLO_CHANNEL)
+
+
+def init_demo(app: Flask) -> DemoPublisher | None:
+    """`flask demo` always; in development the dashboard's first watch, and unless DEMO=0 the demo publisher."""
+    app.cli.add_command(demo_command)
+    if app.config["SIGNALBOARD_ENV"] != "development":
+        return None
+    app.extensions["dashboard"]["initial_watch"] = list(DEMO_CHANNELS if app.config["DEMO"] else (HELLO_CHANNEL,))
+    if not app.config["DEMO"]:
+        return None
+    publisher = app.extensions[EXTENSION_KEY] = DemoPublisher(hub_services(app).hub, socketio.start_background_task)
+    app.before_request(publisher.ensure_started)  # the server's first request; a CLI command's app never starts it
+    app.extensions["drain"].add_stop_callback("demo publisher", publisher.stop)
+    return publisher
