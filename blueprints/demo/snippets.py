@@ -25,7 +25,9 @@ def javascript_snippet(url: str, channel: str, token: str) -> str:
 
 const socket = io({json.dumps(url)}, {{ auth: {{ token: {json.dumps(token)} }} }});
 socket.on("connect", () => {{
-  socket.emit("subscribe", {{ channel: {json.dumps(channel)} }}, (ack) => console.log("subscribed", JSON.stringify(ack)));
+  socket.emit("subscribe", {{ channel: {json.dumps(channel)} }}, (ack) => {{
+    console.log("subscribed", JSON.stringify(ack));
+  }});
 }});
 socket.on("connect_error", (err) => console.error("connect_error", err.message));
 socket.onAny((event, data, meta) => console.log(event, JSON.stringify(data), JSON.stringify(meta)));

@@ -17,7 +17,7 @@ import pytest
 import requests
 import socketio
 
-from tests.server import ROOT, ServerProcess
+from tests.server import ROOT, TEST_ENV, ServerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -123,8 +123,9 @@ def test_production_prints_nothing_and_runs_no_demo(server_factory, tmp_path):
     time.sleep(1.5)
     assert BANNER_TITLE not in server.log() and "demo publisher" not in server.log()
     assert not (tmp_path / "dev.json").exists()
+    key = TEST_ENV["API_KEYS"].split(",")[0]
     channels = requests.get(server.url + "/api/v1/channels", timeout=5,
-                            headers={"Authorization": "Bearer test-key-1"}).json()["channels"]
+                            headers={"Authorization": f"Bearer {key}"}).json()["channels"]
     assert [c for c in channels if c["channel"].startswith("demo.")] == []
 
 
