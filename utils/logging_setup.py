@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 # Context fields a log call may pass with `extra=` and the JSON format then carries as keys.
 CONTEXT_FIELDS = ("sid", "channel", "event", "namespace", "transport", "reason")
@@ -23,22 +24,31 @@ _SECRET_PATTERNS = (
     re.compile(r"(?i)(\b[a-z_]*(?:token|api[_-]?key|apikey|password|passwd|secret)[\"']?\s*[=:]\s*[\"']?)"
                r"[^\s\"'&,;}]+"),
 )
-# Configured secrets (API keys, SECRET_KEY, METRICS_TOKEN) are masked wherever they appear, whatever their shape.
-# Shorter values would mask ordinary words.
+# Configured secrets (API keys, SECRET_KEY, METRICS_TOKEN...) are masked wherever they appear, as written or
+# URL-encoded (a key in a query string or form body). Shorter values are masked only as whole words: anywhere, they
+# would mask pieces of ordinary words.
 _MIN_LITERAL_LENGTH = 6
 _literal_secrets: tuple[str, ...] = ()
+_short_secrets: re.Pattern[str] | None = None
 
 
 def register_secrets(values: Iterable[str]) -> None:
     """Mask these exact values in every log line from now on (replaces the previous set)."""
-    global _literal_secrets
-    _literal_secrets = tuple(sorted({v for v in values if len(v) >= _MIN_LITERAL_LENGTH}, key=len, reverse=True))
+    global _literal_secrets, _short_secrets
+    forms = {form for value in values if value for form in (value, quote(value, safe=""), quote(value),
+                                                             quote_plus(value))}
+    _literal_secrets = tuple(sorted((f for f in forms if len(f) >= _MIN_LITERAL_LENGTH), key=len, reverse=True))
+    short = sorted((f for f in forms if len(f) < _MIN_LITERAL_LENGTH), key=len, reverse=True)
+    _short_secrets = (re.compile(r"(?<![\w%])(?:" + "|".join(map(re.escape, short)) + r")(?![\w%])")
+                      if short else None)
 
 
 def redact(text: str) -> str:
     """Mask configured secrets and anything shaped like a credential."""
     for secret in _literal_secrets:
         text = text.replace(secret, "[redacted]")
+    if _short_secrets is not None:
+        text = _short_secrets.sub("[redacted]", text)
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(lambda m: "".join(g or "" for g in m.groups()) + "[redacted]", text)
     return text

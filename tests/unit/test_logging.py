@@ -69,8 +69,9 @@ def test_redact_leaves_ordinary_text():
 
 
 def test_configured_secrets_are_masked_in_any_shape():
-    register_secrets(["publisher-key-one", "abc"])  # too short to mask safely: ignored
-    assert redact("key publisher-key-one used; abc") == "key [redacted] used; abc"
+    register_secrets(["publisher-key-one", "abc"])
+    assert redact("key publisher-key-one used; abc") == "key [redacted] used; [redacted]"
+    assert redact("abcdef cabc abc_1") == "abcdef cabc abc_1"  # short ones only as whole words
     assert redact("x=publisher-key-one,y") == "x=[redacted],y"
 
 
@@ -152,3 +153,11 @@ def test_gunicorn_logger_uses_our_format_on_stdout(fmt, monkeypatch):
     else:
         assert "[INFO] gunicorn.error: Listening at: http://127.0.0.1:5000" in lines[0]
         assert "[INFO] gunicorn.access: 127.0.0.1" in lines[1]
+
+
+def test_url_encoded_secrets_are_masked():
+    """Before: a key with `/`, `+` or `=` appeared URL-encoded in an access line's query string, unmasked."""
+    register_secrets(["k3y/with+odd=chars&more", "a b"])
+    assert redact("GET /x?k=k3y%2Fwith%2Bodd%3Dchars%26more") == "GET /x?k=[redacted]"
+    assert redact("GET /x?q=k3y/with%2Bodd%3Dchars%26more") == "GET /x?q=[redacted]"
+    assert redact("the a+b and a%20b") == "the [redacted] and [redacted]"
