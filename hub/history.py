@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -110,8 +110,18 @@ class _ChannelLog:
     messages: deque[Message] = field(default_factory=deque)
 
 
+# Idle channels an append looks at for freeing: enough to keep up with channel creation, O(1) per append.
+_FREE_STEPS = 8
+
+
 class MemoryHistoryStore(HistoryStore):
-    """History in this process's memory: lost on restart, bounded per channel by count and age."""
+    """History in this process's memory: lost on restart, bounded per channel by count and age.
+
+    A channel whose messages have all aged out and that `in_use` says nobody is subscribed to is forgotten, so
+    channels used once do not keep memory for the life of the process. Its offsets are not reused: every channel
+    created after that starts above the highest offset a forgotten channel had (`_floor`), and an unknown channel's
+    latest offset is that floor, so a client's old offset is never taken for a new message's.
+    """
 
     def __init__(
         self,
@@ -119,6 +129,7 @@ class MemoryHistoryStore(HistoryStore):
         max_age_seconds: float = 300.0,
         *,
         idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
+        in_use: Callable[[str], bool] = lambda channel: False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if max_messages < 1:
@@ -130,12 +141,15 @@ class MemoryHistoryStore(HistoryStore):
         self.window_ms = int(idempotency_window * 1000)
         self.epoch = uuid.uuid4().hex[:12]
         self._clock = clock
-        # Guards _logs, _seen and _expiry: offset assignment, the idempotency decision, appends and evictions must
-        # be one step, or two publishers could share an offset, two retries could both be stored, or a reader could
+        self._in_use = in_use
+        # Guards _logs, _floor, _seen and _expiry: offset assignment, the idempotency decision, appends and evictions
+        # must be one step, or two publishers could share an offset, two retries could both be stored, or a reader could
         # see a half-evicted log.
         self._lock = threading.Lock()
-        # A channel's entry outlives its messages: its counter must never restart while the epoch lives.
-        self._logs: dict[str, _ChannelLog] = {}
+        # Least recently appended channel first, so the ones to free are found at the front.
+        self._logs: OrderedDict[str, _ChannelLog] = OrderedDict()
+        # Every offset a forgotten channel ever had is at most this; new channels count on from it.
+        self._floor = 0
         # (channel, idempotency key) -> the first answer; _expiry lists the same pairs oldest first (one window for
         # all, so insertion order is expiry order) and lets each append drop the expired ones from the front.
         self._seen: dict[tuple[str, str], _Seen] = {}
@@ -148,6 +162,22 @@ class MemoryHistoryStore(HistoryStore):
         horizon = now_ms - self.max_age_ms
         while log.messages and log.messages[0].ts <= horizon:
             log.messages.popleft()
+
+    def _free_idle(self, now_ms: int, steps: int | None = _FREE_STEPS) -> None:
+        """Forget channels at the front whose newest message has aged out, unless someone is subscribed; at most
+        `steps` looked at (None: all, for readers that walk every channel anyway)."""
+        horizon = now_ms - self.max_age_ms
+        for _ in range(len(self._logs) if steps is None else min(steps, len(self._logs))):
+            channel, log = next(iter(self._logs.items()))
+            if log.messages and log.messages[-1].ts > horizon:
+                if steps is not None:
+                    return  # the least recently appended is still fresh: so is every channel behind it
+                self._logs.move_to_end(channel)
+            elif self._in_use(channel):
+                self._logs.move_to_end(channel)  # looked at again once the others have had their turn
+            else:
+                del self._logs[channel]
+                self._floor = max(self._floor, log.latest)
 
     def _forget_expired_keys(self, now_ms: int) -> None:
         while self._expiry and self._expiry[0][0] <= now_ms:
@@ -173,6 +203,7 @@ class MemoryHistoryStore(HistoryStore):
         with self._lock:
             now_ms = self._now_ms()
             self._forget_expired_keys(now_ms)
+            self._free_idle(now_ms)
             message_id = new_message_id()
             results = []
             for channel in channels:
@@ -180,7 +211,8 @@ class MemoryHistoryStore(HistoryStore):
                 if seen is not None:
                     results.append(Message(channel, event, data, seen.offset, seen.id, seen.ts, duplicate=True))
                     continue
-                log = self._logs.setdefault(channel, _ChannelLog())
+                log = self._logs.pop(channel, None) or _ChannelLog(latest=self._floor)
+                self._logs[channel] = log  # now the most recently appended
                 self._evict_old(log, now_ms)
                 log.latest += 1
                 message = Message(channel, event, data, log.latest, message_id, now_ms)
@@ -198,7 +230,7 @@ class MemoryHistoryStore(HistoryStore):
         with self._lock:
             log = self._logs.get(channel)
             if log is None:
-                return [], offset == 0
+                return [], offset == self._floor  # a forgotten channel: complete only from where numbering resumes
             self._evict_old(log, self._now_ms())
             if offset > log.latest:
                 return [], False
@@ -212,11 +244,12 @@ class MemoryHistoryStore(HistoryStore):
     def latest(self, channel: str) -> int:
         with self._lock:
             log = self._logs.get(channel)
-            return log.latest if log else 0
+            return log.latest if log else self._floor
 
     def channels(self) -> list[str]:
         with self._lock:
             now_ms = self._now_ms()
             for log in self._logs.values():
                 self._evict_old(log, now_ms)
+            self._free_idle(now_ms, steps=None)
             return sorted(name for name, log in self._logs.items() if log.messages)

@@ -31,11 +31,14 @@ def _limiter(rate: int, burst: int) -> RateLimiter | None:
 
 
 def build_services(config: Mapping[str, Any]) -> HubServices:
+    presence = PresenceRegistry()
+    # A channel someone is subscribed to keeps its numbering even when its messages have aged out.
     history = MemoryHistoryStore(config["HISTORY_MAX_MESSAGES"], config["HISTORY_MAX_AGE"],
-                                 idempotency_window=config["IDEMPOTENCY_WINDOW_SECONDS"])
+                                 idempotency_window=config["IDEMPOTENCY_WINDOW_SECONDS"],
+                                 in_use=lambda channel: presence.count(channel) > 0)
     hub = Hub(
         history,
-        PresenceRegistry(),
+        presence,
         FanoutQueue(config["FANOUT_QUEUE_SIZE"]),
         max_payload_bytes=config["MAX_PAYLOAD_BYTES"],
         max_subscriptions=config["MAX_SUBSCRIPTIONS"],

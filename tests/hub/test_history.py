@@ -126,3 +126,43 @@ def test_epoch_differs_between_stores():
 def test_bounds_validated(kwargs):
     with pytest.raises(ValueError):
         MemoryHistoryStore(**kwargs)
+
+
+def test_channels_whose_messages_aged_out_are_forgotten():
+    """Before: a channel's entry outlived its messages, so 100k channels used once kept ~90 MiB for good."""
+    clock = Clock()
+    store = MemoryHistoryStore(max_age_seconds=10, clock=clock)
+    for n in range(100):
+        store.append(f"once.{n}", "e", n)
+    store.append("once.7", "e", "again")
+    clock.now += 10
+    assert store.channels() == [] and len(store._logs) == 0  # white-box: the entries themselves are gone
+
+
+def test_a_forgotten_channel_never_reuses_an_offset():
+    clock = Clock()
+    store = MemoryHistoryStore(max_age_seconds=10, clock=clock)
+    for _ in range(3):
+        store.append("a", "e", None)
+    clock.now += 10
+    store.channels()  # forgets "a"
+    assert store.latest("a") == 3  # numbering resumes from the highest forgotten offset
+    assert store.since("a", 3) == ([], True)  # up to date before it was forgotten: nothing missed
+    assert store.since("a", 1) == ([], False)  # messages 2 and 3 aged out unseen
+    again = store.append("a", "e", "new")
+    assert again.offset == 4
+    assert store.since("a", 3) == ([again], True)
+    assert store.append("fresh", "e", None).offset == 4  # every channel created after counts on from there
+
+
+def test_a_channel_in_use_keeps_its_numbering():
+    clock = Clock()
+    subscribed = {"busy"}
+    store = MemoryHistoryStore(max_age_seconds=10, in_use=lambda channel: channel in subscribed, clock=clock)
+    store.append("busy", "e", None)
+    store.append("idle", "e", None)
+    clock.now += 10
+    for n in range(20):  # each append looks at a few idle channels
+        store.append(f"other.{n}", "e", None)
+    assert "busy" in store._logs and "idle" not in store._logs
+    assert store.append("busy", "e", None).offset == 2
