@@ -251,6 +251,8 @@ SETTINGS: tuple[Setting, ...] = (
             "total deadline of one authorization-hook request; past it the connect or subscribe is refused"),
     Setting("AUTH_HOOK_CACHE_SECONDS", "30", _integer(0, 86_400),
             "seconds a subscribe answer of the hook is reused for the same sub and channel (0: ask every time)"),
+    Setting("CONTROL_REPLY_TIMEOUT_MS", "1000", _integer(100, 10_000),
+            "how long a user-level action (disconnect, unsubscribe, revoke, list) waits for other instances' answers"),
     Setting("LOG_LEVEL", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "level of the app's own logs"),
     Setting("LOG_FORMAT", "text", _choice("text", "json"), "`text` lines or one JSON object per line"),
     Setting("SOCKETIO_LOG_LEVEL", "WARNING", _choice("DEBUG", "INFO", "WARNING", "ERROR"),

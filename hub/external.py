@@ -10,8 +10,13 @@ so subscribers on every instance receive it once, in offset order, and can recov
         message = publisher.publish("orders", "created", {"id": 42}, idempotency_key="order-42-created")
         print(message.offset, message.id, message.duplicate)
 
-Use the same REDIS_URL, REDIS_KEY_PREFIX, HISTORY_* and IDEMPOTENCY_WINDOW_SECONDS values as the web instances.
-From a shell: `flask --app app publish CHANNEL EVENT JSON [--idempotency-key KEY]`.
+It also acts on users on every instance (see hub.users): `publisher.user_connections("alice")`,
+`publisher.disconnect_user("alice", reason="banned")`, `publisher.unsubscribe_user("alice", "orders.eu")`,
+`publisher.revoke_tokens(sub="alice")` or `revoke_tokens(jti=...)`.
+
+Use the same REDIS_URL, REDIS_KEY_PREFIX, HISTORY_*, IDEMPOTENCY_WINDOW_SECONDS and TOKEN_MAX_TTL values as the web
+instances. From a shell: `flask --app app publish CHANNEL EVENT JSON [--idempotency-key KEY]`,
+`flask --app app users ...`, `flask --app app tokens revoke ...`.
 """
 
 from __future__ import annotations
@@ -21,13 +26,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from config import SETTINGS, ConfigError
+from hub.control import RedisControlBus
 from hub.history import DEFAULT_IDEMPOTENCY_WINDOW, Message
 from hub.hub import DEFAULT_MAX_PAYLOAD_BYTES, check_idempotency_key, check_message
 from hub.redis_client import RedisKeys, connect
 from hub.redis_history import CHANNEL_ROOM_PREFIX, Broadcast, RedisHistoryStore
+from hub.revocations import RedisRevocations
+from hub.tokens import DEFAULT_MAX_TTL
+from hub.users import UserControl
 
 _FROM_ENV = ("REDIS_URL", "REDIS_KEY_PREFIX", "HISTORY_MAX_MESSAGES", "HISTORY_MAX_AGE", "MAX_PAYLOAD_BYTES",
-             "IDEMPOTENCY_WINDOW_SECONDS")
+             "IDEMPOTENCY_WINDOW_SECONDS", "TOKEN_MAX_TTL", "CONTROL_REPLY_TIMEOUT_MS")
+DEFAULT_REPLY_TIMEOUT = 1.0
 
 
 def history_for(
@@ -56,11 +66,16 @@ class ExternalPublisher:
         max_age_seconds: float = 300.0,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
+        token_max_ttl: int = DEFAULT_MAX_TTL,
+        reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
     ) -> None:
         if not redis_url:
             raise ConfigError("REDIS_URL must be set to publish from outside the web instances")
         self.history = history_for(redis_url, key_prefix, max_messages, max_age_seconds, idempotency_window)
         self.max_payload_bytes = max_payload_bytes
+        self._control = RedisControlBus(redis_url, self.history.keys, reply_timeout)
+        revocations = RedisRevocations(self.history.client, self.history.keys)
+        self.users = UserControl(self._control, revocations, max_ttl=token_max_ttl)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ExternalPublisher:
@@ -74,6 +89,8 @@ class ExternalPublisher:
             max_age_seconds=values["HISTORY_MAX_AGE"],
             max_payload_bytes=values["MAX_PAYLOAD_BYTES"],
             idempotency_window=values["IDEMPOTENCY_WINDOW_SECONDS"],
+            token_max_ttl=values["TOKEN_MAX_TTL"],
+            reply_timeout=values["CONTROL_REPLY_TIMEOUT_MS"] / 1000,
         )
 
     def publish(self, channel: str, event: str, data: Any, *, idempotency_key: str | None = None) -> Message:
@@ -90,8 +107,27 @@ class ExternalPublisher:
         key = check_idempotency_key(idempotency_key)
         return self.history.append_all([channel], event, data, idempotency_key=key)[0]
 
+    # User-level control: the answers of POST /api/v1/users/... and /tokens/revoke (raise the hub's errors).
+
+    def user_connections(self, sub: str) -> dict[str, Any]:
+        """`{"sub", "connections": [{sid, instance, transport, channels, connected_since, ...}], ...}`."""
+        return self.users.connections(sub)
+
+    def disconnect_user(self, sub: str, reason: str | None = None, reconnect: bool = False) -> dict[str, Any]:
+        """Every connection of `sub` gets `signalboard:disconnect` {reason, reconnect} and is disconnected."""
+        return self.users.disconnect(sub, reason, reconnect)
+
+    def unsubscribe_user(self, sub: str, channel: str) -> dict[str, Any]:
+        """`sub` leaves `channel` everywhere; its tokens issued until now no longer grant it."""
+        return self.users.unsubscribe(sub, channel)
+
+    def revoke_tokens(self, *, sub: str | None = None, jti: str | None = None) -> dict[str, Any]:
+        """Every token of `sub` issued until now, or the one token `jti`: refused from now on, holders disconnected."""
+        return self.users.revoke(sub=sub, jti=jti)
+
     def close(self) -> None:
         self.history.client.close()
+        self._control.close()
 
     def __enter__(self) -> ExternalPublisher:
         return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ ALGORITHM = "HS256"
 # The same floor config.py puts on SECRET_KEY, which signs these tokens as the interface requires.
 MIN_SECRET_BYTES = 16
 SUB_MAX_LENGTH = 256
+JTI_MAX_LENGTH = 128
 MAX_PATTERNS = 100
 DEFAULT_MAX_TTL = 7 * 24 * 3600
 # Seconds a token's `nbf` or `iat` may lie in the future: the clocks of the instances and of a backend minting its
@@ -34,6 +36,14 @@ class Claims:
     publish: tuple[str, ...]
     exp: int
     iat: int
+    jti: str | None = None  # tokens minted before jti existed have none: revocable by sub only
+
+
+def check_jti(jti: object) -> str:
+    """A token id as revocation names it: 1 to 128 printable ASCII characters."""
+    if not isinstance(jti, str) or not 1 <= len(jti) <= JTI_MAX_LENGTH or not (jti.isascii() and jti.isprintable()):
+        raise InvalidPayload(f"jti must be a string of 1 to {JTI_MAX_LENGTH} printable ASCII characters")
+    return jti
 
 
 def check_sub(sub: object) -> str:
@@ -120,6 +130,7 @@ class TokenIssuer:
         now = int(self._clock())
         claims["iat"] = now
         claims["exp"] = now + ttl
+        claims["jti"] = uuid.uuid4().hex  # names this one token for POST /api/v1/tokens/revoke
         payload = json.dumps(claims, separators=(",", ":")).encode()
         return self._jws.encode(payload, self._key, algorithm=ALGORITHM)
 
@@ -151,6 +162,9 @@ class TokenIssuer:
             raise invalid  # issued in the future: a wrong clock or a forgery, never a token to honour
         if nbf > now + self._clock_skew:
             raise Unauthorized("token is not valid yet", reason="token_not_yet_valid")
+        # Revocations are kept for max_ttl (hub.revocations): a token living longer would outlive its revocation.
+        if exp - iat > self.max_ttl:
+            raise invalid
         try:
             return Claims(
                 sub=check_sub(payload.get("sub")),
@@ -158,6 +172,7 @@ class TokenIssuer:
                 publish=check_patterns("publish", payload.get("publish", [])),
                 exp=exp,
                 iat=iat,
+                jti=None if payload.get("jti") is None else check_jti(payload["jti"]),
             )
         except (InvalidPayload, InvalidChannel):
             raise invalid from None

@@ -25,6 +25,21 @@ def _json_object() -> dict[str, Any]:
     return body
 
 
+def _fields(body: dict[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
+    """Refuse fields the endpoint does not know: a misspelt `reconect` must not silently mean the default."""
+    for name, value in body.items():
+        if name not in allowed:
+            shown = name if len(name) <= 40 else name[:40] + "..."
+            raise InvalidPayload(f"unknown field {shown!r}; this endpoint takes {', '.join(allowed)}")
+        if value is None:
+            raise InvalidPayload(f"{name} must not be null: leave it out instead")
+    return body
+
+
+def _optional_json_object() -> dict[str, Any]:
+    return {} if not request.get_data() else _json_object()
+
+
 def _query_int(name: str) -> int | None:
     raw = request.args.get(name)
     if raw is None:
@@ -56,7 +71,32 @@ def create_token() -> ResponseReturnValue:
     ttl = body.get("ttl", DEFAULT_TOKEN_TTL)
     token = tokens.issue(body.get("sub"), body.get("channels"), ttl, publish=body.get("publish"))
     claims = tokens.verify(token)
-    return jsonify(token=token, sub=claims.sub, expires_at=claims.exp)
+    return jsonify(token=token, sub=claims.sub, expires_at=claims.exp, jti=claims.jti)
+
+
+@bp.post("/tokens/revoke")
+def revoke_tokens() -> ResponseReturnValue:
+    """`{"sub"}`: every token of that user issued until now; `{"jti"}`: one token. Unknown ones are no error."""
+    body = _fields(_json_object(), ("sub", "jti"))
+    return jsonify(hub_services().users.revoke(sub=body.get("sub"), jti=body.get("jti")))
+
+
+@bp.get("/users/<sub>")
+def user_connections(sub: str) -> ResponseReturnValue:
+    """That user's connections on every instance; a sub nobody is connected as has none (200, empty list)."""
+    return jsonify(hub_services().users.connections(sub))
+
+
+@bp.post("/users/<sub>/disconnect")
+def disconnect_user(sub: str) -> ResponseReturnValue:
+    body = _fields(_optional_json_object(), ("reason", "reconnect"))
+    return jsonify(hub_services().users.disconnect(sub, body.get("reason"), body.get("reconnect", False)))
+
+
+@bp.post("/users/<sub>/unsubscribe")
+def unsubscribe_user(sub: str) -> ResponseReturnValue:
+    body = _fields(_json_object(), ("channel",))
+    return jsonify(hub_services().users.unsubscribe(sub, body.get("channel")))
 
 
 @bp.get("/channels")

@@ -1,6 +1,7 @@
 """Scale-out: with REDIS_URL, the hub's history, presence and delivery go through Redis, shared by every instance.
 
-Also the `flask --app app publish CHANNEL EVENT JSON` command for publishers outside the web instances.
+Also the commands for backends outside the web instances, all through Redis: `flask --app app publish CHANNEL EVENT
+JSON`, `flask --app app users show|disconnect|unsubscribe SUB ...` and `flask --app app tokens revoke --sub|--jti`.
 """
 
 from __future__ import annotations
@@ -8,10 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import click
 from flask import Flask, current_app
 
+from blueprints.api.cli import tokens
 from blueprints.realtime import hub_services
 from blueprints.realtime.transport import SocketIOTransport
 from config import ConfigError
@@ -32,6 +36,7 @@ EXTENSION_KEY = "cluster"
 def init_cluster(app: Flask) -> None:
     """Register the publish command; with REDIS_URL, move the hub onto Redis and add the `redis` readiness check."""
     app.cli.add_command(publish_command)
+    app.cli.add_command(users_command)
     url = app.config["REDIS_URL"]
     if not url:
         return
@@ -56,9 +61,35 @@ def init_cluster(app: Flask) -> None:
     log.info("scale-out: Redis at key prefix %r, instance %s", keys.prefix, config["INSTANCE_ID"])
 
 
-def _fail(code: str, message: str) -> None:
+def _fail(code: str, message: str) -> NoReturn:
     click.echo(json.dumps({"error": {"code": code, "message": message}}), err=True)
     sys.exit(1)
+
+
+def _external_publisher() -> ExternalPublisher:
+    config = current_app.config
+    if not config["REDIS_URL"]:
+        _fail("unavailable", "REDIS_URL is not set: without Redis, use the HTTP API (/api/v1/...) of the instance")
+    return ExternalPublisher(
+        config["REDIS_URL"],
+        key_prefix=config["REDIS_KEY_PREFIX"],
+        max_messages=config["HISTORY_MAX_MESSAGES"],
+        max_age_seconds=config["HISTORY_MAX_AGE"],
+        max_payload_bytes=config["MAX_PAYLOAD_BYTES"],
+        idempotency_window=config["IDEMPOTENCY_WINDOW_SECONDS"],
+        token_max_ttl=config["TOKEN_MAX_TTL"],
+        reply_timeout=config["CONTROL_REPLY_TIMEOUT_MS"] / 1000,
+    )
+
+
+def _run_remote(call: Callable[[ExternalPublisher], Any]) -> Any:
+    """Run `call` with a publisher; hub and config errors end the command with a JSON error and status 1."""
+    try:
+        with _external_publisher() as publisher:
+            return call(publisher)
+    except (HubError, ConfigError) as exc:
+        code = exc.code if isinstance(exc, HubError) else "invalid_config"
+        _fail(code, str(exc))
 
 
 @click.command("publish")
@@ -77,22 +108,46 @@ def publish_command(channel: str, event: str, data: str, idempotency_key: str | 
         payload = json.loads(data)
     except ValueError:
         _fail("invalid_payload", "DATA must be JSON, e.g. '{\"price\": 10}' or '\"text\"'")
-    config = current_app.config
-    if not config["REDIS_URL"]:
-        _fail("unavailable", "REDIS_URL is not set: without Redis, publish over HTTP (POST /api/v1/publish)")
-    try:
-        publisher = ExternalPublisher(
-            config["REDIS_URL"],
-            key_prefix=config["REDIS_KEY_PREFIX"],
-            max_messages=config["HISTORY_MAX_MESSAGES"],
-            max_age_seconds=config["HISTORY_MAX_AGE"],
-            max_payload_bytes=config["MAX_PAYLOAD_BYTES"],
-            idempotency_window=config["IDEMPOTENCY_WINDOW_SECONDS"],
-        )
-        with publisher:
-            message = publisher.publish(channel, event, payload, idempotency_key=idempotency_key)
-    except (HubError, ConfigError) as exc:
-        code = exc.code if isinstance(exc, HubError) else "invalid_config"
-        _fail(code, str(exc))
+    message = _run_remote(lambda publisher: publisher.publish(channel, event, payload, idempotency_key=idempotency_key))
     click.echo(json.dumps(message.answer()))
+
+
+@click.group("users")
+def users_command() -> None:
+    """Act on a user's connections on every instance, through Redis (like /api/v1/users/<sub>/...).
+
+    Each prints the API's JSON answer; on failure a JSON error on stderr and exit status 1.
+    """
+
+
+@users_command.command("show")
+@click.argument("sub")
+def show_user(sub: str) -> None:
+    """Print SUB's connections on every instance."""
+    click.echo(json.dumps(_run_remote(lambda publisher: publisher.user_connections(sub))))
+
+
+@users_command.command("disconnect")
+@click.argument("sub")
+@click.option("--reason", default=None, help="Told to each connection in signalboard:disconnect.")
+@click.option("--reconnect/--no-reconnect", default=False, show_default=True, help="Whether it may reconnect.")
+def disconnect_user(sub: str, reason: str | None, reconnect: bool) -> None:
+    """Disconnect every connection of SUB."""
+    click.echo(json.dumps(_run_remote(lambda publisher: publisher.disconnect_user(sub, reason, reconnect))))
+
+
+@users_command.command("unsubscribe")
+@click.argument("sub")
+@click.argument("channel")
+def unsubscribe_user(sub: str, channel: str) -> None:
+    """Take CHANNEL from SUB: its connections leave it; tokens issued until now no longer grant it."""
+    click.echo(json.dumps(_run_remote(lambda publisher: publisher.unsubscribe_user(sub, channel))))
+
+
+@tokens.command("revoke")
+@click.option("--sub", default=None, help="Revoke every token of this sub issued until now.")
+@click.option("--jti", default=None, help="Revoke this one token (its jti claim).")
+def revoke_tokens(sub: str | None, jti: str | None) -> None:
+    """Revoke tokens on every instance, through Redis: refused at connect and refresh, holders disconnected."""
+    click.echo(json.dumps(_run_remote(lambda publisher: publisher.revoke_tokens(sub=sub, jti=jti))))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from blueprints.realtime.control import LocalUserControl
 from blueprints.realtime.namespace import RealtimeNamespace
 from blueprints.realtime.services import EXTENSION_KEY, HubServices, build_services, hub_services
 from blueprints.realtime.transport import SocketIOTransport
@@ -21,7 +22,14 @@ def init_realtime(app: Flask) -> HubServices:
     app.extensions[EXTENSION_KEY] = services
     fanout = services.hub.fanout
     fanout.bind(SocketIOTransport(socketio.server), socketio.start_background_task)
-    socketio.on_namespace(RealtimeNamespace("/", services))
+    namespace = RealtimeNamespace("/", services)
+    socketio.on_namespace(namespace)
+    control = app.extensions["user_control"] = LocalUserControl(namespace, services, app.config["INSTANCE_ID"])
+    listener = services.control.bind(control.apply, socketio.start_background_task, control.sweep)
+    if listener is not None:  # with REDIS_URL: started by the first request or connection, stopped by the drain
+        namespace.on_connected = listener.ensure_started
+        app.before_request(listener.ensure_started)
+        app.extensions["drain"].add_stop_callback("control listener", listener.stop)
 
     def fanout_check() -> str | None:
         if fanout.running is False:

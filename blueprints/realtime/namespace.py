@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import request
@@ -14,7 +15,8 @@ from flask_socketio import ConnectionRefusedError, Namespace
 from blueprints.realtime.expiry import TokenExpiry, drop_ungranted, refreshed_claims
 from blueprints.realtime.services import HubServices
 from hub.channels import can_subscribe, validate_channel
-from hub.errors import Forbidden, InvalidPayload, NotFound, Unauthorized, Unavailable
+from hub.errors import Forbidden, HubError, InvalidPayload, NotFound, Unauthorized, Unavailable
+from hub.revocations import channel_revoked, token_revoked
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,9 @@ class Identity:
     channels: tuple[str, ...] = ()
     publish: tuple[str, ...] = ()
     exp: int | None = None
+    iat: int = 0
+    jti: str | None = None
+    since: float = field(default_factory=time.time)  # when the connection began (kept across refresh_token)
 
 
 def authenticate(services: HubServices, auth: Any, headers: Any = None) -> Identity:
@@ -42,11 +47,20 @@ def authenticate(services: HubServices, auth: Any, headers: Any = None) -> Ident
     token = (auth or {}).get("token")
     if token in (None, "") and services.auth_hook is not None:
         answer = services.auth_hook.connect(headers or {}, auth)
-        return Identity(answer.sub, answer.channels, answer.publish, answer.exp)
+        # Vouched for now: a later revocation of the sub or of one of its channels covers this identity too.
+        return Identity(answer.sub, answer.channels, answer.publish, answer.exp, iat=int(time.time()))
     if token in (None, "") and services.allow_anonymous:
         return Identity(sub=None)
     claims = services.tokens.verify(token)
-    return Identity(claims.sub, claims.channels, claims.publish, claims.exp)
+    return Identity(claims.sub, claims.channels, claims.publish, claims.exp, claims.iat, claims.jti)
+
+
+def _revoked(services: HubServices, identity: Identity) -> bool:
+    return identity.sub is not None and token_revoked(services.revocations, identity.sub, identity.jti, identity.iat)
+
+
+def revoked_error() -> Unauthorized:
+    return Unauthorized("this token has been revoked: get a new one", reason="token_revoked")
 
 
 def _body(payload: Any) -> dict[str, Any]:
@@ -68,12 +82,16 @@ class RealtimeNamespace(Namespace):
     def __init__(self, namespace: str, services: HubServices) -> None:
         super().__init__(namespace)
         self.services = services
-        # Guards _identities: connect, disconnect and every event run on threads of their own.
+        # Guards _identities and _connecting: connect, disconnect, every event and control actions run on threads of
+        # their own.
         self._lock = threading.Lock()
         self._identities: dict[str, Identity] = {}
+        # Connections inside on_connect -> True once a control action ruled them out (on_connect then refuses them).
+        self._connecting: dict[str, bool] = {}
         # Warns, then disconnects at exp; with the authorization hook, the backend may extend the identity first.
         refresher = self._refresh_from_hook if services.auth_hook is not None else None
         self.expiry = TokenExpiry(namespace, lambda: self.socketio.server, refresher=refresher)
+        self.on_connected: Callable[[], None] = lambda: None  # init_realtime: start the control listener
 
     def trigger_event(self, event: str, *args: Any) -> Any:
         if event not in CLIENT_EVENTS and event not in ("connect", "disconnect"):
@@ -82,20 +100,34 @@ class RealtimeNamespace(Namespace):
         return super().trigger_event(event, *args)
 
     def on_connect(self, auth: Any = None) -> None:
+        sid = request.sid
         try:
             identity = authenticate(self.services, auth, request.headers)
-        except Unavailable as exc:
-            raise ConnectionRefusedError(exc.message, exc.to_dict()) from None
-        except Unauthorized as exc:
-            log.debug("connection refused: %s", exc.reason)
+            # Registered before the revocation check: a revocation recorded after the check reaches this connection
+            # through its control action, which sees it here (and marks it for refusal while it is connecting).
+            with self._lock:
+                self._identities[sid] = identity
+                self._connecting[sid] = False
+            try:
+                revoked = _revoked(self.services, identity)
+            finally:
+                with self._lock:
+                    revoked = self._connecting.pop(sid) or revoked
+                    if revoked:
+                        self._identities.pop(sid, None)
+            if revoked:
+                raise revoked_error()
+        except HubError as exc:  # Unauthorized, or Unavailable (the hook, or the revocation store, cannot answer)
+            with self._lock:
+                self._identities.pop(sid, None)
+            log.debug("connection refused: %s", getattr(exc, "reason", exc.code))
             # The client's connect_error gets {"message": ..., "data": {"code", "message", "reason"}}.
             raise ConnectionRefusedError(exc.message, exc.to_dict()) from None
-        with self._lock:
-            self._identities[request.sid] = identity
-        self.expiry.track(request.sid, identity.exp)
+        self.on_connected()
+        self.expiry.track(sid, identity.exp)
         # Raised here, not from integration/observers: Engine.IO observers see sessions, not the identity (sub).
         transport = "websocket" if "transport=websocket" in request.environ.get("QUERY_STRING", "") else "polling"
-        self.services.hub.connect(request.sid, identity.sub, transport)
+        self.services.hub.connect(sid, identity.sub, transport)
 
     def on_disconnect(self, reason: Any = None) -> None:
         sid = request.sid
@@ -103,6 +135,25 @@ class RealtimeNamespace(Namespace):
             self._identities.pop(sid, None)
         self.expiry.forget(sid)
         self.services.hub.disconnect(sid, str(reason or "unknown").replace(" ", "_"))
+
+    def matching(self, wanted: Callable[[Identity], bool], *, refuse_connecting: bool) -> list[tuple[str, Identity]]:
+        """The connected sids whose identity is `wanted`; with `refuse_connecting`, those still connecting are
+        marked so that their connect is refused instead (a disconnect before the connect ack would confuse them)."""
+        found = []
+        with self._lock:
+            for sid, identity in self._identities.items():
+                if not wanted(identity):
+                    continue
+                if sid in self._connecting:
+                    if refuse_connecting:
+                        self._connecting[sid] = True
+                else:
+                    found.append((sid, identity))
+        return found
+
+    def identity_of(self, sid: str) -> Identity | None:
+        with self._lock:
+            return self._identities.get(sid)
 
     def sub_of(self, sid: str) -> str | None:
         """Who a connection is, for the dashboard's clients table; None for anonymous or unknown sids."""
@@ -149,7 +200,8 @@ class RealtimeNamespace(Namespace):
         answer = self.services.auth_hook.refresh(current.sub)
         if answer is None:
             return False
-        identity = Identity(answer.sub, answer.channels, answer.publish, answer.exp)
+        identity = Identity(answer.sub, answer.channels, answer.publish, answer.exp, iat=int(time.time()),
+                            since=current.since)
         with self._lock:
             if sid not in self._identities:
                 return True  # it left meanwhile: nobody to warn
@@ -175,6 +227,7 @@ class RealtimeNamespace(Namespace):
         sid, identity = self._caller()
         body = _body(payload)
         hub = self.services.hub
+        self._check_channel_grant(identity, body.get("channel"))
         result = hub.subscribe(
             sid,
             identity.sub,
@@ -190,7 +243,26 @@ class RealtimeNamespace(Namespace):
         if not self._still_connected(sid):
             hub.disconnect(sid)  # it left while subscribing; its own disconnect may have run before our add
             return None
+        try:
+            # Again once subscribed: a channel taken away meanwhile missed this subscription in its control action.
+            self._check_channel_grant(identity, result.channel)
+        except HubError:
+            self._undo_subscribe(sid, result.channel)
+            raise
         return result.ack()
+
+    def _check_channel_grant(self, identity: Identity, channel: Any) -> None:
+        """Refuse a channel that was taken from this user (POST /users/<sub>/unsubscribe) after its token was issued."""
+        if identity.sub is None or not isinstance(channel, str):
+            return  # anonymous connections are never acted on by sub; a bad name is the hub's to refuse
+        if channel_revoked(self.services.revocations, identity.sub, channel, identity.iat):
+            raise Forbidden(f"access to {channel} was revoked: a token issued since then is needed")
+
+    def _undo_subscribe(self, sid: str, channel: str) -> None:
+        try:
+            self.services.hub.unsubscribe(sid, channel)
+        except NotFound:  # already taken away by the control action itself
+            pass
 
     def on_unsubscribe(self, payload: Any = None) -> dict[str, Any]:
         sid, _ = self._caller()
@@ -211,10 +283,21 @@ class RealtimeNamespace(Namespace):
         """A fresh token (same sub) for this connection; channels it no longer grants are dropped (expiry.py)."""
         sid, current = self._connected_caller()  # an expired token may still be refreshed
         claims = refreshed_claims(self.services.tokens, current.sub, payload)
-        identity = Identity(claims.sub, claims.channels, claims.publish, claims.exp)
+        identity = Identity(claims.sub, claims.channels, claims.publish, claims.exp, claims.iat, claims.jti,
+                            since=current.since)
         with self._lock:
             if sid not in self._identities:
                 return None  # it left meanwhile; nobody to ack
             self._identities[sid] = identity
+        # Checked once the new identity is in place, for the same reason as at connect (on_connect).
+        try:
+            revoked = _revoked(self.services, identity)
+        except Unavailable:
+            revoked = None
+        if revoked is not False:
+            with self._lock:
+                if self._identities.get(sid) is identity:
+                    self._identities[sid] = current
+            raise revoked_error() if revoked else Unavailable("cannot check the token now, retry shortly")
         self.expiry.track(sid, identity.exp)
         return {"ok": True, "exp": identity.exp, "dropped": drop_ungranted(self.services.hub, sid, identity.channels)}

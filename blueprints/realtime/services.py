@@ -10,7 +10,10 @@ from flask import Flask, current_app
 
 from blueprints.realtime.auth_hook import AuthHook
 from hub import FanoutQueue, Hub, MemoryHistoryStore, PresenceRegistry, RateLimiter, TokenIssuer
+from hub.control import ControlBus, LocalControlBus, RedisControlBus
+from hub.redis_client import RedisKeys
 from hub.revocations import Revocations, revocations_for
+from hub.users import UserControl
 
 EXTENSION_KEY = "hub"
 
@@ -22,12 +25,24 @@ class HubServices:
     client_limiter: RateLimiter | None  # None: unlimited
     api_limiter: RateLimiter | None
     allow_anonymous: bool
-    revocations: Revocations  # logged-out dashboard logins (and revoked tokens); in Redis with REDIS_URL
+    # Logged-out dashboard logins, revoked tokens, tokens of a sub, channels of a sub; in Redis with REDIS_URL.
+    revocations: Revocations
+    control: ControlBus  # user-level actions to every instance (hub.control)
+    users: UserControl
     auth_hook: AuthHook | None = None  # AUTH_HOOK_URL: asked about token-less connects and ungranted subscribes
 
 
 def _limiter(rate: int, burst: int) -> RateLimiter | None:
     return RateLimiter(rate, max(burst, 1)) if rate > 0 else None
+
+
+def control_for(config: Mapping[str, Any]) -> tuple[Revocations, LocalControlBus | RedisControlBus]:
+    """The revocation store and control bus: in this process, or shared by every instance through REDIS_URL."""
+    url, prefix = config["REDIS_URL"], config["REDIS_KEY_PREFIX"]
+    revocations = revocations_for(url, prefix)
+    if not url:
+        return revocations, LocalControlBus()
+    return revocations, RedisControlBus(url, RedisKeys(prefix), config["CONTROL_REPLY_TIMEOUT_MS"] / 1000)
 
 
 def build_services(config: Mapping[str, Any]) -> HubServices:
@@ -45,13 +60,16 @@ def build_services(config: Mapping[str, Any]) -> HubServices:
         publish_wait=config["PUBLISH_WAIT_MS"] / 1000,
         anonymous_presence_subs=config["ANONYMOUS_PRESENCE_SUBS"],
     )
+    revocations, control = control_for(config)
     return HubServices(
         hub=hub,
         tokens=TokenIssuer(config["SECRET_KEY"], max_ttl=config["TOKEN_MAX_TTL"]),
         client_limiter=_limiter(config["CLIENT_RATE_LIMIT"], config["CLIENT_RATE_BURST"]),
         api_limiter=_limiter(config["API_RATE_LIMIT"], config["API_RATE_BURST"]),
         allow_anonymous=config["ALLOW_ANONYMOUS"],
-        revocations=revocations_for(config["REDIS_URL"], config["REDIS_KEY_PREFIX"]),
+        revocations=revocations,
+        control=control,
+        users=UserControl(control, revocations, max_ttl=config["TOKEN_MAX_TTL"]),
         auth_hook=AuthHook(config["AUTH_HOOK_URL"], config["WEBHOOK_SECRET"],
                            timeout=config["AUTH_HOOK_TIMEOUT_MS"] / 1000,
                            cache_seconds=config["AUTH_HOOK_CACHE_SECONDS"]) if config["AUTH_HOOK_URL"] else None,

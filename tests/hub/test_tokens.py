@@ -68,7 +68,9 @@ def test_standard_jwt_readable_with_the_secret(issuer):
     token = issuer.issue("bob", ["a"], 60)
     with pytest.warns(jwt.InsecureKeyLengthWarning):
         decoded = jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_exp": False})
+    jti = decoded.pop("jti")
     assert decoded == {"sub": "bob", "channels": ["a"], "iat": NOW, "exp": NOW + 60}
+    assert isinstance(jti, str) and len(jti) == 32 and issuer.verify(token).jti == jti
     assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": "JWT"}
 
 

@@ -9,9 +9,13 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from tests.server import free_port
+import requests
+
+from tests.server import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -40,6 +44,23 @@ def _end(process: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: f
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(5)
+
+
+@contextmanager
+def running_instances(servers: list[ServerProcess]) -> Iterator[list[ServerProcess]]:
+    """Start every server, wait until all are ready, and end them all (their logs clean) afterwards."""
+    try:
+        for server in servers:
+            server.start(timeout=60)
+        for server in servers:
+            server.wait_until(lambda s=server: requests.get(s.url + "/readyz", timeout=5).status_code == 200,
+                              timeout=20, what="readiness")
+        yield servers
+        for server in servers:
+            assert server.bad_log_lines() == [], server.log()[-3000:]
+    finally:
+        for server in servers:
+            server.__exit__(None, None, None)
 
 
 class RedisProcess:

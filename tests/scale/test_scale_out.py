@@ -16,7 +16,7 @@ import socketio
 
 from hub.external import ExternalPublisher
 from tests.hub.realtime_client import Api, HubClient, unique
-from tests.scale.processes import ROOT
+from tests.scale.processes import ROOT, running_instances
 from tests.server import TEST_ENV, ServerProcess
 
 pytestmark = [pytest.mark.scale, pytest.mark.integration]
@@ -41,19 +41,8 @@ def cluster_env(redis_server):
 
 @pytest.fixture(scope="module")
 def instances(cluster_env):
-    servers = [ServerProcess(INSTANCE_ID=f"web-{n}", **cluster_env) for n in range(3)]
-    try:
-        for server in servers:
-            server.start(timeout=60)
-        for server in servers:
-            server.wait_until(lambda s=server: requests.get(s.url + "/readyz", timeout=5).status_code == 200,
-                              timeout=20, what="readiness")
+    with running_instances([ServerProcess(INSTANCE_ID=f"web-{n}", **cluster_env) for n in range(3)]) as servers:
         yield servers
-        for server in servers:
-            assert server.bad_log_lines() == [], server.log()[-3000:]
-    finally:
-        for server in servers:
-            server.__exit__(None, None, None)
 
 
 @pytest.fixture
