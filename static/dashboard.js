@@ -187,6 +187,7 @@
     setText("published-per-second", fmtRate(snap.published_per_second));
     setText("delivered-per-second", fmtRate(snap.delivered_per_second));
     setText("fanout-pending", snap.fanout_pending);
+    renderWebhooks(snap.webhooks || []);
     setText("threads-total", snap.threads.total);
     setText("threads-pool", snap.threads.pool);
     setText("threads-other", snap.threads.other);
@@ -196,6 +197,20 @@
     renderClients();
     clientChart.setData([series.t, series.websocket, series.polling]);
     rateChart.setData([series.t, series.published, series.delivered]);
+  }
+
+  function renderWebhooks(receivers) {
+    if (!receivers.length) {
+      setText("webhooks-depth", "off");
+      setText("webhooks-detail", "no WEBHOOK_URLS");
+      return;
+    }
+    setText("webhooks-depth", receivers.reduce((sum, r) => sum + r.depth, 0));
+    const oldest = Math.max(...receivers.map((r) => r.oldest_age));
+    const delivered = receivers.reduce((sum, r) => sum + r.delivered, 0);
+    const failing = receivers.find((r) => r.last_error);
+    const error = failing ? ` · last error (${failing.url}): ${failing.last_error.detail}` : "";
+    setText("webhooks-detail", `oldest ${fmtDuration(oldest)} · delivered ${delivered}${error}`);
   }
 
   function renderRaces(races) {

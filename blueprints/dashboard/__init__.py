@@ -43,7 +43,9 @@ def init_dashboard(app: Flask, hub: Hub) -> Sampler:
     watchers = Watchers()
     # The realtime namespace knows each connection's `sub`; without its sub_of() the table shows none.
     sub_of = getattr(socketio.server.namespace_handlers.get("/"), "sub_of", None)
-    sampler = Sampler(socketio, hub, tally, watchers, sub_of, partial(login_revoked, hub_services(app).revocations))
+    webhooks = app.extensions.get("webhooks")
+    sampler = Sampler(socketio, hub, tally, watchers, sub_of, partial(login_revoked, hub_services(app).revocations),
+                      webhook_status=webhooks.status if webhooks is not None else list)
     app.extensions[EXTENSION_KEY] = {
         "sampler": sampler,
         "watchers": watchers,

@@ -218,8 +218,10 @@ class Sampler:
 
     def __init__(self, socketio: Any, hub: Hub, tally: ConnectionTally, watchers: Watchers,
                  sub_of: Callable[[str], str | None] | None,
-                 login_revoked: Callable[[str], bool] = lambda login_id: False) -> None:
+                 login_revoked: Callable[[str], bool] = lambda login_id: False,
+                 webhook_status: Callable[[], list[dict[str, Any]]] = list) -> None:
         self.socketio = socketio
+        self.webhook_status = webhook_status  # per receiver: depth, oldest age, delivered, last error
         self.hub = hub
         self.tally = tally
         self.watchers = watchers
@@ -324,6 +326,7 @@ class Sampler:
             "published_per_second": published_rate,
             "delivered_per_second": delivered_rate,
             "fanout_pending": self.hub.fanout.pending(),
+            "webhooks": self.webhook_status(),
             "channels": sorted(channels, key=lambda c: (-c["subscribers"], c["channel"]))[:MAX_CHANNEL_ROWS],
             "channel_count": len(channels),
             "all_clients": clients,

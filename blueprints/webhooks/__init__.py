@@ -4,6 +4,7 @@ background deliverers, with retries, never on a request thread (docs/webhooks.md
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from utils.metrics import WEBHOOK_QUEUES
 from utils.outbound import display_url
 
 EXTENSION_KEY = "webhooks"
+STOP_WAIT = 1.5  # seconds the drain waits for the webhook threads to end
 
 
 def target_name(url: str) -> str:
@@ -41,9 +43,17 @@ class Webhooks:
                 socketio.start_background_task(deliverer.run)
 
     def stop(self) -> None:
+        """Stop the pump (after one last put of what is buffered) and the deliverers, waiting a moment for them:
+        a deliverer in a POST ends once it is answered or times out, which may be after the process exits."""
         self.outbox.stop()
         for deliverer in self.deliverers:
             deliverer.stop()
+        deadline = time.monotonic() + STOP_WAIT
+        ends = [deliverer.stopped for deliverer in self.deliverers] if self.started else []
+        if self.outbox.started:
+            ends.append(self.outbox.stopped)
+        for stopped in ends:
+            stopped.wait(max(0.0, deadline - time.monotonic()))
 
     def queue_stats(self) -> dict[str, QueueStats]:
         return {deliverer.label: deliverer.stats for deliverer in self.deliverers}

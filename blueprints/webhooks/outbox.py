@@ -57,6 +57,10 @@ class WebhookOutbox:
                 self._cond.notify()
         WEBHOOK_EVENTS.labels(event_type, "overflow" if full else "queued").inc()
 
+    @property
+    def started(self) -> bool:
+        return self._start is None
+
     def pending(self) -> int:
         with self._cond:
             return len(self._buffer)

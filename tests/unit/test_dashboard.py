@@ -267,6 +267,7 @@ def test_sampler_snapshot_and_watched_events(app, dashboard_client):
     assert snapshot["client_rows"] == [] and snapshot["client_count"] == snapshot["client_matches"] == 0
     assert snapshot["rss_bytes"] > 0 and snapshot["threads"]["total"] >= 1
     assert set(snapshot["disconnect_races"]) >= {"unknown_session", "handler"}
+    assert snapshot["webhooks"] == []  # no WEBHOOK_URLS: the card says off
     assert [e["data"] for e in received["events"]["events"]] == [{"n": 1}]
 
     sampler.tick()  # nothing new: no events packet

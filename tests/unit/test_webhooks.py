@@ -66,3 +66,18 @@ def test_signature_is_hmac_of_timestamp_dot_body():
     assert headers["X-Signalboard-Signature"] == f"sha256={expected.hexdigest()}"
     assert signature("k", "1", b"{}") != signature("k", "2", b"{}")
     assert display_url("https://user:pw@example.com:8443/hooks/in?token=abc") == "https://example.com:8443/hooks/in"
+
+
+def test_the_app_routes_hub_events_to_the_outbox_and_reports_each_receiver():
+    from app import create_app
+    from tests.conftest import UNIT_CONFIG
+
+    app = create_app({**UNIT_CONFIG, "WEBHOOK_URLS": ("http://127.0.0.1:9/in?key=secret",),
+                      "WEBHOOK_SECRET": "w" * 16})
+    webhooks = app.extensions["webhooks"]
+    hub = app.extensions["hub"].hub
+    assert hub.events is webhooks.outbox and not webhooks.started
+    assert webhooks.status() == [{"url": "http://127.0.0.1:9/in", "depth": 0, "oldest_age": 0.0, "delivered": 0,
+                                  "last_error": None}]
+    assert app.extensions["dashboard"]["sampler"].webhook_status() == webhooks.status()
+    assert create_app(UNIT_CONFIG).extensions.get("webhooks") is None

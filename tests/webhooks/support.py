@@ -7,6 +7,7 @@ import hmac
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -16,7 +17,8 @@ from typing import Any
 
 import requests
 
-from tests.server import free_port
+from tests.hub.realtime_client import HubClient, unique
+from tests.server import ServerProcess, free_port
 
 HERE = Path(__file__).resolve().parent
 SECRET = "webhook-test-secret-0123456789"
@@ -95,3 +97,35 @@ def webhook_env(receiver: Receiver, **extra: Any) -> dict[str, Any]:
     """Server settings for fast tests: small batches and retries, short deadlines."""
     return {"WEBHOOK_URLS": receiver.hook_url, "WEBHOOK_SECRET": SECRET, "WEBHOOK_BATCH_MS": 100,
             "WEBHOOK_TIMEOUT_MS": 1000, "WEBHOOK_RETRY_MAX_MS": 1000, **extra}
+
+
+def _quantiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {"p50_ms": round(statistics.median(ordered) * 1000, 2),
+            "p95_ms": round(ordered[int(len(ordered) * 0.95) - 1] * 1000, 2), "n": len(ordered)}
+
+
+def cycle(server: ServerProcess, auth: dict, room: str) -> tuple[float, float]:
+    """Connect (websocket), subscribe, publish, disconnect; the connect and publish round trips in seconds."""
+    client = HubClient(server.url)
+    started = time.monotonic()
+    client.connect(auth)
+    connected = time.monotonic() - started
+    assert client.call("subscribe", {"channel": room})["ok"]
+    started = time.monotonic()
+    assert client.call("publish", {"channel": room, "event": "n", "data": 1})["ok"]
+    published = time.monotonic() - started
+    client.disconnect()
+    return connected, published
+
+
+def compare(servers: dict[str, tuple[ServerProcess, Any]], cycles: int) -> dict[str, dict]:
+    """Interleaved cycles on each server, so machine noise falls on all of them alike."""
+    samples: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in servers}
+    rooms = {name: unique("bench") for name in servers}
+    for _ in range(cycles):
+        for name, (server, auth) in servers.items():
+            connected, published = cycle(server, auth(rooms[name]) if callable(auth) else auth, rooms[name])
+            samples[name][0].append(connected)
+            samples[name][1].append(published)
+    return {name: {"connect": _quantiles(c), "publish": _quantiles(p)} for name, (c, p) in samples.items()}

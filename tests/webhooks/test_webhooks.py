@@ -74,6 +74,9 @@ def test_every_event_type_arrives_signed_with_its_fields(server_factory, receive
     assert order[-1] == "channel.vacated"
     assert len({e["id"] for e in events}) == len(events)
     assert not server.bad_log_lines()
+    server.stop()  # the drain stops the webhook threads: both say so before the worker exits
+    log = server.log()
+    assert "webhook outbox stopped" in log and f"webhook deliverer for {receiver.hook_url} stopped" in log
 
 
 def test_webhook_events_selects_types(server_factory, receiver):
