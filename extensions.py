@@ -9,7 +9,6 @@ from flask import Flask
 from flask_socketio import SocketIO
 
 from integration import install_integration
-from integration.manager import build_client_manager
 
 socketio = SocketIO()
 
@@ -24,8 +23,10 @@ def init_socketio(app: Flask) -> None:
         origins = "*"  # only when configured explicitly
     elif not origins:
         origins = None  # python-engineio's default: same origin only
-    socketio.init_app(
+    # Binds it and installs every library hook, in its declared order (integration/).
+    install_integration(
         app,
+        socketio,
         async_mode="threading",
         ping_interval=app.config["PING_INTERVAL"],
         ping_timeout=app.config["PING_TIMEOUT"],
@@ -36,8 +37,4 @@ def init_socketio(app: Flask) -> None:
         # them behind a private handler instead).
         logger=logging.getLogger("socketio.server"),
         engineio_logger=logging.getLogger("engineio.server"),
-        # Chosen here, once: in memory, or with REDIS_URL the cluster manager (integration/manager.py). Passed on
-        # every call, so a second app in the same process never inherits the first one's manager.
-        client_manager=build_client_manager(app.config),
     )
-    install_integration(app, socketio.server)  # every library hook, in its declared order (integration/)

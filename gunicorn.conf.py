@@ -34,9 +34,9 @@ def when_ready(server):
 
 def post_worker_init(worker):
     """SIGTERM drains the app before gunicorn stops the worker (utils/drain.py); requests gunicorn refuses itself
-    get our JSON error shape (utils/gunicorn_errors.py)."""
+    get our JSON error shape (integration/gunicorn_errors.py)."""
+    from integration.gunicorn_errors import install_json_error_pages
     from utils.drain import install_sigterm_drain
-    from utils.gunicorn_errors import install_json_error_pages
 
     install_sigterm_drain(worker)
     install_json_error_pages()

@@ -71,6 +71,7 @@ end
 -- python-socketio's message-queue format for an emit; `data` is spliced in as stored, never re-encoded,
 -- so numbers keep their exact JSON spelling.
 -- `skip` is the JSON of python-socketio's skip_sid: null, or the sid every instance leaves out of the emit.
+-- python-socketio's emit packet; its keys, in this order, are integration/pubsub_packets.py EMIT_KEYS (pins check).
 local function emit_packet(room, channel, entry, host, extra, skip)
   local meta = '{"channel":' .. cjson.encode(channel) .. ',"offset":' .. offset_of(entry[1])
     .. ',"id":' .. cjson.encode(field(entry, 'i')) .. ',"ts":' .. field(entry, 't') .. '}'

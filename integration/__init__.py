@@ -1,18 +1,37 @@
 """Every reach into python-engineio, python-socketio, simple-websocket and gunicorn internals, owned in one place.
 
-`install_integration` is called once by the factory (extensions.init_socketio), right after the python-socketio
-server is built, and installs the hooks below in this order; each hook says in one line what it replaces and why.
+`install_integration` is called once by the factory (extensions.init_socketio): it binds the shared SocketIO to
+the app and installs the hooks below in this order; each hook says in one line what it replaces and why.
 Feature code never touches a library's handler dicts: it registers observers (`on_connect`, `on_disconnect`,
 `on_message`, `on_emit`, integration/observers.py documents their order and exception policy) with
 `socket_observers(app)`. integration/pins.py pins the library versions and checks every internal listed here, in
 every mode, at start-up and in the unit tests.
 
-The hooks, in install order (hook: the library internal it touches; where):
-1. pin and internals check: the versions and every internal below; integration/pins.py
-2. lifecycle dispatchers: python-engineio's `handlers` connect/message/disconnect slots and python-socketio's
-   `Server.emit`; integration/lifecycle.py
-3. websocket transport adopter: each new `engineio.socket.Socket` (its `__class__` and `queue`) at connect;
-   transport/
+The hooks (what each replaces and why is said again where it is written; integration/pins.py checks every internal):
+
+Installed by `install_integration`, in this order:
+1. pin and internals check (pins.py): the versions and every internal below, before anything touches one.
+2. client manager (manager.py, redis_manager.py), chosen before the server is built
+   (`socketio.init_app(client_manager=...)`): subclasses of python-socketio's `Manager` / `RedisManager` that
+   serialize the six membership methods (`connect`, `pre_disconnect`, `basic_disconnect`, `basic_enter_room`,
+   `basic_leave_room`, `basic_close_room`) and, with Redis, override `_redis_connect`, `_listen`, `_publish`,
+   run `_thread` again, read `rooms`, file markers with `_generate_ack_id` in `callbacks`, and write its pub/sub
+   packet format (pubsub_packets.py, also written by the Lua in hub/redis_history.py).
+3. lifecycle dispatchers (lifecycle.py): python-engineio's `handlers` slots connect/message/disconnect (filled by
+   python-socketio) and python-socketio's `Server.emit`, so observers replace every rewrap.
+4. websocket transport adopter (websocket_transport.py), called from the connect dispatcher: a live `__class__`
+   swap of each new `engineio.socket.Socket` and its `queue` swapped for a bounded one (bounded_sockets.py:
+   queue.Queue's `_put`/`_get`/`mutex`/`unfinished_tasks`, `Socket._websocket_handler`, simple-websocket's
+   `ws.sock`), or with `shared` the loop's socket (shared_sockets.py: `Socket.schedule_ping` instead of the
+   `_send_ping` thread, `_upgrade_websocket`, `Server._bad_request`, `_trigger_event(..., run_async=False)`,
+   gunicorn gthread's StopIteration and the descriptor it closes).
+5. message guard slot, filled by utils/malformed_input.py: reads python-socketio's `_binary_packet`.
+
+Used by the log filters in utils/ (library_texts.py): python-engineio's gone-session KeyError texts, its "Cannot
+send to sid" warning, its log-once suffix, the module its decoder raises from and its writer thread's name.
+
+Installed by gunicorn.conf.py `post_worker_init` in the worker (the factory also runs in tests, outside gunicorn):
+gunicorn_errors.py replaces `gunicorn.util.write_error` so gunicorn's own refusals answer in our JSON shape.
 """
 
 from __future__ import annotations
@@ -21,10 +40,13 @@ import logging
 from typing import Any
 
 from flask import Flask
+from flask_socketio import SocketIO
 
 from integration.lifecycle import install_lifecycle
+from integration.manager import build_client_manager
 from integration.observers import SocketObservers
 from integration.pins import LibraryVersionError, check_libraries
+from integration.websocket_transport import build_transport
 
 __all__ = ["LibraryVersionError", "SocketObservers", "install_integration", "socket_observers"]
 
@@ -33,20 +55,23 @@ log = logging.getLogger(__name__)
 EXTENSION_KEY = "socket_observers"
 
 
-def install_integration(app: Flask, server: Any) -> SocketObservers:
-    """Check the pins, then install every hook on `server` (a bound python-socketio server) in the declared order."""
-    from transport import build_transport
-
+def install_integration(app: Flask, socketio: SocketIO, **socketio_options: Any) -> SocketObservers:
+    """Bind `socketio` to `app` with `socketio_options` and install every hook, in the order of the module docstring."""
     # 1. Before anything touches an internal: refuse to start on libraries the hooks were not written for.
     check_libraries()
+    # 2. The client manager, chosen once: the server is built with it, nothing is replaced later (and a second app
+    #    in the same process never inherits the first one's, as Flask-SocketIO would keep a message_queue manager).
+    socketio.init_app(app, client_manager=build_client_manager(app.config), **socketio_options)
+    server = socketio.server
     observers = app.extensions[EXTENSION_KEY] = SocketObservers()
-    # 2. One dispatcher per Engine.IO handler slot and around Server.emit; everything below goes through them.
+    # 3. One dispatcher per Engine.IO handler slot and around Server.emit; everything below goes through them.
     install_lifecycle(server, observers)
-    # 3. The websocket transport adopts each new socket first thing at connect (before python-socketio's handler).
+    # 4. The websocket transport adopts each new socket first thing at connect (before python-socketio's handler).
     transport, adopter = build_transport(server.eio, app.config["WEBSOCKET_TRANSPORT"],
                                          app.config["WEBSOCKET_SEND_BUFFER"])
     observers.set_adopter(adopter)
     app.extensions["websocket_transport"] = transport
+    # 5. The message guard slot is filled by utils/malformed_input.py (register_error_handlers in app.py).
     log.debug("library hooks installed (%s websocket transport)", app.config["WEBSOCKET_TRANSPORT"])
     return observers
 

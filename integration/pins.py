@@ -9,9 +9,14 @@ says how to move a pin.
 
 from __future__ import annotations
 
+import ast
 import inspect
 import queue
+import re
+import textwrap
 from importlib import metadata
+
+from integration import library_texts, pubsub_packets
 
 PINNED_VERSIONS = {
     "python-engineio": "4.15.1",
@@ -56,6 +61,31 @@ def _in_order(source: str, *parts: str) -> bool:
     return -1 not in positions and positions == sorted(positions)
 
 
+def _log_once_suffix(log_error_once: object) -> str:
+    """The text python-engineio appends to a message it logs once: the string literals after `message + `."""
+    source = _source(log_error_once)
+    start = source.find("self.logger.error(message + ")
+    call = source[start:source.find("\n", source.find("'", source.find("\n", start) + 1))] if start >= 0 else ""
+    return "".join(re.findall(r"'([^']*)'", call)).strip()
+
+
+def _dict_keys(function: object, method: str) -> tuple[str, ...]:
+    """The keys of the dict literal with {'method': `method`, ...} in `function`'s source."""
+    for node in ast.walk(ast.parse(textwrap.dedent(_source(function)))):
+        if isinstance(node, ast.Dict) and node.keys and isinstance(node.keys[0], ast.Constant) \
+                and node.keys[0].value == "method" and isinstance(node.values[0], ast.Constant) \
+                and node.values[0].value == method:
+            return tuple(key.value for key in node.keys if isinstance(key, ast.Constant))
+    return ()
+
+
+def _lua_emit_keys(lua: str) -> tuple[str, ...]:
+    """The JSON keys hub/redis_history.py's Lua `emit_packet` writes, in order (its meta object left out)."""
+    body = lua[lua.index("local function emit_packet"):]
+    body = body[body.index("return "):body.index("\nend")]
+    return tuple(re.findall(r'[{,]"(\w+)":', body))
+
+
 def internal_mismatches() -> list[str]:
     """One phrase per library internal a hook relies on that is not as the hook was written for."""
     from engineio import base_server as eio_base_server
@@ -70,6 +100,8 @@ def internal_mismatches() -> list[str]:
     from socketio import base_server as sio_base_server
     from socketio import server as sio_server
     from wsproto import connection as ws_connection
+
+    from hub import redis_history
 
     eio_connect = _source(eio_server.Server._handle_connect)
     sio_connect = _source(sio_server.Server._handle_connect)
@@ -147,15 +179,16 @@ def internal_mismatches() -> list[str]:
          and "self.thread = self.server.start_background_task(self._thread)"
          in _source(pubsub_manager.PubSubManager.initialize),
          "socketio RedisManager._redis_connect sets connected; PubSubManager.initialize runs _thread as self.thread"),
-        (all(part in _source(pubsub_manager.PubSubManager.emit) for part in (
-            "'method': 'emit', 'event': event, 'data': data", "'namespace': namespace, 'room': room",
-            "'skip_sid': skip_sid, 'callback': callback", "'host_id': self.host_id"))
+        (_dict_keys(pubsub_manager.PubSubManager.emit, "emit") == pubsub_packets.EMIT_KEYS
+         and _dict_keys(pubsub_manager.PubSubManager._return_callback, "callback") == pubsub_packets.CALLBACK_KEYS
          and "for message in self._listen():" in _source(pubsub_manager.PubSubManager._thread)
          and "if data['method'] == 'callback':" in _source(pubsub_manager.PubSubManager._thread)
          and all(f"message['{key}']" in _source(pubsub_manager.PubSubManager._handle_callback)
                  for key in ("sid", "id", "args")),
-         "socketio PubSubManager's packet format (emit: method/event/data/namespace/room/skip_sid/callback/host_id; "
-         "callback: host_id/sid/id/args) and its _thread reading _listen()"),
+         "socketio PubSubManager's packet format (integration/pubsub_packets.py EMIT_KEYS, CALLBACK_KEYS) and its "
+         "_thread reading _listen()"),
+        (_lua_emit_keys(redis_history._LUA_HELPERS) == pubsub_packets.EMIT_KEYS,
+         "hub/redis_history.py's Lua emit_packet writes integration/pubsub_packets.py EMIT_KEYS in order"),
         # --- gunicorn ---
         ("util.write_error(client, status_int, reason, mesg)" in _source(gunicorn_base.Worker.handle_error)
          and _params(gunicorn_util.write_error) == ["sock", "status_int", "reason", "mesg"],
@@ -166,15 +199,20 @@ def internal_mismatches() -> list[str]:
          and "except OSError:\n            return" in _source(gunicorn_util.close_graceful),
          "gunicorn util.close_graceful gives up quietly when shutdown() fails"),
         # --- the log lines and exceptions the log filters recognise ---
-        ("raise KeyError('Session not found')" in _source(eio_base_server.BaseServer._get_socket)
-         and "raise KeyError('Session is disconnected')" in _source(eio_base_server.BaseServer._get_socket),
-         "engineio raises KeyError('Session not found' / 'Session is disconnected') for gone sessions"),
-        ("self.logger.warning('Cannot send to sid %s', sid)" in _source(eio_server.Server.send_packet),
-         "engineio Server.send_packet logs 'Cannot send to sid %s' for a gone client"),
-        ("(further occurrences of this error '" in _source(eio_base_server.BaseServer._log_error_once),
-         "engineio _log_error_once appends '(further occurrences of this error will be logged with level INFO)'"),
-        ("raise ValueError" in _source(packet.Packet.decode),
-         "engineio Packet.decode raises ValueError on an undecodable packet"),
+        (all(f"raise KeyError('{text}')" in _source(eio_base_server.BaseServer._get_socket)
+             for text in library_texts.GONE_SESSION_MESSAGES),
+         "engineio raises KeyError(...) with the GONE_SESSION_MESSAGES for gone sessions"),
+        (f"self.logger.warning('{library_texts.CANNOT_SEND_TO_SID}', sid)" in _source(eio_server.Server.send_packet),
+         "engineio Server.send_packet logs CANNOT_SEND_TO_SID for a gone client"),
+        (_log_once_suffix(eio_base_server.BaseServer._log_error_once) == library_texts.LOG_ONCE_SUFFIX,
+         "engineio _log_error_once appends LOG_ONCE_SUFFIX"),
+        ("raise ValueError" in _source(packet.Packet.decode)
+         and packet.__file__.endswith(library_texts.ENGINEIO_PACKET_MODULE),
+         "engineio Packet.decode (in ENGINEIO_PACKET_MODULE) raises ValueError on an undecodable packet"),
+        ("def writer():" in _source(eio_socket.Socket._websocket_handler)
+         and "self.server.start_background_task(writer)" in _source(eio_socket.Socket._websocket_handler)
+         and library_texts.ENGINEIO_WRITER_THREAD_SUFFIX == "(writer)",
+         "engineio's threaded websocket writer thread runs `writer` (name suffix ENGINEIO_WRITER_THREAD_SUFFIX)"),
         # --- wsproto, which the shared transport's websocket connection drives ---
         (_params(ws_connection.Connection.__init__)[:2] == ["self", "connection_type"],
          "wsproto Connection(connection_type, ...)"),

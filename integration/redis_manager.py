@@ -32,6 +32,7 @@ from hub.errors import Unavailable
 from hub.redis_client import CONNECT_TIMEOUT, OUTAGE_ERRORS
 from hub.redis_history import BROADCAST_HOST_ID, RedisHistoryStore
 from integration.manager import SerializedMembership
+from integration.pubsub_packets import SIGNALBOARD_KEY, callback_id, callback_prefix, emit_packet
 from utils.metrics import FANOUT_LATENCY, MESSAGES_DELIVERED, MESSAGES_PUBLISHED, channel_namespace
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager):
 
     def _is_new(self, packet: dict[str, Any]) -> bool:
         """False for a live message this instance already delivered (during catch-up); records the rest."""
-        info = packet.get("signalboard")
+        info = packet.get(SIGNALBOARD_KEY)
         if not isinstance(info, dict):
             return True
         channel, epoch, offset = info.get("channel"), info.get("epoch"), info.get("offset")
@@ -200,7 +201,7 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager):
 
     def _count(self, packet: dict[str, Any]) -> None:
         """The fan-out metrics the in-process worker records (blueprints.realtime.transport), for this instance."""
-        info = packet.get("signalboard")
+        info = packet.get(SIGNALBOARD_KEY)
         if not isinstance(info, dict):
             return
         label = channel_namespace(info["channel"])
@@ -229,11 +230,8 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager):
             if messages:
                 log.info("catch-up of %s: replaying %d messages missed during the outage", channel, len(messages))
             for message in messages:
-                packet = {
-                    "method": "emit", "event": message.event, "data": [message.data, message.meta()],
-                    "namespace": "/", "room": self.room_prefix + channel, "host_id": BROADCAST_HOST_ID,
-                    "signalboard": {"channel": channel, "epoch": epoch, "offset": message.offset},
-                }
+                packet = emit_packet(message.event, [message.data, message.meta()], self.room_prefix + channel,
+                                     BROADCAST_HOST_ID, {"channel": channel, "epoch": epoch, "offset": message.offset})
                 self._delivered[channel] = (epoch, message.offset)
                 self._count(packet)
                 yield packet
@@ -241,8 +239,7 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager):
     # --- markers (hub.redis_fanout.JoinMarkers) -------------------------------------------------------------
 
     def _marker_prefix(self, marker_id: int) -> str:
-        return (f'{{"method":"callback","host_id":{json.dumps(self.host_id)},"sid":{json.dumps(MARKER_SID)},'
-                f'"namespace":"/","id":{marker_id},"args":[')
+        return callback_prefix(self.host_id, MARKER_SID, marker_id)
 
     def register(self, channel: str, fn: Callable[[], None]) -> str:
         def reached(latest: int, epoch: str) -> None:
@@ -255,8 +252,7 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager):
         return self._marker_prefix(self._generate_ack_id(MARKER_SID, reached))
 
     def forget(self, marker: str) -> None:
-        marker_id = int(marker.rsplit('"id":', 1)[1].split(",", 1)[0])
-        self.callbacks.get(MARKER_SID, {}).pop(marker_id, None)
+        self.callbacks.get(MARKER_SID, {}).pop(callback_id(marker), None)
 
     def probe(self, on_reached: Callable[[], None]) -> None:
         """Send a marker through Redis to this instance's own listener; raises Unavailable during an outage."""

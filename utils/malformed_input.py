@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -33,6 +32,7 @@ from flask import Flask
 from socketio import packet as sio_packet
 
 from integration import socket_observers
+from integration.library_texts import ENGINEIO_PACKET_MODULE, LOG_ONCE_SUFFIX
 from utils.socket_guard import query_sid
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,6 @@ MAX_ATTACHMENTS = 10
 
 _BAD_REQUEST = json.dumps({"code": 3, "message": "Bad request"}).encode()
 _TOO_LARGE = json.dumps({"code": 3, "message": "Payload too large"}).encode()
-_LOG_ONCE_SUFFIX = "(further occurrences of this error will be logged with level INFO)"
-_ENGINEIO_PACKET_MODULE = os.path.join("engineio", "packet.py")
 
 
 def polling_payload_problem(body: bytes) -> str | None:
@@ -180,8 +178,8 @@ class ClientErrorLogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR:
             return True
-        if record.name == "engineio.server" and isinstance(record.msg, str) and record.msg.endswith(_LOG_ONCE_SUFFIX):
-            record.msg = record.msg[: -len(_LOG_ONCE_SUFFIX)].rstrip()
+        if record.name == "engineio.server" and isinstance(record.msg, str) and record.msg.endswith(LOG_ONCE_SUFFIX):
+            record.msg = record.msg[: -len(LOG_ONCE_SUFFIX)].rstrip()
         elif record.name == "gunicorn.error" and _raised_by_engineio_decoder(record.exc_info):
             record.msg, record.args = "closed a websocket that sent an undecodable Engine.IO packet: %s", (
                 record.exc_info[1],)
@@ -198,7 +196,7 @@ def _raised_by_engineio_decoder(exc_info: Any) -> bool:
     tb = exc_info[2]
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    return tb is not None and tb.tb_frame.f_code.co_filename.endswith(_ENGINEIO_PACKET_MODULE)
+    return tb is not None and tb.tb_frame.f_code.co_filename.endswith(ENGINEIO_PACKET_MODULE)
 
 
 def install_malformed_input_guards(app: Flask, socketio_server: Any) -> None:

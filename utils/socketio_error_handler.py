@@ -26,12 +26,13 @@ from typing import Any, TypeVar
 from engineio.exceptions import SocketIsClosedError
 from flask import request
 
+from integration.library_texts import CANNOT_SEND_TO_SID, ENGINEIO_WRITER_THREAD_SUFFIX, GONE_SESSION_MESSAGES
 from utils.metrics import DISCONNECT_RACES
 
 log = logging.getLogger(__name__)
 
 _SOCKET_GONE = frozenset({errno.EBADF, errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN})
-DISCONNECTED_SESSION_MESSAGES = frozenset({"Session is disconnected", "Session not found"})
+DISCONNECTED_SESSION_MESSAGES = GONE_SESSION_MESSAGES  # python-engineio's texts, checked by integration/pins.py
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -99,7 +100,7 @@ class DisconnectRaceLogFilter(logging.Filter):
         kind = None
         if record.exc_info and is_disconnected_session_error(record.exc_info[1]):
             kind = "library"
-        elif record.msg == "Cannot send to sid %s":  # python-engineio's warning for an emit to a gone client
+        elif record.msg == CANNOT_SEND_TO_SID:  # python-engineio's warning for an emit to a gone client
             kind = "send_to_closed"
         if kind is None:
             return True
@@ -127,7 +128,8 @@ def install_thread_excepthook() -> None:
             count_disconnect_race("thread", f"thread={name}")
             return
         # python-engineio's websocket writer closing a socket gunicorn already closed (client reset mid-send).
-        if name.endswith("(writer)") and isinstance(args.exc_value, OSError) and args.exc_value.errno in _SOCKET_GONE:
+        if name.endswith(ENGINEIO_WRITER_THREAD_SUFFIX) and isinstance(args.exc_value, OSError) \
+                and args.exc_value.errno in _SOCKET_GONE:
             count_disconnect_race("thread", f"thread={name} {args.exc_value}")
             return
         log.error("thread %s died", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback))

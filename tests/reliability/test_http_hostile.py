@@ -141,7 +141,7 @@ def raw_request(server, request: bytes) -> bytes:
     ids=["header 20 KB", "200 headers", "request line 10 KB", "bad Content-Length", "not HTTP"],
 )
 def test_oversized_and_broken_requests(server, request_bytes):
-    """gunicorn refuses these before Flask sees them: 4xx, never 5xx, in our JSON shape (utils/gunicorn_errors.py)."""
+    """gunicorn refuses these before Flask sees them: 4xx, never 5xx, in our JSON shape (integration/gunicorn_errors)"""
     answer = raw_request(server, request_bytes)
     status = int(answer.split(b" ", 2)[1])
     assert 400 <= status < 500, answer[:200]

@@ -6,8 +6,9 @@ import queue
 
 from engineio import packet as eio_packet
 
+from integration.bounded_sockets import BoundedSendQueue
 from transport import send_bound
-from transport.send_bound import HARD_LIMIT, Backlog, BoundedSendQueue
+from transport.send_bound import HARD_LIMIT, Backlog
 
 
 def message(size: int) -> eio_packet.Packet:

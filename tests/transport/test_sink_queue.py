@@ -5,7 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 
-from transport.engineio_shared import SinkQueue
+from integration.shared_sockets import SinkQueue
 
 
 class ListSink:

@@ -1,4 +1,4 @@
-"""utils/gunicorn_errors.py: gunicorn's own refusals in the JSON error shape, and the gunicorn call it relies on."""
+"""integration/gunicorn_errors.py: gunicorn's own refusals in the JSON error shape, and the call it relies on."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import socket
 from gunicorn import util
 from gunicorn.workers.base import Worker
 
-from utils.gunicorn_errors import write_json_error
+from integration.gunicorn_errors import write_json_error
 
 
 def test_gunicorn_still_answers_through_util_write_error():

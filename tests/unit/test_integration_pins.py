@@ -8,10 +8,10 @@ from engineio.socket import Socket
 
 from app import create_app
 from integration import LibraryVersionError, SocketObservers, pins
+from integration.bounded_sockets import BoundedSendQueue, BoundedSocket
 from integration.lifecycle import install_lifecycle
+from integration.websocket_transport import build_transport
 from tests.conftest import UNIT_CONFIG
-from transport import build_transport
-from transport.send_bound import BoundedSendQueue, BoundedSocket
 
 
 def test_installed_versions_are_the_pinned_ones():

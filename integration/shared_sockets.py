@@ -11,6 +11,21 @@ one interval. Here every Engine.IO socket is adopted into `SharedSocket` when it
   gthread thread to the pool; the shared loop reads, parses (wsproto) and runs the Engine.IO upgrade dance.
 
 Event handlers still run in their own threads, as python-engineio starts them; only the transport changed.
+
+Hooks, each replacing one python-engineio (or gunicorn) internal; integration/pins.py checks each of them:
+- `SharedTransport.adopt`: a live `__class__` swap of the socket python-engineio just created (at connect, from
+  integration/lifecycle.py), and its `queue` swapped for a `SinkQueue`.
+- `SinkQueue.put`/`attach`: rewrite queue.Queue's `put` under its `mutex` (`_put`, `unfinished_tasks`,
+  `all_tasks_done`), so packets skip the writer thread once the socket is on the loop.
+- `SharedSocket.schedule_ping`: replaces `Socket.schedule_ping`, whose `_send_ping` thread sleeps one interval per
+  session, with a timer on the loop (same `last_ping` rule).
+- `SharedSocket._upgrade_websocket`: replaces python-engineio's threaded websocket path; refuses a second upgrade
+  with `Server._bad_request`.
+- `EngineIOWebSocket._connect_namespace`: calls `Server._trigger_event('message', ..., run_async=False)` so a
+  namespace connect is handled to the end before that client's next packet (python-socketio answers CONNECT before
+  it marks the client connected).
+- `SharedTransport.take_over`: raises StopIteration, gunicorn gthread's "the application took the connection", and
+  swaps the descriptor gunicorn holds (`_take_from_gunicorn`), relying on `util.close_graceful` ignoring ENOTCONN.
 """
 
 from __future__ import annotations
@@ -26,9 +41,10 @@ from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.socket import Socket
 
+from integration.bounded_sockets import BoundedSendQueue, BoundedSocket, bound_socket
 from transport.frames import HandshakeError, handshake_response, packet_frame
 from transport.loop import SharedLoop
-from transport.send_bound import SLOW_CONSUMER, BoundedSendQueue, BoundedSocket, bound_socket
+from transport.send_bound import SLOW_CONSUMER
 from transport.websocket import WebSocketConnection
 
 log = logging.getLogger(__name__)

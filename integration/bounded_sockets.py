@@ -1,0 +1,100 @@
+"""The Engine.IO socket and queue with the slow-consumer bound (transport/send_bound.py) built in, for both transports.
+
+Hooks, each replacing one python-engineio (or Python queue) internal:
+- `BoundedSendQueue._put`/`_get` (queue.Queue's internals, run under its `mutex`): count the bytes waiting, so the
+  bound can be applied where Engine.IO's `Socket.send` puts packets (`self.queue.put`).
+- `bound_socket` swaps a new socket's `queue` for a bounded one (carrying over `unfinished_tasks`), at connect.
+- `BoundedSocket._websocket_handler` remembers simple-websocket's `ws` while it runs, so `drop_slow_consumer` can
+  shut `ws.sock` and wake a writer blocked in send() (threaded transport).
+integration/pins.py checks each of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from engineio.socket import Socket
+
+from transport.send_bound import SLOW_CONSUMER, Backlog, packet_size
+
+log = logging.getLogger(__name__)
+
+
+class BoundedSendQueue(queue.Queue):
+    """An Engine.IO socket's outgoing queue that counts its bytes and reports a slow consumer once.
+
+    `_put` and `_get` run under the queue's own lock, so `on_slow` must not block or touch this queue.
+    """
+
+    def __init__(self, maxsize: int = 0) -> None:
+        super().__init__(maxsize)
+        self.bytes = 0
+        self.backlog: Backlog | None = None
+        self.on_slow: Callable[[int], None] | None = None
+        self.dropping = False
+
+    @classmethod
+    def taking_over(cls, old: queue.Queue) -> BoundedSendQueue:
+        new = cls()
+        with old.mutex:
+            for item in old.queue:
+                new._put(item)
+            new.unfinished_tasks = len(new.queue)
+        return new
+
+    def bound(self, limit: int, on_slow: Callable[[int], None]) -> None:
+        self.backlog, self.on_slow = Backlog(limit), on_slow
+
+    def _put(self, item: Any) -> None:
+        if self.dropping and item is not None:
+            return  # the session is being ended; nothing more is kept for it (None still wakes its reader)
+        self.queue.append(item)
+        self.bytes += packet_size(item)
+        if self.backlog is not None and not self.dropping and self.backlog.too_slow(self.bytes):
+            self.dropping = True
+            self.on_slow(self.bytes)
+
+    def _get(self) -> Any:
+        item = self.queue.popleft()
+        self.bytes -= packet_size(item)
+        if self.backlog is not None:
+            self.backlog.drained_to(self.bytes)
+        return item
+
+
+class BoundedSocket(Socket):
+    """python-engineio's Socket that remembers its threaded websocket, so a slow consumer's blocked writer can be
+    woken by shutting the TCP connection."""
+
+    websocket: Any = None
+
+    def _websocket_handler(self, ws: Any, *args: Any, **kwargs: Any) -> Any:
+        self.websocket = ws
+        try:
+            return super()._websocket_handler(ws, *args, **kwargs)
+        finally:
+            self.websocket = None
+
+
+def bound_socket(eio_socket: Socket, queue_class: type[BoundedSendQueue], limit: int) -> None:
+    """Give a socket python-engineio just created a bounded queue of `queue_class`."""
+    bounded = queue_class.taking_over(eio_socket.queue)
+    server = eio_socket.server
+    bounded.bound(limit, lambda backlog: server.start_background_task(drop_slow_consumer, eio_socket, backlog, limit))
+    eio_socket.queue = bounded
+
+
+def drop_slow_consumer(eio_socket: Socket, backlog: int, limit: int) -> None:
+    log.warning("Engine.IO session %s dropped as a slow consumer: %d bytes waiting to be sent (bound %d)",
+                eio_socket.sid, backlog, limit)
+    eio_socket.close(wait=False, abort=True, reason=SLOW_CONSUMER)
+    sock = getattr(getattr(eio_socket, "websocket", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # its writer thread may be blocked in send(): this returns it
+        except OSError:
+            pass

@@ -1,0 +1,34 @@
+"""The websocket transport WEBSOCKET_TRANSPORT names, as the adopter integration/lifecycle.py calls at connect."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from engineio.socket import Socket
+
+from integration.bounded_sockets import BoundedSendQueue, BoundedSocket, bound_socket
+from integration.shared_sockets import SharedTransport
+
+WEBSOCKET_TRANSPORTS = ("shared", "threaded")
+
+
+def build_transport(engineio_server: Any, mode: str,
+                    max_buffered: int) -> tuple[SharedTransport | None, Callable[[Socket], None]]:
+    """The chosen websocket transport (None for `threaded`) and the function that adopts each new Engine.IO socket.
+
+    The adopter runs at connect, before python-socketio's handler: the one moment the socket can change class
+    before anyone else holds it.
+    """
+    if mode not in WEBSOCKET_TRANSPORTS:
+        raise ValueError(f"unknown websocket transport {mode!r}")
+    if mode == "shared":
+        transport = SharedTransport(engineio_server, max_buffered)
+        return transport, transport.adopt
+
+    def adopt(eio_socket: Socket) -> None:
+        # Threaded: python-engineio's own socket, with the bounded queue and the remembered websocket.
+        bound_socket(eio_socket, BoundedSendQueue, max_buffered)
+        eio_socket.__class__ = BoundedSocket
+
+    return None, adopt
