@@ -170,6 +170,9 @@ def internal_mismatches() -> list[str]:
             "basic_close_room")),
          "socketio Manager has connect/pre_disconnect/basic_disconnect/basic_enter_room/basic_leave_room/"
          "basic_close_room"),
+        ("self.sockets = {}" in _source(eio_base_server.BaseServer.__init__)
+         and "self.namespace_handlers = {}" in _source(sio_base_server.BaseServer.__init__),
+         "engineio Server keeps its sessions in sockets[sid]; socketio Server its namespaces in namespace_handlers"),
         ("self.rooms = {}" in _source(base_manager.BaseManager.__init__)
          and "self.callbacks = {}" in _source(base_manager.BaseManager.__init__)
          and _params(base_manager.BaseManager._generate_ack_id) == ["self", "sid", "callback"],

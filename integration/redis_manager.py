@@ -209,10 +209,10 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager):
         meta = packet["data"][1] if isinstance(packet.get("data"), list) and len(packet["data"]) > 1 else {}
         if isinstance(meta, dict) and isinstance(meta.get("ts"), int):
             FANOUT_LATENCY.observe(max(0.0, time.time() - meta["ts"] / 1000))
-        MESSAGES_DELIVERED.labels(label).inc(len(self.rooms.get("/", {}).get(packet["room"], ())))
+        MESSAGES_DELIVERED.labels(label).inc(len(self.room_members("/", packet["room"])))
 
     def _has_local_members(self, channel: str) -> bool:
-        return bool(self.rooms.get("/", {}).get(self.room_prefix + channel))
+        return bool(self.room_members("/", self.room_prefix + channel))
 
     def _catch_up(self) -> Iterator[dict[str, Any]]:
         """Packets for what local subscribers missed while this listener was not subscribed."""

@@ -42,8 +42,7 @@ class SocketIOTransport:
         MESSAGES_DELIVERED.labels(label).inc(self._audience(room, exclude))
 
     def _audience(self, room: str, exclude: str | None) -> int:
-        # Reads python-socketio's room map from this one thread; a size that is off by a leaving client is fine.
-        members = self._server.manager.rooms.get(self._namespace, {}).get(room, ())
+        members = self._server.manager.room_members(self._namespace, room)  # integration/manager.py
         return len(members) - (exclude is not None and exclude in members)
 
     def send_presence(self, change: PresenceChange) -> None:
