@@ -74,5 +74,8 @@ def uninstall_lifecycle(server: Any) -> None:
     server.eio.on("connect", sio_connect)
     server.eio.on("message", sio_message)
     server.eio.on("disconnect", sio_disconnect)
-    server.emit = sio_emit
+    if getattr(sio_emit, "__func__", None) is type(server).emit:
+        del server.emit  # back to the class's own method
+    else:
+        server.emit = sio_emit
     setattr(server, _INSTALLED, None)
