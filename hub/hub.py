@@ -250,13 +250,18 @@ class Hub:
     ) -> Published:
         """A publish as clients and the API send it: `channel` or `channels` (not both), `event`, `data` and an
         optional `idempotency_key`."""
-        options = {"grants": grants, "idempotency_key": body.get("idempotency_key"), "exclude": exclude, "sub": sub}
+        # Any: whatever the wire carried; publish_to checks each of them.
+        event: Any = body.get("event")
+        key: Any = body.get("idempotency_key")
         if "channels" in body:
             if "channel" in body:
                 raise InvalidPayload("send either channel or channels, not both")
-            return Published(tuple(self.publish_to(body["channels"], body.get("event"), body.get("data"),
-                                                   **options)), several=True)
-        message = self.publish(body.get("channel"), body.get("event"), body.get("data"), **options)
+            channels: Any = body["channels"]
+            messages = self.publish_to(channels, event, body.get("data"), grants=grants, idempotency_key=key,
+                                       exclude=exclude)
+            return Published(tuple(messages), several=True)
+        channel: Any = body.get("channel")
+        message = self.publish(channel, event, body.get("data"), grants=grants, idempotency_key=key, exclude=exclude)
         return Published((message,), several=False)
 
     def publish_batch(self, items: Sequence[Mapping[str, Any]]) -> list[Message]:
