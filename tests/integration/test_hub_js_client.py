@@ -42,3 +42,6 @@ def test_official_client_connects_receives_and_recovers(node):
     assert [(e["kind"], e.get("meta", {}).get("offset")) for e in second] == [
         ("event", 4), ("event", 5), ("event", 6), ("ack", None), ("event", 7)]
     assert [e["data"] for e in second if e["kind"] == "event"] == [{"n": 3}, {"n": 4}, {"n": 5}, {"n": 6}]
+
+    assert report["excluded"]["status"] == 200
+    assert report["afterExclusion"] == [{"n": "sentinel"}]  # the JavaScript client's socket.id is the sid to exclude

@@ -1,6 +1,6 @@
 // Interop check run by tests/integration/test_hub_js_client.py: the official socket.io-client connects with a
-// token, subscribes, receives, disconnects, and recovers what it missed with `since`. Prints one JSON report;
-// the Python test makes the assertions.
+// token, subscribes, receives, disconnects, recovers what it missed with `since`, and is left out of a publish that
+// excludes its `socket.id`. Prints one JSON report; the Python test makes the assertions.
 import { io } from "socket.io-client";
 
 const [url, apiKey, channel] = process.argv.slice(2);
@@ -82,7 +82,14 @@ const two = recorder(second);
 report.secondAck = await two.call("subscribe", { channel, since: 3, epoch: report.firstAck.epoch });
 await api("/publish", { channel, event: "tick", data: { n: 6 } });
 await until(() => events(two.log).length === 4, "3 recovered and 1 live message");
-report.secondLog = two.log;
+report.secondLog = [...two.log];
+
+// Echo suppression: `socket.id` is the sid the HTTP publish's `exclude` names.
+const seen = events(two.log).length;
+report.excluded = await api("/publish", { channel, event: "tick", data: { n: "excluded" }, exclude: second.id });
+await api("/publish", { channel, event: "tick", data: { n: "sentinel" } });
+await until(() => events(two.log).some((entry) => entry.data?.n === "sentinel"), "the sentinel");
+report.afterExclusion = events(two.log).slice(seen).map((entry) => entry.data);
 second.disconnect();
 
 console.log(JSON.stringify(report));
