@@ -258,10 +258,11 @@ class Hub:
                 raise InvalidPayload("send either channel or channels, not both")
             channels: Any = body["channels"]
             messages = self.publish_to(channels, event, body.get("data"), grants=grants, idempotency_key=key,
-                                       exclude=exclude)
+                                       exclude=exclude, sub=sub)
             return Published(tuple(messages), several=True)
         channel: Any = body.get("channel")
-        message = self.publish(channel, event, body.get("data"), grants=grants, idempotency_key=key, exclude=exclude)
+        message = self.publish(channel, event, body.get("data"), grants=grants, idempotency_key=key, exclude=exclude,
+                               sub=sub)
         return Published((message,), several=False)
 
     def publish_batch(self, items: Sequence[Mapping[str, Any]]) -> list[Message]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import jsonify, request
+from flask import g, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from blueprints.api import bp
-from blueprints.realtime.services import hub_services
+from blueprints.realtime.services import charge_channels, hub_services
 from hub.errors import InvalidPayload
 
 DEFAULT_TOKEN_TTL = 3600
@@ -53,7 +53,9 @@ def _query_int(name: str) -> int | None:
 def publish() -> ResponseReturnValue:
     """`{"channel" | "channels", "event", "data", "idempotency_key"?, "exclude"?}` (see Hub.publish_request)."""
     body = _json_object()
-    return jsonify(hub_services().hub.publish_request(body, exclude=body.get("exclude")).answer())
+    services = hub_services()
+    charge_channels(services.api_limiter, g.api_key_id, body)
+    return jsonify(services.hub.publish_request(body, exclude=body.get("exclude")).answer())
 
 
 @bp.post("/publish/batch")

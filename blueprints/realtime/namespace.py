@@ -13,7 +13,7 @@ from flask import request
 from flask_socketio import ConnectionRefusedError, Namespace
 
 from blueprints.realtime.expiry import TokenExpiry, drop_ungranted, refreshed_claims
-from blueprints.realtime.services import HubServices
+from blueprints.realtime.services import HubServices, charge_channels
 from hub.channels import can_subscribe, validate_channel
 from hub.errors import Forbidden, HubError, InvalidPayload, NotFound, Unauthorized, Unavailable
 from hub.revocations import channel_revoked, token_revoked
@@ -274,6 +274,7 @@ class RealtimeNamespace(Namespace):
         """Like POST /api/v1/publish within the token's publish grants; `exclude_self` keeps this connection out."""
         sid, identity = self._caller()
         body = _body(payload)
+        charge_channels(self.services.client_limiter, sid, body)
         exclude = sid if _flag(body, "exclude_self") else None
         published = self.services.hub.publish_request(body, grants=identity.publish, exclude=exclude,
                                                       sub=identity.sub)

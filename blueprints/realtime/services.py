@@ -11,6 +11,7 @@ from flask import Flask, current_app
 from blueprints.realtime.auth_hook import AuthHook
 from hub import FanoutQueue, Hub, MemoryHistoryStore, PresenceRegistry, RateLimiter, TokenIssuer
 from hub.control import ControlBus, LocalControlBus, RedisControlBus
+from hub.errors import InvalidPayload
 from hub.redis_client import RedisKeys
 from hub.revocations import Revocations, revocations_for
 from hub.users import UserControl
@@ -43,6 +44,18 @@ def control_for(config: Mapping[str, Any]) -> tuple[Revocations, LocalControlBus
     if not url:
         return revocations, LocalControlBus()
     return revocations, RedisControlBus(url, RedisKeys(prefix), config["CONTROL_REPLY_TIMEOUT_MS"] / 1000)
+
+
+def charge_channels(limiter: RateLimiter | None, key: str, body: Mapping[str, Any]) -> None:
+    """A publish naming several `channels` counts as one publish per channel against the caller's rate limit (the
+    request itself paid for one), so one event cannot multiply a connection's or a key's allowance by 100."""
+    channels = body.get("channels")
+    if limiter is None or not isinstance(channels, list) or len(channels) < 2:
+        return  # one channel, unlimited, or not a list (the hub refuses it)
+    if len(channels) > limiter.burst:
+        raise InvalidPayload(f"at most {int(limiter.burst)} channels per publish: each counts against the rate "
+                             "limit, whose burst is that size")
+    limiter.check(key, len(channels) - 1)
 
 
 def build_services(config: Mapping[str, Any]) -> HubServices:

@@ -205,3 +205,23 @@ def test_bad_options_on_the_client_publish_and_in_a_batch(api, connect):
     batch = {"messages": [{"channel": "a", "event": "e"}, {"channel": "a", "event": "e", "idempotency_key": ""}]}
     assert error_of(api.post("/publish/batch", batch), 400)["code"] == "invalid_payload"
     assert ok(api.get("/channels/a/history"))["offset"] == 0
+
+
+def test_each_channel_counts_against_the_rate_limit():
+    """Ten channels cost ten publishes of the caller's allowance (rate 1/s, burst 10), for a client and for a key."""
+    with ServerProcess(CLIENT_RATE_LIMIT=1, CLIENT_RATE_BURST=10, API_RATE_LIMIT=1, API_RATE_BURST=10) as limited:
+        api = Api(limited)
+        token = api.token("alice", [], publish=["**"])  # the key's first request: 9 left
+        client = HubClient(limited.url).connect({"token": token})
+        try:
+            names = [f"r{n}" for n in range(11)]
+            error_ack(client.call("publish", {"channels": names, "event": "e"}), "invalid_payload")  # 11 > burst
+            assert client.call("publish", {"channels": names[:9], "event": "e"})["ok"] is True  # the other 9
+            # 9 more need 9 tokens at once: refused until about 9 s have passed, whichever way the seconds go.
+            error = error_ack(client.call("publish", {"channels": names[:9], "event": "e"}), "rate_limited")
+            assert error["retry_after"] > 0
+        finally:
+            client.disconnect()
+        assert len(ok(api.post("/publish", {"channels": names[:8], "event": "e"}))["results"]) == 8  # 1 + 7 of 9
+        assert error_of(api.post("/publish", {"channels": names[:8], "event": "e"}), 429)["code"] == "rate_limited"
+        assert limited.bad_log_lines() == []
