@@ -175,6 +175,7 @@
   }
 
   function renderSnapshot(snap) {
+    takeControlEvents(snap);
     setText("version", snap.version);
     setText("instance", snap.instance);
     setText("uptime", fmtDuration(snap.uptime));
@@ -284,12 +285,20 @@
       row.append(el("td", null, client.sid), el("td", null, client.sub || (snap.subs_known ? "anonymous" : "–")),
         el("td", null, client.transport),
         el("td", "channels", client.channels.join(", ") || "–"), el("td", null, fmtTime(client.since)));
-      const cell = el("td");
+      const cell = el("td", "actions");
       const button = el("button", "small danger", "Disconnect");
       button.type = "button";
       button.dataset.sid = client.sid;
       button.setAttribute("aria-label", "Disconnect client " + client.sid);
       cell.append(button);
+      if (client.sub) {
+        // Every connection of this user, on every instance (POST /api/v1/users/<sub>/disconnect).
+        const all = el("button", "small danger", "Disconnect user");
+        all.type = "button";
+        all.dataset.sub = client.sub;
+        all.setAttribute("aria-label", "Disconnect every connection of user " + client.sub);
+        cell.append(all);
+      }
       row.append(cell);
       rows.push(row);
     }
@@ -311,28 +320,42 @@
     filterTimer = setTimeout(sendClientFilter, 250);
   });
 
-  // ---------- disconnect a client, behind a confirmation ----------
-  const kickDialog = $("kick-dialog");
+  // ---------- disconnect a client, or every connection of its user, behind a confirmation ----------
+  // Each dialog: its confirmation names the target, and a confirmed one sends `event` and reports the answer.
+  const kicks = [
+    { dialog: $("kick-dialog"), attr: "sid", name: "kick-sid", cancel: "kick-cancel", event: "kick",
+      done: function (sid) { return "Disconnected " + sid + "."; } },
+    { dialog: $("kick-user-dialog"), attr: "sub", name: "kick-user-sub", cancel: "kick-user-cancel", event: "kick_user",
+      done: function (sub, ack) {
+        return "Disconnected user " + sub + ": " + ack.disconnected + " connection(s) on " + ack.instances
+          + " instance(s)" + (ack.complete ? "." : " (some instances did not answer in time).");
+      } },
+  ];
   $("clients").addEventListener("click", function (event) {
-    const button = event.target.closest("button[data-sid]");
-    if (!button) return;
-    kickDialog.dataset.sid = button.dataset.sid;
-    $("kick-sid").textContent = button.dataset.sid;
-    kickDialog.returnValue = "";
-    kickDialog.showModal();
-    $("kick-cancel").focus();
+    for (const kick of kicks) {
+      const button = event.target.closest("button[data-" + kick.attr + "]");
+      if (!button) continue;
+      kick.dialog.dataset.target = button.dataset[kick.attr];
+      $(kick.name).textContent = button.dataset[kick.attr];
+      kick.dialog.returnValue = "";
+      kick.dialog.showModal();
+      $(kick.cancel).focus();
+      return;
+    }
   });
-  kickDialog.addEventListener("close", function () {
-    if (kickDialog.returnValue !== "confirm") return;
-    const sid = kickDialog.dataset.sid;
-    socket.timeout(5000).emit("kick", { sid: sid }, function (err, ack) {
-      const ok = !err && ack && ack.ok;
-      const result = $("clients-result");
-      result.className = ok ? "ok" : "error";
-      result.textContent = ok ? "Disconnected " + sid + "."
-        : (ack && ack.error ? ack.error.message : "No answer from the server.");
+  for (const kick of kicks) {
+    kick.dialog.addEventListener("close", function () {
+      if (kick.dialog.returnValue !== "confirm") return;
+      const target = kick.dialog.dataset.target;
+      socket.timeout(5000).emit(kick.event, { [kick.attr]: target }, function (err, ack) {
+        const ok = !err && ack && ack.ok;
+        const result = $("clients-result");
+        result.className = ok ? "ok" : "error";
+        result.textContent = ok ? kick.done(target, ack)
+          : (ack && ack.error ? ack.error.message : "No answer from the server.");
+      });
     });
-  });
+  }
 
   // ---------- watched channels and their events ----------
   let watched = [];
@@ -410,7 +433,32 @@
     frameRequested = true;
     requestAnimationFrame(flushEvents);
   }
+  // User-level actions this instance applied (disconnect user, unsubscribe, token revocations) join the event list.
+  let lastControl = { instance: null, seq: 0 };
+  function takeControlEvents(snap) {
+    const rows = snap.control_events || [];
+    const newest = rows.length ? rows[rows.length - 1].seq : 0;
+    if (lastControl.instance !== snap.instance || newest < lastControl.seq) lastControl = { instance: snap.instance, seq: 0 };
+    const fresh = rows.filter(function (row) { return row.seq > lastControl.seq; });
+    if (!fresh.length) return;
+    lastControl.seq = newest;
+    for (const row of fresh) pending.push(Object.assign({ control: true }, row));
+    if (paused) updateEventsStatus();
+    else scheduleFrame();
+  }
+  function controlRow(item, filter) {
+    const li = el("li", "fresh control");
+    li.dataset.key = ("control " + item.action + " " + item.target).toLowerCase();
+    li.hidden = !matches(li.dataset.key, filter);
+    const line = el("div", "summary");
+    line.append(el("span", "time", new Date(item.ts).toLocaleTimeString([], { hour12: false })),
+      el("span", "ch", "control"), el("span", "ev", item.action),
+      el("span", "preview", item.target + ": " + item.connections + " connection(s) here"));
+    li.append(line);
+    return li;
+  }
   function eventRow(item, filter) {
+    if (item.control) return controlRow(item, filter);
     const li = el("li", "fresh");
     li.dataset.key = (item.channel + " " + item.event).toLowerCase();
     li.hidden = !matches(li.dataset.key, filter);

@@ -43,15 +43,18 @@ def init_dashboard(app: Flask, hub: Hub) -> Sampler:
     watchers = Watchers()
     # The realtime namespace knows each connection's `sub`; without its sub_of() the table shows none.
     sub_of = getattr(socketio.server.namespace_handlers.get("/"), "sub_of", None)
+    services = hub_services(app)
     webhooks = app.extensions.get("webhooks")
-    sampler = Sampler(socketio, hub, tally, watchers, sub_of, partial(login_revoked, hub_services(app).revocations),
-                      webhook_status=webhooks.status if webhooks is not None else list)
+    control = app.extensions.get("user_control")  # the realtime namespace's control actions, for the event list
+    sampler = Sampler(socketio, hub, tally, watchers, sub_of, partial(login_revoked, services.revocations),
+                      webhook_status=webhooks.status if webhooks is not None else list,
+                      control_events=control.log.recent if control is not None else list)
     app.extensions[EXTENSION_KEY] = {
         "sampler": sampler,
         "watchers": watchers,
         "initial_watch": [],  # channels the page opens watching (the demo's, in development)
     }
-    socketio.on_namespace(DashboardNamespace(NAMESPACE, hub, sampler, watchers, hub_services(app).tokens))
+    socketio.on_namespace(DashboardNamespace(NAMESPACE, hub, sampler, watchers, services.tokens, services.users))
     app.register_blueprint(bp)
     app.after_request(add_security_headers)
     return sampler

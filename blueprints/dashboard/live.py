@@ -219,7 +219,8 @@ class Sampler:
     def __init__(self, socketio: Any, hub: Hub, tally: ConnectionTally, watchers: Watchers,
                  sub_of: Callable[[str], str | None] | None,
                  login_revoked: Callable[[str], bool] = lambda login_id: False,
-                 webhook_status: Callable[[], list[dict[str, Any]]] = list) -> None:
+                 webhook_status: Callable[[], list[dict[str, Any]]] = list,
+                 control_events: Callable[[], list[dict[str, Any]]] = list) -> None:
         self.socketio = socketio
         self.webhook_status = webhook_status  # per receiver: depth, oldest age, delivered, last error
         self.hub = hub
@@ -227,6 +228,8 @@ class Sampler:
         self.watchers = watchers
         self.sub_of = sub_of  # None: subs unknown (the table then shows none, not "anonymous")
         self.login_revoked = login_revoked
+        # The user-level actions this instance applied lately (disconnects, unsubscribes, revocations).
+        self.control_events = control_events
         self.version = read_version()
         # Guards the one-time start and the stop flag.
         self._lock = threading.Lock()
@@ -331,6 +334,7 @@ class Sampler:
             "channel_count": len(channels),
             "all_clients": clients,
             "subs_known": self.sub_of is not None,
+            "control_events": self.control_events(),
             "client_count": len(clients),
         }
 

@@ -14,6 +14,7 @@ from blueprints.demo.snippets import client_snippets
 from hub import Hub, TokenIssuer
 from hub.channels import validate_channel
 from hub.errors import InvalidPayload, NotFound, Unauthorized
+from hub.users import UserControl
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,12 @@ def _body(payload: Any) -> dict[str, Any]:
 class DashboardNamespace(Namespace):
     """Handlers return ack dicts; HubErrors they raise become error acks through the default error handler."""
 
-    def __init__(self, namespace: str, hub: Hub, sampler: Sampler, watchers: Watchers, tokens: TokenIssuer) -> None:
+    def __init__(self, namespace: str, hub: Hub, sampler: Sampler, watchers: Watchers, tokens: TokenIssuer,
+                 users: UserControl) -> None:
         super().__init__(namespace)
         self.hub = hub
         self.tokens = tokens
+        self.users = users
         self.sampler = sampler
         self.watchers = watchers
 
@@ -94,6 +97,13 @@ class DashboardNamespace(Namespace):
         log.info("dashboard minted a snippet token", extra={"channel": channel})
         return {"ok": True, "channel": channel, "expires_at": claims.exp,
                 "snippets": client_snippets(own_url(request), channel, token)}
+
+    def on_kick_user(self, payload: Any = None) -> dict[str, Any]:
+        """Disconnect every connection of one user on every instance, like POST /api/v1/users/<sub>/disconnect."""
+        self._logged_in()
+        answer = self.users.disconnect(_body(payload).get("sub"), "disconnected by an operator", False)
+        log.info("dashboard disconnected a user", extra={"sub": answer["sub"], "connections": answer["disconnected"]})
+        return {"ok": True, **answer}
 
     def on_kick(self, payload: Any = None) -> dict[str, Any]:
         """Disconnect one realtime client; it may reconnect (a ban is not the dashboard's business)."""

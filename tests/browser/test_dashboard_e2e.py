@@ -179,3 +179,41 @@ def test_logout_ends_every_tab_of_that_login(server, open_page):
     page.goto(server.url + "/")
     assert page.url == server.url + "/login"
     assert console.errors() == []
+
+
+def test_disconnect_user_and_the_revocations_in_the_event_list(server, open_page):
+    api = requests.Session()
+    api.headers["Authorization"] = f"Bearer {API_KEY}"
+
+    def token(sub: str) -> str:
+        response = api.post(server.url + "/api/v1/tokens", json={"sub": sub, "channels": ["**"]}, timeout=5)
+        assert response.status_code == 200, response.text
+        return response.json()["token"]
+
+    page, console = open_page()
+    log_in(page, server.url)
+    watch(page, "orders.eu")  # snapshots start with the first watch
+    clients = [socketio.Client(reconnection=False) for _ in range(2)]
+    try:
+        for client in clients:
+            client.connect(server.url, auth={"token": token("carol")}, transports=["websocket"], wait_timeout=5)
+        page.wait_for_selector("#clients button[data-sub='carol']")
+        page.click("#clients button[data-sub='carol']")
+        page.click("#kick-user-cancel")
+        time.sleep(0.5)
+        assert all(client.connected for client in clients)
+        page.click("#clients button[data-sub='carol']")
+        page.click("#kick-user-confirm")
+        page.wait_for_selector("#clients-result:has-text('Disconnected user carol: 2 connection(s) on 1 instance(s).')")
+        server.wait_until(lambda: not any(client.connected for client in clients), timeout=5, what="carol to leave")
+        page.wait_for_selector("#events li.control:has-text('disconnect user')", timeout=3000)
+        assert "sub carol: 2 connection(s) here" in page.text_content("#events li.control")
+
+        response = api.post(server.url + "/api/v1/tokens/revoke", json={"sub": "carol"}, timeout=5)
+        assert response.status_code == 200, response.text
+        page.wait_for_selector("#events li.control:has-text('revoke tokens')", timeout=3000)
+    finally:
+        for client in clients:
+            client.disconnect()
+    assert console.errors() == [] and console.page_errors == []
+    assert server.bad_log_lines() == []
