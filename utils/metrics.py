@@ -8,7 +8,7 @@ cannot grow the series without bound.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Histogram, disable_created_metrics
@@ -111,6 +111,9 @@ MESSAGES_PUBLISHED = Counter(f"{PREFIX}_messages_published", "Messages accepted 
                              ["channel_namespace"])
 MESSAGES_DELIVERED = Counter(f"{PREFIX}_messages_delivered", "Messages handed to subscribed clients (one per "
                              "client reached), by channel namespace", ["channel_namespace"])
+PUBLISH_DUPLICATES = Counter(f"{PREFIX}_publish_duplicates", "Publishes answered from an idempotency key the channel "
+                             "had already seen (nothing stored or delivered), by channel namespace",
+                             ["channel_namespace"])
 FANOUT_LATENCY = Histogram(f"{PREFIX}_fanout_latency_seconds", "Time from a publish being accepted to its fan-out "
                            "emit", buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                                             2.5, 5.0))
@@ -198,3 +201,10 @@ class WebhookQueueCollector(Collector):
 
 WEBHOOK_QUEUES = WebhookQueueCollector()
 REGISTRY.register(WEBHOOK_QUEUES)
+
+
+def count_duplicates(messages: Iterable[Any]) -> None:
+    """Count the hub's answers that were duplicates (hub.history.Message.duplicate)."""
+    for message in messages:
+        if message.duplicate:
+            PUBLISH_DUPLICATES.labels(channel_namespace(message.channel)).inc()

@@ -10,6 +10,7 @@ from flask.typing import ResponseReturnValue
 from blueprints.api import bp
 from blueprints.realtime.services import charge_channels, hub_services
 from hub.errors import InvalidPayload
+from utils.metrics import count_duplicates
 
 DEFAULT_TOKEN_TTL = 3600
 
@@ -55,7 +56,9 @@ def publish() -> ResponseReturnValue:
     body = _json_object()
     services = hub_services()
     charge_channels(services.api_limiter, g.api_key_id, body)
-    return jsonify(services.hub.publish_request(body, exclude=body.get("exclude")).answer())
+    published = services.hub.publish_request(body, exclude=body.get("exclude"))
+    count_duplicates(published.messages)
+    return jsonify(published.answer())
 
 
 @bp.post("/publish/batch")
@@ -63,6 +66,7 @@ def publish_batch() -> ResponseReturnValue:
     """`{"messages": [{"channel", "event", "data", "idempotency_key"?}, ...]}`: all stored in order, or none if any
     is invalid."""
     messages = hub_services().hub.publish_batch(_json_object().get("messages"))
+    count_duplicates(messages)
     return jsonify(results=[m.answer() for m in messages])
 
 

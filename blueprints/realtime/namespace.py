@@ -17,6 +17,7 @@ from blueprints.realtime.services import HubServices, charge_channels
 from hub.channels import can_subscribe, validate_channel
 from hub.errors import Forbidden, HubError, InvalidPayload, NotFound, Unauthorized, Unavailable
 from hub.revocations import channel_revoked, token_revoked
+from utils.metrics import count_duplicates
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +279,7 @@ class RealtimeNamespace(Namespace):
         exclude = sid if _flag(body, "exclude_self") else None
         published = self.services.hub.publish_request(body, grants=identity.publish, exclude=exclude,
                                                       sub=identity.sub)
+        count_duplicates(published.messages)
         return {"ok": True, **published.answer()}
 
     def on_refresh_token(self, payload: Any = None) -> dict[str, Any] | None:

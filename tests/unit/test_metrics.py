@@ -196,3 +196,14 @@ def test_readyz_shows_figures_only_where_metrics_may_be_read(token_client):
     assert token_client.get("/readyz").json == {"status": "ready", "reasons": {}}
     detailed = token_client.get("/readyz", headers={"Authorization": "Bearer metrics-token-0123"}).json
     assert detailed["budget"]["free"] > 0 and detailed["clients"] == {"websocket": 0, "polling": 0}
+
+
+def test_duplicate_publishes_are_counted(client):
+    before = value("signalboard_publish_duplicates_total", channel_namespace="dup")
+    headers = {"Authorization": f"Bearer {UNIT_CONFIG['API_KEYS'][0]}"}
+    body = {"channel": "dup.a", "event": "e", "idempotency_key": "k"}
+    for _ in range(3):
+        assert client.post("/api/v1/publish", json=body, headers=headers).status_code == 200
+    batch = {"messages": [{**body, "channel": "dup.b"}, {**body, "channel": "dup.b"}]}
+    assert client.post("/api/v1/publish/batch", json=batch, headers=headers).status_code == 200
+    assert value("signalboard_publish_duplicates_total", channel_namespace="dup") == before + 3
