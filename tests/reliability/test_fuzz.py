@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -173,6 +174,22 @@ def test_token_bodies(server, body):
     assert_api_answer(response)
     if response.status_code == 200:
         assert response.json()["token"].count(".") == 2
+
+
+# The user-level actions (issue 15): each with its own fields, plausible or hostile, and a hostile sub in the URL.
+user_actions = st.sampled_from(["disconnect", "unsubscribe", "revoke"])
+user_bodies = st.one_of(json_values, st.fixed_dictionaries({}, optional={
+    "sub": st.text(max_size=300) | json_values, "jti": st.text(max_size=140) | json_values,
+    "reason": st.text(max_size=210) | json_values, "reconnect": json_values,
+    "channel": channel_names | json_values, "other": json_values}))
+
+
+@FUZZ
+@given(action=user_actions, sub=st.text(max_size=300), body=user_bodies)
+def test_user_control_bodies(server, action, sub, body):
+    count("POST /api/v1/users/<sub>/... and /tokens/revoke bodies")
+    path = "/api/v1/tokens/revoke" if action == "revoke" else f"/api/v1/users/{quote(sub, safe='')}/{action}"
+    assert_api_answer(api_post(server, path, body))
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # sockets a failed run leaves open

@@ -83,3 +83,4 @@ def test_python_publisher_and_cli_act_on_every_instance(pair, cluster_env):
     assert no_redis.returncode == 1
     assert json.loads(no_redis.stderr.strip().splitlines()[-1])["error"]["code"] == "unavailable"
     assert "Traceback" not in bad.stderr + no_redis.stderr
+
