@@ -10,5 +10,7 @@ fi
 
 # A bad variable stops here with one line naming it, before gunicorn prints anything.
 python -m config
+# So does a library that is not the version integration/ was written for (integration/pins.py).
+python -m integration
 
 exec gunicorn --config gunicorn.conf.py --worker-class gthread --workers 1 "${SIGNALBOARD_APP:-app:create_app()}"

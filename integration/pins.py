@@ -13,6 +13,7 @@ import ast
 import inspect
 import queue
 import re
+import sys
 import textwrap
 from importlib import metadata
 
@@ -230,3 +231,14 @@ def check_libraries() -> None:
         problems = [f"a library internal changed: {what}" for what in internal_mismatches()]
     if problems:
         raise LibraryVersionError("; ".join(problems) + ": " + UPGRADE_ADVICE)
+
+
+def main() -> int:
+    """`python -m integration`: start.sh's check, one line on stderr and exit status 1 when a pin differs."""
+    try:
+        check_libraries()
+    except LibraryVersionError as exc:
+        print(f"signalboard: {exc}", file=sys.stderr)
+        return 1
+    return 0
+

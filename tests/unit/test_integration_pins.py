@@ -53,6 +53,22 @@ def test_a_version_mismatch_stops_start_up_in_one_line(monkeypatch, mode):
     assert "README: Upgrading a pinned library" in message
 
 
+def test_start_sh_check_prints_one_line_and_fails(monkeypatch, capsys):
+    assert pins.main() == 0
+    monkeypatch.setitem(pins.PINNED_VERSIONS, "gunicorn", "99.0")
+    assert pins.main() == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("signalboard: gunicorn 27.0.1 is installed, integration/ expects 99.0")
+
+
+def test_start_sh_runs_the_check_before_gunicorn():
+    from tests.conftest import ROOT
+
+    script = (ROOT / "start.sh").read_text()
+    assert script.index("python -m integration\n") < script.index("exec gunicorn")
+
+
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_a_moved_internal_stops_start_up(monkeypatch, mode):
     monkeypatch.setattr(pins, "internal_mismatches", lambda: ["engineio Socket.send puts packets on self.queue"])
