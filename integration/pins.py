@@ -76,7 +76,7 @@ def _dict_keys(function: object, method: str) -> tuple[str, ...]:
         if isinstance(node, ast.Dict) and node.keys and isinstance(node.keys[0], ast.Constant) \
                 and node.keys[0].value == "method" and isinstance(node.values[0], ast.Constant) \
                 and node.values[0].value == method:
-            return tuple(key.value for key in node.keys if isinstance(key, ast.Constant))
+            return tuple(str(key.value) for key in node.keys if isinstance(key, ast.Constant))
     return ()
 
 

@@ -21,7 +21,8 @@ SIGNALBOARD_KEY = "signalboard"
 
 def emit_packet(event: str, data: list[Any], room: str, host_id: str, signalboard: dict[str, Any]) -> dict[str, Any]:
     """An `emit` to `room` on namespace '/', as python-socketio's listener reads it."""
-    packet = dict(zip(EMIT_KEYS, ("emit", event, data, False, "/", room, None, None, host_id), strict=True))
+    values: tuple[Any, ...] = ("emit", event, data, False, "/", room, None, None, host_id)
+    packet: dict[str, Any] = dict(zip(EMIT_KEYS, values, strict=True))
     packet[SIGNALBOARD_KEY] = signalboard
     return packet
 
