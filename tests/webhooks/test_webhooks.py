@@ -135,3 +135,28 @@ def test_failures_timeouts_and_an_outage_lose_nothing_and_keep_channel_order(ser
     delivered = [line for line in requests.get(server.url + "/metrics", timeout=5).text.splitlines()
                  if line.startswith('signalboard_webhook_events_total{outcome="delivered",type="message.published"}')]
     assert delivered and float(delivered[0].split()[-1]) >= 36
+
+
+def test_events_past_max_age_are_dropped_counted_and_logged_once(server_factory, receiver):
+    server = server_factory(**webhook_env(receiver, WEBHOOK_MAX_AGE_SECONDS=2, WEBHOOK_RETRY_MAX_MS=300))
+    room = unique("room")
+    client = HubClient(server.url).connect({"token": Api(server).token("kim", [room], publish=[room])})
+    assert client.call("subscribe", {"channel": room})["ok"]
+    receiver.wait_events(lambda es: of_type(es, "subscription.created"), what="the subscription")
+    receiver.stop()
+    for i in range(5):
+        assert client.call("publish", {"channel": room, "event": "old", "data": i})["ok"]
+    time.sleep(3)  # past WEBHOOK_MAX_AGE_SECONDS, retried all along
+
+    def expired() -> float:
+        text = requests.get(server.url + "/metrics", timeout=5).text
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith('signalboard_webhook_events_total{outcome="expired"'))
+
+    server.wait_until(lambda: expired() == 5, what="the five counted as expired")
+    assert server.log().count("webhooks: gave up on") == 1  # however many rounds it took: one line a minute
+    receiver.start()
+    assert client.call("publish", {"channel": room, "event": "new", "data": 5})["ok"]
+    events = receiver.wait_events(lambda es: of_type(es, "message.published"), what="the new message")
+    assert [e["offset"] for e in of_type(events, "message.published")] == [6]  # the expired five never came
+    client.disconnect()
