@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from hub.errors import Unavailable
 from hub.redis_client import OUTAGE_ERRORS, RedisKeys, connect, unavailable_on_outage
@@ -154,8 +156,9 @@ class ControlListener:
         while not self._stop.is_set():
             pubsub = None
             try:
-                pubsub = redis.Redis.from_url(self._bus.url, socket_timeout=POLL_SECONDS + 5,
-                                              health_check_interval=5).pubsub(ignore_subscribe_messages=True)
+                # No retries inside redis-py: a silent resubscription would skip the catch-up below.
+                pubsub = redis.Redis.from_url(self._bus.url, socket_timeout=POLL_SECONDS + 5, health_check_interval=5,
+                                              retry=Retry(NoBackoff(), 0)).pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self._bus.channel)
                 self.subscribed.set()
                 self._on_subscribed()

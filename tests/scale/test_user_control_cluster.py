@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 
 import pytest
+import redis
+import requests
 
 from hub.external import ExternalPublisher
 from tests.hub.realtime_client import Api, unique
@@ -84,3 +87,27 @@ def test_python_publisher_and_cli_act_on_every_instance(pair, cluster_env):
     assert json.loads(no_redis.stderr.strip().splitlines()[-1])["error"]["code"] == "unavailable"
     assert "Traceback" not in bad.stderr + no_redis.stderr
 
+
+
+def test_a_revocation_missed_by_a_listener_away_from_redis_is_caught_up(pair, redis_server):
+    """Every instance's pub/sub connection is cut (CLIENT KILL) just before a revocation: an instance that was not
+    subscribed when it was published re-checks its connections against the store once it is back."""
+    a, b = pair
+    api = Api(a)
+    sub = unique("user")
+    holder = scenario.connected(b.url, api.token(sub, ["**"]))
+    admin = redis.Redis.from_url(redis_server.url)
+    try:
+        started = time.monotonic()
+        admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        answer = scenario.ok(api.post("/tokens/revoke", {"sub": sub}))
+        assert holder.disconnected.wait(5), "the holder of a revoked token is still connected"
+        print(f"\nrevocation with the listeners cut: disconnected after {time.monotonic() - started:.2f} s "
+              f"({answer['instances']} instance(s) heard it live)")
+        if answer["instances"] == 0:  # nobody was subscribed: it was the catch-up that found it
+            b.wait_until(lambda: "missed during an outage" in b.log(), timeout=5, what="the catch-up on b")
+        assert holder.events("signalboard:token_revoked")
+    finally:
+        admin.close()
+    for server in pair:  # both listeners are back
+        server.wait_until(lambda s=server: requests.get(s.url + "/readyz", timeout=5).status_code == 200, timeout=20)
