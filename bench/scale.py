@@ -91,7 +91,7 @@ def deploy(scenario: str, threads: int) -> Deployment:
             instances.append(server)
         if count == 1:
             return Deployment(instances, instances[0], redis)
-        proxy = NginxProcess([s.port for s in instances], balance=PER_CONNECTION_BALANCE).start()
+        proxy = NginxProcess([s.port for s in instances], balance=PER_CONNECTION_BALANCE, limits=False).start()
         entry = dataclasses.replace(instances[0], name="nginx", port=proxy.port)
         return Deployment(instances, entry, redis, proxy)
     except BaseException:

@@ -11,6 +11,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -202,7 +203,7 @@ def stack(docker_daemon: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
         stack.timings["docker-compose build"] = time.monotonic() - started
         started = time.monotonic()
         stack.compose("up", "-d", timeout=300)
-        wait_until_healthy(stack, ["web", "redis", "web-1", "web-2", "nginx"], timeout=180)
+        wait_until_healthy(stack, ["web", "proxy", "redis", "web-1", "web-2", "nginx"], timeout=180)
         stack.timings["up to all healthy"] = time.monotonic() - started
         yield stack
     finally:
@@ -238,12 +239,13 @@ def test_livez_answers_on_the_published_port(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize("transports", [["polling"], ["websocket"], None], ids=["polling", "websocket", "upgrade"])
-@pytest.mark.parametrize("through", ["web", "nginx"])
+@pytest.mark.parametrize("through", ["proxy", "nginx"])
 def test_socketio_client_connects_through_the_published_ports(
     stack: Stack, through: str, transports: list[str] | None
 ) -> None:
-    # Through nginx, a websocket only opens if the Upgrade and Connection headers are forwarded.
-    port = stack.web_port if through == "web" else stack.proxy_port
+    # Through nginx (the default stack's proxy, the scale profile's nginx), a websocket only opens if the Upgrade and
+    # Connection headers are forwarded.
+    port = stack.web_port if through == "proxy" else stack.proxy_port
     client = connect(f"http://127.0.0.1:{port}", transports)
     try:
         assert client.connected
@@ -272,9 +274,12 @@ def test_build_ca_is_not_left_in_the_image(stack: Stack) -> None:
     assert "PIP_EXTRA_CA_CERTS" not in history
 
 
-def test_nginx_accepts_its_configuration(stack: Stack) -> None:
-    result = stack.compose("exec", "-T", "nginx", "nginx", "-t", timeout=60)
+@pytest.mark.parametrize("service, upstreams", [("proxy", ["web:5000"]), ("nginx", ["web-1:5000", "web-2:5000"])])
+def test_nginx_accepts_its_configuration(stack: Stack, service: str, upstreams: list[str]) -> None:
+    result = stack.compose("exec", "-T", service, "nginx", "-t", timeout=60)
     assert "test is successful" in result.stdout + result.stderr
+    config = stack.compose("exec", "-T", service, "cat", "/etc/nginx/conf.d/signalboard.conf", timeout=60).stdout
+    assert re.findall(r"^    server (\S+);$", config, re.M) == upstreams
 
 
 def test_compose_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:
@@ -290,5 +295,6 @@ def test_compose_refuses_to_start_without_a_secret_key(tmp_path: Path) -> None:
 
 def test_compose_publishes_on_the_requested_address_and_port(stack: Stack) -> None:
     resolved = stack.compose("config", timeout=60).stdout
-    assert f"127.0.0.1:{stack.web_port}:5000/tcp" in resolved
+    assert f"127.0.0.1:{stack.web_port}:8080/tcp" in resolved  # the default stack's nginx
     assert f"127.0.0.1:{stack.proxy_port}:8080/tcp" in resolved
+    assert ":5000/tcp" not in resolved  # no instance is published: only nginx faces the network

@@ -99,13 +99,16 @@ class RedisProcess:
 class NginxProcess:
     """nginx in the foreground with a config generated from deploy/nginx.conf for the given upstream ports."""
 
-    def __init__(self, upstream_ports: list[int], balance: str | None = None) -> None:
+    def __init__(self, upstream_ports: list[int], balance: str | None = None, limits: bool = True) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="signalboard-nginx-"))
         self.upstream_ports = upstream_ports
         # Replaces `ip_hash;` when set: on one machine every client is 127.0.0.1, so ip_hash sends them all to
         # one instance; a benchmark of websocket-only clients can balance per connection instead.
         self.balance = balance
+        # False drops deploy/nginx.conf's per-address limits: a benchmark's thousands of clients all come from one
+        # loopback address.
+        self.limits = limits
         self.process: subprocess.Popen | None = None
 
     @property
@@ -123,6 +126,9 @@ class NginxProcess:
         assert found == 1
         if self.balance:
             site = site.replace("    ip_hash;\n", f"    {self.balance};\n", 1)
+        if not self.limits:
+            site, found = re.subn(r"\n\s*limit_(?:conn|req) [^\n]*;", "", site)
+            assert found, "deploy/nginx.conf no longer has the limits this option removes"
         return (
             "worker_processes 1;\n"
             f"pid {self.dir}/nginx.pid;\n"
