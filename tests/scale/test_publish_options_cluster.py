@@ -181,14 +181,20 @@ def test_the_external_publisher_and_the_cli_take_keys(instances, env):
         fresh = publisher.publish(channel, "e", None, idempotency_key="ext-2")
     assert again.duplicate and again.answer() == {**first, "duplicate": True}
     assert not fresh.duplicate and fresh.offset == 2
-    cli = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "flask"), "--app", "app", "publish", channel, "e", "null",
-         "--idempotency-key", "ext-2"],
-        cwd=ROOT, env={**os.environ, **TEST_ENV, **{k: str(v) for k, v in env.items()}},
-        capture_output=True, text=True, timeout=60,
-    )
+    def flask_publish(key: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "flask"), "--app", "app", "publish", channel, "e", "null",
+             "--idempotency-key", key],
+            cwd=ROOT, env={**os.environ, **TEST_ENV, **{k: str(v) for k, v in env.items()}},
+            capture_output=True, text=True, timeout=60,
+        )
+
+    cli = flask_publish("ext-2")
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout.strip().splitlines()[-1]) == {**fresh.answer(), "duplicate": True}
+    bad = flask_publish("k" * 129)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert json.loads(bad.stderr.strip().splitlines()[-1])["error"]["code"] == "invalid_payload"
     assert ok(Api(b).get(f"/channels/{channel}/history"))["offset"] == 2
 
 
