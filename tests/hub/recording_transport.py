@@ -20,6 +20,7 @@ class RecordingTransport:
         self.presence_audience: dict[str, set[str]] = defaultdict(set)
         self.received: dict[str, list[Message]] = defaultdict(list)
         self.presence_received: dict[str, list[PresenceChange]] = defaultdict(list)
+        self.presence_views: dict[tuple[str, str], str] = {}  # (sid, channel) -> the view its presence events take
         self.gate = threading.Event()  # cleared: send() blocks, to play a slow network
         self.gate.set()
 
@@ -36,6 +37,7 @@ class RecordingTransport:
         self.audience[channel].add(sid)
         if presence:
             self.presence_audience[channel].add(sid)
+            self.presence_views[(sid, channel)] = presence
 
     def remove(self, sid: str, channel: str) -> None:
         self.audience[channel].discard(sid)

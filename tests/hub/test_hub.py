@@ -327,3 +327,14 @@ def test_subscribe_that_fails_on_history_leaves_no_presence_behind(hub, monkeypa
         hub.subscribe("s1", "alice", ["room"], "room")
     monkeypatch.undo()
     assert hub.subscribe("s1", "alice", ["room"], "room").ready.wait(5)  # not "already subscribed"
+
+
+@pytest.mark.parametrize("anonymous_presence_subs, anonymous_view", [(False, "anonymous"), (True, "subs")])
+def test_anonymous_presence_listeners_get_the_anonymous_view_unless_configured(
+        worker, transport, anonymous_presence_subs, anonymous_view):
+    hub = make_hub(worker.fanout, anonymous_presence_subs=anonymous_presence_subs)
+    hub.subscribe("anon", None, [], "public:x", presence=True)
+    hub.subscribe("named", "carol", [], "public:x", presence=True)
+    hub.subscribe("quiet", None, [], "public:x")
+    worker.drain()
+    assert transport.presence_views == {("anon", "public:x"): anonymous_view, ("named", "public:x"): "subs"}
