@@ -162,6 +162,14 @@ def test_second_upgrade_of_an_upgraded_session(server, token, one_client_at_most
     first.send("2probe")
     assert first.recv() == "3probe"
     first.send("5")
+    # An acked event answered over this websocket proves the server finished the upgrade: python-engineio's threaded
+    # handler marks the session upgraded on "5" in its own thread, so without this the second request could come
+    # first (and, under load, did).
+    first.send('420["subscribe",{"channel":"public:upgrade"}]')
+    answers = [first.recv()]
+    while answers[-1] == "6" and len(answers) < 3:  # the NOOP that ended the pending long-poll may come first
+        answers.append(first.recv())
+    assert answers[-1] is not None and answers[-1].startswith("430["), answers
     second = RawWebSocket(server.port, sid=session.sid)
     assert second.status == 400  # python-engineio: "Unexpected HTTP request" for an upgraded session
     second.close()
