@@ -27,6 +27,10 @@ TEST_ENV = {
     "DRAIN_NOTICE_SECONDS": "0",  # tests that need the load-balancer notice set it themselves
     "LOG_LEVEL": "INFO",
     "METRICS_PUBLIC": "1",  # tests read /readyz's figures and /metrics; the closed default has tests of its own
+    # The default (PING_INTERVAL + PING_TIMEOUT) would be 2 s here: a test's request sent on a keep-alive
+    # connection just as gunicorn reaps it gets a reset (the HTTP race every client meets), and a loaded machine
+    # pauses tests that long. Production keeps 45 s; 30 s is clear of the 1 s ping interval either way.
+    "GUNICORN_KEEPALIVE": "30",
 }
 
 # What a clean log must never contain: error lines from any logger, raw tracebacks, or the origin's KeyError.
