@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.dev_secrets import DevSecretsError, load_or_create
+from utils.redis_urls import PLAIN_SCHEMES, is_sentinel_url, parse_sentinel_url
 
 ROOT = Path(__file__).resolve().parent
 
@@ -108,8 +109,13 @@ def _host_names(name: str, raw: str) -> tuple[str, ...]:
 
 def _redis_url(name: str, raw: str) -> str:
     value = raw.strip()
-    if value and not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"{name} must start with redis://, rediss:// or unix://")
+    if value and is_sentinel_url(value):
+        try:
+            parse_sentinel_url(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc} (redis+sentinel://host1:port1,host2:port2/<db>/<service>)") from None
+    elif value and not value.startswith(PLAIN_SCHEMES):
+        raise ConfigError(f"{name} must start with redis://, rediss://, unix:// or redis+sentinel://")
     return value
 
 
@@ -218,7 +224,10 @@ SETTINGS: tuple[Setting, ...] = (
             "messages waiting for fan-out before publishing answers 503"),
     Setting("MAX_HTTP_BUFFER_SIZE", "1000000", _integer(1024, 100_000_000),
             "largest Engine.IO message or polling payload accepted, in bytes"),
-    Setting("REDIS_URL", "", _redis_url, "optional; unset keeps everything in this process"),
+    Setting("REDIS_URL", "", _redis_url,
+            "optional; unset keeps everything in this process. "
+            "`redis+sentinel://host1:port1,host2:port2/<db>/<service>` follows the master Sentinel names through "
+            "failovers (docs/scale.md)"),
     Setting("REDIS_KEY_PREFIX", "signalboard", _key_prefix,
             "prefix of every Redis key and of the Socket.IO queue channel; one per deployment sharing a Redis"),
     Setting("INSTANCE_ID", "", _instance_id,

@@ -20,12 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from hub.errors import Unavailable
-from hub.redis_client import OUTAGE_ERRORS, RedisKeys, connect, unavailable_on_outage
+from hub.redis_client import CONNECT_TIMEOUT, OUTAGE_ERRORS, RedisKeys, client_for, connect, unavailable_on_outage
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +156,9 @@ class ControlListener:
             pubsub = None
             try:
                 # No retries inside redis-py: a silent resubscription would skip the catch-up below.
-                pubsub = redis.Redis.from_url(self._bus.url, socket_timeout=POLL_SECONDS + 5, health_check_interval=5,
-                                              retry=Retry(NoBackoff(), 0)).pubsub(ignore_subscribe_messages=True)
+                client = client_for(self._bus.url, socket_timeout=POLL_SECONDS + 5, health_check_interval=5,
+                                    socket_connect_timeout=CONNECT_TIMEOUT, retry=Retry(NoBackoff(), 0))
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self._bus.channel)
                 self.subscribed.set()
                 self._on_subscribed()

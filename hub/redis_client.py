@@ -8,8 +8,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import redis
+import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
@@ -17,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from hub.errors import Unavailable
+from utils.redis_urls import is_sentinel_url, parse_sentinel_url
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +32,26 @@ CONNECT_TIMEOUT = 1.0
 OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
 
 
+def client_for(url: str, **options: Any) -> redis.Redis:
+    """A client for `url` with these redis-py options; for a sentinel URL, one that follows the master.
+
+    redis-py's master_for asks the Sentinels for the master's address on every new connection, so a client
+    whose connection broke in a failover reconnects to the promoted replica by itself (and a demoted master's
+    READONLY answer is turned into a ConnectionError, one of OUTAGE_ERRORS).
+    """
+    if not is_sentinel_url(url):
+        return redis.Redis.from_url(url, **options)
+    target = parse_sentinel_url(url)
+    auth = {"username": target.username, "password": target.password}
+    # The Sentinels themselves: the same short timeouts, so a dead Sentinel costs one connect timeout.
+    sentinel_options = {key: value for key, value in options.items() if key.startswith("socket_")}
+    sentinel = redis.sentinel.Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)
+    return sentinel.master_for(target.service, db=target.db, **auth, **options)
+
+
 def connect(url: str, *, timeout: float = COMMAND_TIMEOUT) -> redis.Redis:
     """A client that fails fast instead of retrying: appends are not idempotent, so the caller decides."""
-    return redis.Redis.from_url(
+    return client_for(
         url,
         decode_responses=True,
         socket_timeout=timeout,

@@ -29,7 +29,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from hub.errors import Unavailable
-from hub.redis_client import CONNECT_TIMEOUT, OUTAGE_ERRORS
+from hub.redis_client import CONNECT_TIMEOUT, OUTAGE_ERRORS, client_for
 from hub.redis_history import BROADCAST_HOST_ID, RedisHistoryStore
 from integration.manager import SerializedMembership
 from integration.pubsub_packets import SIGNALBOARD_KEY, callback_id, callback_prefix, emit_packet
@@ -100,7 +100,7 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager):
     # --- Redis connections --------------------------------------------------------------------------------
 
     def _client(self, read_timeout: float, **extra: Any) -> redis.Redis:
-        return redis.Redis.from_url(
+        return client_for(
             self.redis_url, socket_timeout=read_timeout, socket_connect_timeout=CONNECT_TIMEOUT,
             socket_keepalive=True, retry=Retry(NoBackoff(), 0), **extra,
         )

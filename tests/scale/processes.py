@@ -66,8 +66,9 @@ def running_instances(servers: list[ServerProcess]) -> Iterator[list[ServerProce
 class RedisProcess:
     """One redis-server; `durable` turns AOF on with fsync always, so a restart keeps every acknowledged write."""
 
-    def __init__(self, durable: bool = True) -> None:
+    def __init__(self, durable: bool = True, extra: tuple[str, ...] = ()) -> None:
         self.durable = durable
+        self.extra = extra  # more redis-server options, e.g. ("--replicaof", "127.0.0.1", "6379")
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="signalboard-redis-"))
         self.process: subprocess.Popen | None = None
@@ -81,7 +82,8 @@ class RedisProcess:
             self.process = subprocess.Popen(
                 [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                  "--save", "", "--protected-mode", "yes",
-                 *(["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"])],
+                 *(["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]),
+                 *self.extra],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         _wait_for_port(self.port, self.process, "redis-server")
@@ -91,9 +93,129 @@ class RedisProcess:
         _end(self.process)
         self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL: what a crashed host looks like (nothing flushed, no goodbye to replicas)."""
+        _end(self.process, signal.SIGKILL)
+        self.process = None
+
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+SENTINEL_SERVICE = "signalboard"
+
+
+class SentinelProcess:
+    """One `redis-server --sentinel` watching `master_port` with a quorum of 2 and short failure timings."""
+
+    def __init__(self, master_port: int, down_after_ms: int = 1000, failover_timeout_ms: int = 3000) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="signalboard-sentinel-"))
+        self.master_port = master_port
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> SentinelProcess:
+        conf = self.dir / "sentinel.conf"  # Sentinel rewrites its own config: a file of its own, writable
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+            f"sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {self.master_port} 2\n"
+            f"sentinel down-after-milliseconds {SENTINEL_SERVICE} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {SENTINEL_SERVICE} {self.failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {SENTINEL_SERVICE} 1\n"
+        )
+        with (self.dir / "sentinel.log").open("ab") as log:
+            self.process = subprocess.Popen([REDIS_SERVER, str(conf), "--sentinel"], stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_for_port(self.port, self.process, "redis-sentinel")
+        return self
+
+    def log(self) -> str:
+        path = self.dir / "sentinel.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def close(self) -> None:
+        _end(self.process)
+        self.process = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SentinelCluster:
+    """A master, one replica and three Sentinels on 127.0.0.1; `url` is the redis+sentinel:// URL instances use."""
+
+    def __init__(self) -> None:
+        self.master = RedisProcess(durable=False)
+        self.replica: RedisProcess | None = None
+        self.sentinels: list[SentinelProcess] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
+        return f"redis+sentinel://{hosts}/0/{SENTINEL_SERVICE}"
+
+    @property
+    def servers(self) -> list[RedisProcess]:
+        return [server for server in (self.master, self.replica) if server is not None]
+
+    def start(self) -> SentinelCluster:
+        self.master.start()
+        self.replica = RedisProcess(durable=False, extra=("--replicaof", "127.0.0.1", str(self.master.port))).start()
+        self.wait_replicas(self.master.port, 1)
+        self.sentinels = [SentinelProcess(self.master.port).start() for _ in range(3)]
+        self.wait_until(lambda: all(self._sentinel_sees(s) for s in self.sentinels), 15, "the Sentinels to agree")
+        return self
+
+    @staticmethod
+    def wait_until(predicate, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if predicate():
+                    return
+            except (OSError, ValueError, IndexError):
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    @staticmethod
+    def info(port: int, section: str) -> dict[str, str]:
+        lines = redis_cli(port, "INFO", section).splitlines()
+        return dict(line.split(":", 1) for line in lines if ":" in line and not line.startswith("#"))
+
+    def wait_replicas(self, master_port: int, count: int, timeout: float = 20) -> None:
+        self.wait_until(lambda: int(self.info(master_port, "replication").get("connected_slaves", 0)) >= count
+                        and all(",state=online," in v for k, v in self.info(master_port, "replication").items()
+                                if re.fullmatch(r"slave\d+", k)), timeout, "the replica to be in sync")
+
+    def _sentinel_sees(self, sentinel: SentinelProcess) -> bool:
+        master = redis_cli(sentinel.port, "SENTINEL", "MASTER", SENTINEL_SERVICE).splitlines()
+        fields = dict(zip(master[::2], master[1::2], strict=False))
+        return int(fields.get("num-other-sentinels", 0)) >= 2 and int(fields.get("num-slaves", 0)) >= 1
+
+    def master_port(self) -> int:
+        """The port the Sentinels name as master now."""
+        answer = redis_cli(self.sentinels[0].port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE)
+        return int(answer.split()[1])
+
+    def close(self) -> None:
+        for sentinel in self.sentinels:
+            sentinel.close()
+        for server in self.servers:
+            server.close()
+
+
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+
+
+def redis_cli(port: int, *args: str) -> str:
+    """One command through redis-cli (the Debian tool), as an operator would type it."""
+    done = subprocess.run([REDIS_CLI, "-h", "127.0.0.1", "-p", str(port), *args], capture_output=True, text=True,
+                          timeout=5, check=False)
+    if done.returncode != 0:
+        raise OSError(done.stderr.strip() or f"redis-cli exited with {done.returncode}")
+    return done.stdout
 
 
 class NginxProcess:
