@@ -25,6 +25,7 @@ from blueprints.dashboard.security import (
 from blueprints.realtime.services import hub_services
 from extensions import socketio
 from hub import Hub
+from hub.errors import Unavailable
 from integration import socket_observers
 from utils.credential_throttle import credential_failed, credential_wait, request_address
 from utils.http_errors import json_error
@@ -111,10 +112,16 @@ def logout() -> Response:
     if not csrf_valid(request.form.get("csrf_token")):
         return json_error(400, "csrf_failed", "The form had expired; reload the page and try again.")
     login_id = current_login()
+    if login_id is not None:
+        # The old cookie stays valid by its signature: the revocation makes every instance refuse it. Until it is
+        # stored the login is not over, so the session is kept and the operator told to try again.
+        try:
+            revoke_login(login_id)
+        except Unavailable:
+            return json_error(503, "unavailable", "The logout could not be recorded (the store is unreachable); "
+                                                  "try again shortly.", {"Retry-After": "1"})
     session.clear()
     if login_id is not None:
-        # The old cookie stays valid by its signature: the revocation makes every instance refuse it.
-        revoke_login(login_id)
         # Socket sessions are copies taken at connect, so clearing the cookie does not reach them: end them here
         # (the sampler ends those on other instances within a second).
         for sid in current_app.extensions[EXTENSION_KEY]["watchers"].sids_of_login(login_id):

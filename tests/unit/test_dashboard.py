@@ -337,3 +337,42 @@ def test_the_sampler_ends_sockets_of_revoked_logins(app, dashboard_client):
         revoke_login(next(iter(watchers.by_login())))
     sampler.tick()
     assert not sock.is_connected("/dashboard") and watchers.sids() == []
+
+
+def test_a_revocation_store_that_cannot_answer_refuses_the_login(app, dashboard_client):
+    """Redis down: a logged-out cookie cannot be told from a live one, so none passes (fail closed)."""
+    import dataclasses
+
+    from hub.errors import Unavailable
+
+    class Unreachable:
+        def revoke(self, key, ttl):
+            raise Unavailable("revocations unavailable")
+
+        def is_revoked(self, key):
+            raise Unavailable("revocations unavailable")
+
+        def revoked_at(self, keys):
+            raise Unavailable("revocations unavailable")
+
+    log_in(dashboard_client)
+    assert dashboard_client.get("/", base_url=HTTPS).status_code == 200
+    app.extensions["hub"] = dataclasses.replace(app.extensions["hub"], revocations=Unreachable())
+    assert dashboard_client.get("/", base_url=HTTPS).status_code == 302
+
+
+def test_logout_says_so_when_the_revocation_cannot_be_stored(app, dashboard_client):
+    import dataclasses
+
+    from hub.errors import Unavailable
+    from hub.revocations import MemoryRevocations
+
+    class Unwritable(MemoryRevocations):
+        def revoke(self, key, ttl):
+            raise Unavailable("revocations unavailable")
+
+    log_in(dashboard_client)
+    token = page_token(dashboard_client)
+    app.extensions["hub"] = dataclasses.replace(app.extensions["hub"], revocations=Unwritable())
+    response = dashboard_client.post("/logout", base_url=HTTPS, data={"csrf_token": token})
+    assert response.status_code == 503 and response.json["error"]["code"] == "unavailable"
