@@ -20,6 +20,7 @@ from blueprints.dashboard.security import (
     origin_allowed,
     password_matches,
     revoke_login,
+    session_login,
     start_login,
 )
 from blueprints.realtime.services import hub_services
@@ -111,7 +112,7 @@ def logout() -> Response:
         return json_error(403, "forbidden_origin", "This form may only be sent from the dashboard's own pages.")
     if not csrf_valid(request.form.get("csrf_token")):
         return json_error(400, "csrf_failed", "The form had expired; reload the page and try again.")
-    login_id = current_login()
+    login_id = session_login()
     if login_id is not None:
         # The old cookie stays valid by its signature: the revocation makes every instance refuse it. Until it is
         # stored the login is not over, so the session is kept and the operator told to try again.

@@ -73,15 +73,22 @@ def start_login() -> str:
     return login_id
 
 
-def current_login(state: Any = None) -> str | None:
-    """The login id of the session (or of `state`, a session copy), None when not logged in, expired or logged
-    out (the cookie is signed, not server state: a copy kept from before a logout must not open anything)."""
+def session_login(state: Any = None) -> str | None:
+    """The login id the session (or `state`, a session copy) carries, None when none or expired; not checked
+    against revocations (logout needs it even when the store cannot answer)."""
     login = (session if state is None else state).get("dashboard_login")
     if not isinstance(login, dict) or not isinstance(login.get("id"), str) or not isinstance(login.get("at"), int):
         return None
-    if time.time() - login["at"] > LOGIN_MAX_AGE or login_revoked(hub_services().revocations, login["id"]):
+    return login["id"] if time.time() - login["at"] <= LOGIN_MAX_AGE else None
+
+
+def current_login(state: Any = None) -> str | None:
+    """The login id of the session (or of `state`, a session copy), None when not logged in, expired or logged
+    out (the cookie is signed, not server state: a copy kept from before a logout must not open anything)."""
+    login_id = session_login(state)
+    if login_id is None or login_revoked(hub_services().revocations, login_id):
         return None
-    return login["id"]
+    return login_id
 
 
 def login_revoked(revocations: Revocations, login_id: str) -> bool:
