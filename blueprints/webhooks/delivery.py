@@ -67,6 +67,11 @@ class Deliverer:
                 except OUTAGE_ERRORS as exc:  # Redis down: the events wait there; try again shortly
                     self._note_error("queue", f"queue unavailable: {exc}")
                     self._stop.wait(RETRY_BASE * 4)
+                # The only thread delivering to this receiver: a bug must be loud, not the end of its webhooks.
+                except Exception:
+                    log.exception("webhook deliverer for %s failed; carrying on", self.label)
+                    self._note_error("internal", "internal error (see the server log)")
+                    self._stop.wait(RETRY_BASE * 4)
         finally:
             self.stopped.set()
             log.info("webhook deliverer for %s stopped", self.label)

@@ -11,6 +11,8 @@ from collections import deque
 from collections.abc import Callable, Collection
 from typing import Any
 
+import redis
+
 from blueprints.webhooks.queue import WebhookQueue
 from hub.redis_client import OUTAGE_ERRORS
 from utils.metrics import WEBHOOK_EVENTS
@@ -87,7 +89,7 @@ class WebhookOutbox:
                     break  # stopping, and nothing left
                 try:
                     refused = self.queue.put(events)
-                except OUTAGE_ERRORS as exc:
+                except (*OUTAGE_ERRORS, redis.ResponseError) as exc:
                     if not failing:
                         log.warning("webhook events cannot be queued (will retry, %d buffered): %s",
                                     self.pending(), exc)

@@ -45,6 +45,9 @@ class RedisWebhookQueue:
         self.targets = list(targets)
         self._renew = client.register_script(_RENEW)
         self._groups_ready = False
+        # Where a missing group starts: '$' (a receiver added later starts with the events raised from then on),
+        # '0' once Redis was found empty (everything in the new stream was raised since and is undelivered).
+        self._group_start = "$"
         self._leading: set[str] = set()
 
     def _ensure_groups(self) -> None:
@@ -52,8 +55,7 @@ class RedisWebhookQueue:
             return
         for target in self.targets:
             try:
-                # '$': a receiver added later starts with the events raised from then on.
-                self.client.xgroup_create(self.stream, target, id="$", mkstream=True)
+                self.client.xgroup_create(self.stream, target, id=self._group_start, mkstream=True)
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
@@ -92,7 +94,17 @@ class RedisWebhookQueue:
         return claimed
 
     def _read(self, target: str, entry: str, count: int, block_ms: int | None) -> list[Pending]:
-        reply = self.client.xreadgroup(target, self.owner, {self.stream: entry}, count=count, block=block_ms)
+        try:
+            reply = self.client.xreadgroup(target, self.owner, {self.stream: entry}, count=count, block=block_ms)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis came back without our data (no persistence): recreate the groups; what it lost is lost.
+            log.warning("webhooks: the Redis stream or its groups are gone (Redis restarted empty?); recreating")
+            self._groups_ready = False
+            self._group_start = "0"
+            self._leading.clear()
+            return []
         items: list[Pending] = []
         dead: list[str] = []
         for _, entries in reply or []:
@@ -134,7 +146,10 @@ class RedisWebhookQueue:
 
     def stats(self, target: str) -> QueueStats:
         self._ensure_groups()
-        group = next(g for g in self.client.xinfo_groups(self.stream) if g["name"] == target)
+        try:
+            group = next(g for g in self.client.xinfo_groups(self.stream) if g["name"] == target)
+        except (StopIteration, redis.ResponseError):  # gone with a Redis that restarted empty: _read recreates it
+            return QueueStats(0, 0.0)
         depth = int(group.get("pending") or 0) + int(group.get("lag") or 0)
         oldest_id = None
         if group.get("pending"):

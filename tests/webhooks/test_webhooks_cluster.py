@@ -99,3 +99,31 @@ def test_events_pending_on_a_killed_instance_are_delivered_by_the_other(server_f
     assert survivor.readyz()["status"] == "ready"
     for c in clients:
         c.disconnect()
+
+
+def test_webhooks_carry_on_after_redis_restarts_empty(server_factory, receiver):
+    volatile = RedisProcess(durable=False).start()
+    try:
+        server = server_factory(**webhook_env(receiver, REDIS_URL=volatile.url, INSTANCE_ID="solo"))
+        room = unique("room")
+        api = Api(server)
+        token = api.token("lee", [room], publish=[room])
+        first = HubClient(server.url).connect({"token": token})
+        assert first.call("subscribe", {"channel": room})["ok"]
+        receiver.wait_events(lambda es: of_type(es, "subscription.created"), what="the first subscription")
+        first.disconnect()
+        receiver.wait_events(lambda es: of_type(es, "connection.closed"), what="the first close")
+        volatile.stop()
+        time.sleep(1)
+        volatile.start()  # same port, no data: the stream and its groups are gone
+        server.wait_until(lambda: server.readyz()["status"] == "ready", timeout=30, what="ready again")
+        second = HubClient(server.url).connect({"token": token})
+        assert second.call("subscribe", {"channel": room})["ok"]
+        assert second.call("publish", {"channel": room, "event": "after", "data": 1})["ok"]
+        events = receiver.wait_events(lambda es: of_type(es, "message.published"), timeout=30,
+                                      what="events raised after the restart")
+        assert len(of_type(events, "subscription.created")) == 2
+        second.disconnect()
+        assert not [line for line in server.bad_log_lines() if "webhook" in line], server.log()[-3000:]
+    finally:
+        volatile.close()
