@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.dev_secrets import DevSecretsError, load_or_create
-from utils.redis_urls import PLAIN_SCHEMES, is_sentinel_url, parse_sentinel_url
+from utils.redis_urls import PLAIN_SCHEMES, default_min_replicas, is_sentinel_url, parse_sentinel_url
 
 ROOT = Path(__file__).resolve().parent
 
@@ -228,6 +228,12 @@ SETTINGS: tuple[Setting, ...] = (
             "optional; unset keeps everything in this process. "
             "`redis+sentinel://host1:port1,host2:port2/<db>/<service>` follows the master Sentinel names through "
             "failovers (docs/scale.md)"),
+    Setting("REDIS_MIN_REPLICAS", "", _optional_integer(0, 16),
+            "replicas that must confirm a publish (Redis WAIT) before it is acknowledged; empty means 1 with a "
+            "`redis+sentinel://` REDIS_URL, 0 otherwise (docs/scale.md: what an acknowledged publish survives)"),
+    Setting("REDIS_REPLICA_TIMEOUT_MS", "1000", _integer(1, 10_000),
+            "how long a publish waits for those replicas; past it the answer is 503 `unavailable` (retry with the "
+            "same `idempotency_key`)"),
     Setting("REDIS_KEY_PREFIX", "signalboard", _key_prefix,
             "prefix of every Redis key and of the Socket.IO queue channel; one per deployment sharing a Redis"),
     Setting("INSTANCE_ID", "", _instance_id,
@@ -324,6 +330,8 @@ def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str
     _check_secret_lengths(config)
     _check_thread_budget(config)
     _check_keepalive(config)
+    if config["REDIS_MIN_REPLICAS"] is None:
+        config["REDIS_MIN_REPLICAS"] = default_min_replicas(config["REDIS_URL"])
     return config
 
 

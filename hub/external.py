@@ -29,13 +29,15 @@ from config import SETTINGS, ConfigError
 from hub.control import RedisControlBus
 from hub.history import DEFAULT_IDEMPOTENCY_WINDOW, Message
 from hub.hub import DEFAULT_MAX_PAYLOAD_BYTES, check_idempotency_key, check_message
-from hub.redis_client import RedisKeys, connect
-from hub.redis_history import CHANNEL_ROOM_PREFIX, Broadcast, RedisHistoryStore
+from hub.redis_client import COMMAND_TIMEOUT, RedisKeys, connect
+from hub.redis_history import CHANNEL_ROOM_PREFIX, Broadcast, RedisHistoryStore, Replicas
 from hub.revocations import RedisRevocations
 from hub.tokens import DEFAULT_MAX_TTL
 from hub.users import UserControl
+from utils.redis_urls import default_min_replicas
 
-_FROM_ENV = ("REDIS_URL", "REDIS_KEY_PREFIX", "HISTORY_MAX_MESSAGES", "HISTORY_MAX_AGE", "MAX_PAYLOAD_BYTES",
+_FROM_ENV = ("REDIS_URL", "REDIS_MIN_REPLICAS", "REDIS_REPLICA_TIMEOUT_MS", "REDIS_KEY_PREFIX", "HISTORY_MAX_MESSAGES",
+             "HISTORY_MAX_AGE", "MAX_PAYLOAD_BYTES",
              "IDEMPOTENCY_WINDOW_SECONDS", "TOKEN_MAX_TTL", "CONTROL_REPLY_TIMEOUT_MS")
 DEFAULT_REPLY_TIMEOUT = 1.0
 
@@ -46,12 +48,17 @@ def history_for(
     max_messages: int,
     max_age_seconds: float,
     idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
+    replicas: Replicas | None = None,
 ) -> RedisHistoryStore:
-    """The Redis history every instance and publisher must share (same keys, bounds and broadcast target)."""
+    """The Redis history every instance and publisher must share (same keys, bounds and broadcast target).
+
+    `replicas` defaults to REDIS_MIN_REPLICAS's default for this URL with a 1 s wait."""
     keys = RedisKeys(key_prefix)
     broadcast = Broadcast(keys.socketio_channel, CHANNEL_ROOM_PREFIX)
-    return RedisHistoryStore(connect(redis_url), keys, max_messages, max_age_seconds,
-                             idempotency_window=idempotency_window, broadcast=broadcast)
+    replicas = replicas or Replicas(default_min_replicas(redis_url), 1000)
+    client = connect(redis_url, timeout=COMMAND_TIMEOUT + replicas.timeout_ms / 1000)
+    return RedisHistoryStore(client, keys, max_messages, max_age_seconds, idempotency_window=idempotency_window,
+                             broadcast=broadcast, replicas=replicas)
 
 
 class ExternalPublisher:
@@ -68,10 +75,11 @@ class ExternalPublisher:
         idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
         token_max_ttl: int = DEFAULT_MAX_TTL,
         reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
+        replicas: Replicas | None = None,
     ) -> None:
         if not redis_url:
             raise ConfigError("REDIS_URL must be set to publish from outside the web instances")
-        self.history = history_for(redis_url, key_prefix, max_messages, max_age_seconds, idempotency_window)
+        self.history = history_for(redis_url, key_prefix, max_messages, max_age_seconds, idempotency_window, replicas)
         self.max_payload_bytes = max_payload_bytes
         self._control = RedisControlBus(redis_url, self.history.keys, reply_timeout)
         revocations = RedisRevocations(self.history.client, self.history.keys)
@@ -91,6 +99,7 @@ class ExternalPublisher:
             idempotency_window=values["IDEMPOTENCY_WINDOW_SECONDS"],
             token_max_ttl=values["TOKEN_MAX_TTL"],
             reply_timeout=values["CONTROL_REPLY_TIMEOUT_MS"] / 1000,
+            replicas=Replicas.from_config(values),
         )
 
     def publish(self, channel: str, event: str, data: Any, *, idempotency_key: str | None = None) -> Message:

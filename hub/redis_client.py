@@ -71,7 +71,8 @@ _last_warning = 0.0
 _suppressed = 0
 
 
-def _warn_outage(what: str, exc: Exception) -> None:
+def warn_outage(what: str, exc: object) -> None:
+    """One warning line per few seconds about Redis refusing `what`, with the count of refusals in between."""
     global _last_warning, _suppressed
     with _warn_lock:
         now = time.monotonic()
@@ -88,7 +89,7 @@ def unavailable_on_outage(what: str) -> Iterator[None]:
     try:
         yield
     except OUTAGE_ERRORS as exc:
-        _warn_outage(what, exc)
+        warn_outage(what, exc)
         raise Unavailable("message store unavailable, retry shortly", retry_after=1.0) from None
 
 

@@ -19,14 +19,16 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from hub.errors import Unavailable
 from hub.history import DEFAULT_IDEMPOTENCY_WINDOW, HistoryStore, Message, new_message_id
-from hub.redis_client import RedisKeys, unavailable_on_outage
+from hub.redis_client import RedisKeys, unavailable_on_outage, warn_outage
+from utils.redis_urls import default_min_replicas
 
 # Shared Lua helpers, prepended to each script. Entry fields: e (event), d (data as JSON), i (id), t (ms).
 _LUA_HELPERS = """
@@ -95,6 +97,8 @@ for i = 1, n do
   local channel = ARGV[12 + i]
   local seen = keyed and redis.call('GET', KEYS[3 + n + i])
   if seen then
+    -- A write of the same value: WAIT after this script then also covers the first publish's replication.
+    redis.call('SET', KEYS[3 + n + i], seen, 'KEEPTTL')
     local offset, ts, id = string.match(seen, '^(%d+) (%d+) (.+)$')
     for _, v in ipairs({tonumber(offset), tonumber(ts), id, 1}) do out[#out + 1] = v end
   else
@@ -192,6 +196,20 @@ class Broadcast:
 
 
 @dataclass(frozen=True)
+class Replicas:
+    """How many replicas must confirm an append (Redis WAIT) before it is acknowledged, and for how long to wait."""
+
+    count: int = 0
+    timeout_ms: int = 1000
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Replicas:
+        count = config["REDIS_MIN_REPLICAS"]
+        return cls(default_min_replicas(config["REDIS_URL"]) if count is None else count,
+                   config["REDIS_REPLICA_TIMEOUT_MS"])
+
+
+@dataclass(frozen=True)
 class Replay:
     """What a replay published: whether nothing was missing after `after`, and up to which offset."""
 
@@ -217,6 +235,7 @@ class RedisHistoryStore(HistoryStore):
         *,
         idempotency_window: float = DEFAULT_IDEMPOTENCY_WINDOW,
         broadcast: Broadcast | None = None,
+        replicas: Replicas = Replicas(),
     ) -> None:
         if max_messages < 1:
             raise ValueError("max_messages must be at least 1")
@@ -228,6 +247,7 @@ class RedisHistoryStore(HistoryStore):
         self.max_age_ms = int(max_age_seconds * 1000)
         self.window_ms = int(idempotency_window * 1000)
         self.broadcast = broadcast
+        self.replicas = replicas
         self._append = client.register_script(_APPEND)
         self._since = client.register_script(_SINCE)
         self._replay = client.register_script(_REPLAY)
@@ -279,21 +299,36 @@ class RedisHistoryStore(HistoryStore):
         if idempotency_key is not None:
             keys += [self.keys.idempotency(c, idempotency_key) for c in channels]
         rooms = [target.room(c) if target else "" for c in channels]
+        args = [
+            event, encoded, message_id, self.max_messages, self.max_age_ms, self._epoch_candidate(),
+            target.pubsub_channel if target else "", BROADCAST_HOST_ID, self.window_ms,
+            json.dumps(exclude), len(channels), "0" if idempotency_key is None else "1", *channels, *rooms,
+        ]
         with unavailable_on_outage("append"):
-            reply = self._append(
-                keys=keys,
-                args=[
-                    event, encoded, message_id, self.max_messages, self.max_age_ms, self._epoch_candidate(),
-                    target.pubsub_channel if target else "", BROADCAST_HOST_ID, self.window_ms,
-                    json.dumps(exclude), len(channels), "0" if idempotency_key is None else "1", *channels, *rooms,
-                ],
-            )
+            if self.replicas.count == 0:
+                reply = self._append(keys=keys, args=args)
+            else:
+                # WAIT counts the replicas that have this connection's writes so far: one connection for both.
+                pipe = self.client.pipeline(transaction=False)
+                self._append(keys=keys, args=args, client=pipe)
+                pipe.execute_command("WAIT", self.replicas.count, self.replicas.timeout_ms)
+                reply, confirmed = pipe.execute()
+                if confirmed < self.replicas.count:
+                    self._epoch = reply[0]
+                    self._refuse_unconfirmed(confirmed)
         self._epoch = reply[0]
         answers = [reply[1 + 4 * i: 5 + 4 * i] for i in range(len(channels))]
         return [
             Message(channel, event, data, int(offset), str(mid), int(ts), duplicate=bool(int(dup)))
             for channel, (offset, ts, mid, dup) in zip(channels, answers, strict=True)
         ]
+
+    def _refuse_unconfirmed(self, confirmed: int) -> None:
+        """Stored and broadcast, but not known to survive a failover: the caller must not take it as acknowledged."""
+        count, timeout = self.replicas.count, self.replicas.timeout_ms
+        warn_outage("append", f"{confirmed} of {count} replicas confirmed within {timeout} ms")
+        raise Unavailable(f"the message was not confirmed by {count} Redis replica(s) within {timeout} ms; retry with "
+                          "the same idempotency_key", retry_after=1.0)
 
     def _entries(self, channel: str, entries: list[Any]) -> list[Message]:
         messages = []

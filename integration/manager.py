@@ -73,9 +73,9 @@ def build_client_manager(config: Mapping[str, Any]) -> socketio.Manager:
     if not config["REDIS_URL"]:
         return SerializedManager()
     from hub.external import history_for
-    from hub.redis_history import CHANNEL_ROOM_PREFIX
+    from hub.redis_history import CHANNEL_ROOM_PREFIX, Replicas
     from integration.redis_manager import ClusterQueueManager
 
     history = history_for(config["REDIS_URL"], config["REDIS_KEY_PREFIX"], config["HISTORY_MAX_MESSAGES"],
-                          config["HISTORY_MAX_AGE"], config["IDEMPOTENCY_WINDOW_SECONDS"])
+                          config["HISTORY_MAX_AGE"], config["IDEMPOTENCY_WINDOW_SECONDS"], Replicas.from_config(config))
     return ClusterQueueManager(config["REDIS_URL"], history.keys.socketio_channel, history, CHANNEL_ROOM_PREFIX)

@@ -24,6 +24,11 @@ def is_sentinel_url(url: str) -> bool:
     return url.startswith(SENTINEL_SCHEME + "://")
 
 
+def default_min_replicas(url: str) -> int:
+    """REDIS_MIN_REPLICAS when unset: behind Sentinel a publish waits for one replica, on a lone Redis for none."""
+    return 1 if is_sentinel_url(url) else 0
+
+
 def parse_sentinel_url(url: str) -> SentinelTarget:
     """The Sentinels, service and db of a sentinel URL; ValueError (saying what is wrong) for anything else."""
     parsed = urlparse(url)

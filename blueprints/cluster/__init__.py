@@ -24,6 +24,7 @@ from hub.errors import HubError
 from hub.external import ExternalPublisher
 from hub.redis_client import connect
 from hub.redis_fanout import RedisFanout
+from hub.redis_history import Replicas
 from hub.redis_presence import RedisPresenceRegistry
 from integration.redis_manager import ClusterQueueManager
 from utils.redis_health import RedisHealth
@@ -79,6 +80,7 @@ def _external_publisher() -> ExternalPublisher:
         idempotency_window=config["IDEMPOTENCY_WINDOW_SECONDS"],
         token_max_ttl=config["TOKEN_MAX_TTL"],
         reply_timeout=config["CONTROL_REPLY_TIMEOUT_MS"] / 1000,
+        replicas=Replicas.from_config(config),
     )
 
 

@@ -162,32 +162,10 @@ class SentinelCluster:
     def start(self) -> SentinelCluster:
         self.master.start()
         self.replica = RedisProcess(durable=False, extra=("--replicaof", "127.0.0.1", str(self.master.port))).start()
-        self.wait_replicas(self.master.port, 1)
+        wait_replicas(self.master.port, 1)
         self.sentinels = [SentinelProcess(self.master.port).start() for _ in range(3)]
-        self.wait_until(lambda: all(self._sentinel_sees(s) for s in self.sentinels), 15, "the Sentinels to agree")
+        wait_until(lambda: all(self._sentinel_sees(s) for s in self.sentinels), 15, "the Sentinels to agree")
         return self
-
-    @staticmethod
-    def wait_until(predicate, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if predicate():
-                    return
-            except (OSError, ValueError, IndexError):
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}")
-
-    @staticmethod
-    def info(port: int, section: str) -> dict[str, str]:
-        lines = redis_cli(port, "INFO", section).splitlines()
-        return dict(line.split(":", 1) for line in lines if ":" in line and not line.startswith("#"))
-
-    def wait_replicas(self, master_port: int, count: int, timeout: float = 20) -> None:
-        self.wait_until(lambda: int(self.info(master_port, "replication").get("connected_slaves", 0)) >= count
-                        and all(",state=online," in v for k, v in self.info(master_port, "replication").items()
-                                if re.fullmatch(r"slave\d+", k)), timeout, "the replica to be in sync")
 
     def _sentinel_sees(self, sentinel: SentinelProcess) -> bool:
         master = redis_cli(sentinel.port, "SENTINEL", "MASTER", SENTINEL_SERVICE).splitlines()
@@ -207,6 +185,34 @@ class SentinelCluster:
 
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    """Poll `predicate` (a redis-cli answer not there yet counts as False) until true, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except (OSError, ValueError, IndexError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def redis_info(port: int, section: str) -> dict[str, str]:
+    lines = redis_cli(port, "INFO", section).splitlines()
+    return dict(line.split(":", 1) for line in lines if ":" in line and not line.startswith("#"))
+
+
+def wait_replicas(master_port: int, count: int, timeout: float = 20) -> None:
+    """Until `count` replicas are connected to the master on `master_port` and every one is in sync."""
+    def synced() -> bool:
+        info = redis_info(master_port, "replication")
+        replicas = [v for k, v in info.items() if re.fullmatch(r"slave\d+", k)]
+        return len(replicas) >= count and all(",state=online," in v for v in replicas)
+
+    wait_until(synced, timeout, "the replica to be in sync")
 
 
 def redis_cli(port: int, *args: str) -> str:

@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from tests.hub.realtime_client import Api, HubClient, unique
-from tests.scale.processes import SentinelCluster, running_instances
+from tests.scale.processes import SentinelCluster, redis_cli, running_instances
 from tests.server import ServerProcess
 
 pytestmark = [pytest.mark.scale, pytest.mark.integration]
@@ -54,5 +54,4 @@ def test_every_redis_use_goes_through_the_sentinels(cluster, key_prefix):
 
 
 def cluster_keys(cluster: SentinelCluster, prefix: str) -> list[str]:
-    from tests.scale.processes import redis_cli
     return redis_cli(cluster.master_port(), "KEYS", prefix + ":*").split()

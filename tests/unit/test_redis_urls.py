@@ -45,3 +45,15 @@ def test_sentinel_url_accepted_and_other_schemes_refused():
     assert load_config(environ={**TEST_ENV, "REDIS_URL": url})["REDIS_URL"] == url
     with pytest.raises(ConfigError, match="redis\\+sentinel://"):
         load_config(environ={**TEST_ENV, "REDIS_URL": "http://127.0.0.1:6379"})
+
+
+@pytest.mark.parametrize("url, given, expected", [
+    ("redis+sentinel://127.0.0.1:26379/0/signalboard", "", 1),
+    ("redis://127.0.0.1:6379/0", "", 0),
+    ("", "", 0),
+    ("redis+sentinel://127.0.0.1:26379/0/signalboard", "0", 0),
+    ("redis://127.0.0.1:6379/0", "2", 2),
+])
+def test_min_replicas_defaults_to_one_behind_sentinel(url, given, expected):
+    config = load_config(environ={**TEST_ENV, "REDIS_URL": url, "REDIS_MIN_REPLICAS": given})
+    assert config["REDIS_MIN_REPLICAS"] == expected
