@@ -95,7 +95,8 @@ class RedisWebhookQueue:
 
     def _read(self, target: str, entry: str, count: int, block_ms: int | None) -> list[Pending]:
         try:
-            reply = self.client.xreadgroup(target, self.owner, {self.stream: entry}, count=count, block=block_ms)
+            # [[stream, [(entry id, {field: value} or None when trimmed), ...]]] with decode_responses
+            reply: Any = self.client.xreadgroup(target, self.owner, {self.stream: entry}, count=count, block=block_ms)
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise

@@ -127,3 +127,20 @@ def test_webhooks_carry_on_after_redis_restarts_empty(server_factory, receiver):
         assert not [line for line in server.bad_log_lines() if "webhook" in line], server.log()[-3000:]
     finally:
         volatile.close()
+
+
+def test_a_dead_instances_last_subscribers_leave_through_the_survivor(server_factory, receiver, redis_server):
+    one, two, _ = _pair(server_factory, receiver, redis_server)
+    room = unique("room")
+    client = HubClient(one.url).connect({"token": Api(one).token("mia", [room])})
+    assert client.call("subscribe", {"channel": room})["ok"]
+    receiver.wait_events(lambda es: of_type(es, "presence.joined"), what="the join")
+    os.kill(one.worker_pid(), signal.SIGKILL)
+    os.kill(one.pid, signal.SIGKILL)
+    one.process.wait(10)
+    # PRESENCE_TTL is 3 s: the survivor reaps the silent instance and raises what its connections' end means.
+    events = receiver.wait_events(lambda es: of_type(es, "channel.vacated"), timeout=30, what="the vacate")
+    left, vacated = of_type(events, "presence.left"), of_type(events, "channel.vacated")
+    assert [(e["channel"], e["sub"], e["instance"]) for e in left] == [(room, "mia", "two")]
+    assert [(e["channel"], e["instance"]) for e in vacated] == [(room, "two")]
+    assert two.readyz()["status"] == "ready"
