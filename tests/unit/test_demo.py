@@ -137,3 +137,17 @@ def test_snippets_are_valid_code_with_the_values_filled_in():
     words = shlex.split(snippets["curl"])
     assert words[-1] == "http://127.0.0.1:5000/api/v1/publish" and "Bearer $SIGNALBOARD_API_KEY" in snippets["curl"]
     assert json.loads(words[words.index("-d") + 1])["channel"] == "orders.eu"
+
+
+def test_readme_quick_start_is_short_and_names_what_the_code_does():
+    from blueprints.demo import DEMO_CHANNELS
+    from config import SETTINGS
+    from tests.server import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Quick start\n", 1)[1].split("\n## ", 1)[0].strip().splitlines()
+    assert len(section) <= 10 and section[1].startswith("make run")
+    text = " ".join(section)
+    secrets_file = next(s.default for s in SETTINGS if s.name == "DEV_SECRETS_FILE")
+    assert f"`{secrets_file}`" in text and all(f"`{channel}`" in text for channel in DEMO_CHANNELS)
+    assert readme.index("\n## ") == readme.index("\n## Quick start")  # the first section
