@@ -35,6 +35,7 @@ socket.onAny((event, data, meta) => console.log(event, JSON.stringify(data), JSO
 
 
 def python_snippet(url: str, channel: str, token: str) -> str:
+    # json.dumps: the values are ASCII (a URL, a JWT, a channel name), and a JSON string is then a Python literal.
     return f"""import socketio
 
 sio = socketio.Client()
@@ -45,8 +46,8 @@ def show(event, data=None, meta=None):
     print(event, data, meta)
 
 
-sio.connect({url!r}, auth={{"token": {token!r}}})
-print("subscribed", sio.call("subscribe", {{"channel": {channel!r}}}))
+sio.connect({json.dumps(url)}, auth={{"token": {json.dumps(token)}}})
+print("subscribed", sio.call("subscribe", {{"channel": {json.dumps(channel)}}}))
 sio.wait()
 """
 

@@ -132,7 +132,7 @@ def test_panel_snippets_carry_a_short_token_for_one_channel(app):
 def test_snippets_are_valid_code_with_the_values_filled_in():
     snippets = client_snippets("http://127.0.0.1:5000", "orders.eu", "tok.en.value")
     compile(snippets["python"], "snippet.py", "exec")
-    assert "sio.connect('http://127.0.0.1:5000', auth={\"token\": 'tok.en.value'})" in snippets["python"]
+    assert 'sio.connect("http://127.0.0.1:5000", auth={"token": "tok.en.value"})' in snippets["python"]
     assert 'io("http://127.0.0.1:5000", { auth: { token: "tok.en.value" } })' in snippets["javascript"]
     words = shlex.split(snippets["curl"])
     assert words[-1] == "http://127.0.0.1:5000/api/v1/publish" and "Bearer $SIGNALBOARD_API_KEY" in snippets["curl"]
