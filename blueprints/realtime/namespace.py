@@ -214,14 +214,17 @@ class RealtimeNamespace(Namespace):
     def _kept_grants(self, identity: Identity, sid: str) -> tuple[str, ...]:
         """The new grants plus the channels of `sid` the hook allowed beyond them (a hook outage keeps them)."""
         hook = self.services.auth_hook
+        if hook is None:
+            return identity.channels
         extra = []
         for channel in self.services.hub.presence.channels_of(sid):
-            if hook is not None and not can_subscribe(identity.channels, channel):
-                try:
-                    if hook.may_subscribe(identity.sub, channel):
-                        extra.append(channel)
-                except Unavailable:
+            if can_subscribe(identity.channels, channel):
+                continue
+            try:
+                if hook.may_subscribe(identity.sub, channel):
                     extra.append(channel)
+            except Unavailable:
+                extra.append(channel)
         return (*identity.channels, *extra)
 
     def on_subscribe(self, payload: Any = None) -> dict[str, Any] | None:
@@ -303,4 +306,5 @@ class RealtimeNamespace(Namespace):
                     self._identities[sid] = current
             raise revoked_error() if revoked else Unavailable("cannot check the token now, retry shortly")
         self.expiry.track(sid, identity.exp)
-        return {"ok": True, "exp": identity.exp, "dropped": drop_ungranted(self.services.hub, sid, identity.channels)}
+        dropped = drop_ungranted(self.services.hub, sid, self._kept_grants(identity, sid))
+        return {"ok": True, "exp": identity.exp, "dropped": dropped}

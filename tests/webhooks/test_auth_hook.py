@@ -67,6 +67,9 @@ def test_the_hook_says_who_a_tokenless_connection_is_and_what_it_may_subscribe(s
     assert second.call("subscribe", {"channel": other})["ok"]
     assert second.call("subscribe", {"channel": secret})["ok"] is False
     assert len(_requests(receiver, "subscribe")) == 2
+    # A refreshed token (same sub) keeps what the hook granted beyond it, and drops what neither grants.
+    refreshed = client.call("refresh_token", {"token": Api(server).token("gus", [])})
+    assert refreshed["ok"] and refreshed["dropped"] == [team], refreshed
     # A token still works as before, without asking the hook.
     token = Api(server).token("hal", [team])
     with_token = _connect(server, {"token": token})
