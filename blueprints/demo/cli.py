@@ -50,7 +50,7 @@ def demo_command(url: str | None, channels: tuple[str, ...], count: int) -> None
     token = _api(url, api_key, "/api/v1/tokens", {"sub": "terminal-demo", "channels": list(channels), "ttl": 3600})
     received = threading.Event()
     seen = 0
-    client = socketio.Client(reconnection_attempts=5)
+    client = socketio.Client(reconnection=False)  # a new connection would need its subscriptions again: say so instead
 
     @client.on("*")
     def show(event: str, data: Any = None, meta: Any = None) -> None:
