@@ -31,7 +31,9 @@ Used by the log filters in utils/ (library_texts.py): python-engineio's gone-ses
 send to sid" warning, its log-once suffix, the module its decoder raises from and its writer thread's name.
 
 Installed by gunicorn.conf.py `post_worker_init` in the worker (the factory also runs in tests, outside gunicorn):
-gunicorn_errors.py replaces `gunicorn.util.write_error` so gunicorn's own refusals answer in our JSON shape.
+gunicorn_errors.py replaces `gunicorn.util.write_error` so gunicorn's own refusals answer in our JSON shape;
+gunicorn_keepalive.py replaces `gunicorn.http.wsgi.Response.should_close` so an answer that leaves more body unread
+than gunicorn drains (`parser._DRAIN_MAX_BYTES`, read through `LengthReader.length`) says `Connection: close`.
 """
 
 from __future__ import annotations

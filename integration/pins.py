@@ -94,6 +94,9 @@ def internal_mismatches() -> list[str]:
     from engineio import server as eio_server
     from engineio import socket as eio_socket
     from gunicorn import util as gunicorn_util
+    from gunicorn.http import body as gunicorn_body
+    from gunicorn.http import parser as gunicorn_parser
+    from gunicorn.http import wsgi as gunicorn_wsgi
     from gunicorn.workers import base as gunicorn_base
     from gunicorn.workers import gthread
     from simple_websocket import ws as simple_websocket_ws
@@ -197,6 +200,12 @@ def internal_mismatches() -> list[str]:
         ("util.write_error(client, status_int, reason, mesg)" in _source(gunicorn_base.Worker.handle_error)
          and _params(gunicorn_util.write_error) == ["sock", "status_int", "reason", "mesg"],
          "gunicorn Worker.handle_error answers through util.write_error(sock, status_int, reason, mesg)"),
+        ("self.must_close or self.req.should_close()" in _source(gunicorn_wsgi.Response.should_close)
+         and "self.should_close()" in _source(gunicorn_wsgi.Response.default_headers)
+         and "self.length = length" in _source(gunicorn_body.LengthReader.__init__)
+         and "max_bytes = _DRAIN_MAX_BYTES" in _source(gunicorn_parser.Parser.finish_body),
+         "gunicorn Response.should_close decides header and close; LengthReader.length counts the unread body; "
+         "Parser.finish_body drains at most _DRAIN_MAX_BYTES"),
         ("except StopIteration" in _source(gthread.ThreadWorker.handle),
          "gunicorn gthread ThreadWorker.handle treats StopIteration as 'connection taken over'"),
         ("sock.shutdown(socket.SHUT_WR)" in _source(gunicorn_util.close_graceful)

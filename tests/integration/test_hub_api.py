@@ -134,6 +134,18 @@ def test_bad_publish_bodies(api, raw, status, code):
     assert error_of(response, status)["code"] == code
 
 
+def test_an_answer_before_a_large_body_closes_the_connection_it_says_it_closes(api):
+    """gunicorn drains at most 64 KiB of an unread body: past that it must announce the close, or the client reuses
+    a connection about to be closed and loses its next request (integration/gunicorn_keepalive.py)."""
+    large = b'{"channel": "ok", "event": "e", "data": "' + b"x" * 500_000 + b'"}'
+    for _ in range(5):
+        refused = api.session.post(api.base + "/publish", data=large, timeout=10)
+        assert refused.status_code == 413 and refused.headers["Connection"] == "close"
+        assert api.post("/publish", {"channel": unique("after"), "event": "e"}).status_code == 200
+    small = api.session.post(api.base + "/publish", data=b"\xff\xfe", timeout=10)
+    assert small.status_code == 400 and small.headers["Connection"] == "keep-alive"  # a small body is drained
+
+
 def test_batch_publish_is_ordered_and_all_or_nothing(api):
     a, b = unique("batch"), unique("batch")
     response = api.post("/publish/batch", {"messages": [{"channel": a, "event": "e", "data": 1},
