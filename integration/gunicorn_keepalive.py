@@ -16,6 +16,7 @@ from gunicorn.http import parser as gunicorn_parser
 from gunicorn.http import wsgi as gunicorn_wsgi
 
 _original_should_close = gunicorn_wsgi.Response.should_close
+DRAIN_MAX_BYTES: int = vars(gunicorn_parser)["_DRAIN_MAX_BYTES"]  # private: a rename fails here, at import
 
 
 def unread_body_bytes(request: Any) -> int:
@@ -25,7 +26,7 @@ def unread_body_bytes(request: Any) -> int:
 
 
 def _should_close(self: gunicorn_wsgi.Response) -> bool:
-    if not self.must_close and unread_body_bytes(self.req) >= gunicorn_parser._DRAIN_MAX_BYTES:
+    if not self.must_close and unread_body_bytes(self.req) >= DRAIN_MAX_BYTES:
         self.must_close = True  # the drain would give up: close, with `Connection: close` in this very answer
     return _original_should_close(self)
 
