@@ -220,35 +220,41 @@ def test_subscribe_limits(worker):
         hub.subscribe("s1", "alice", ["**"], "c")
 
 
-def test_exactly_once_in_order_under_concurrent_publishing(hub, worker, transport):
+def test_exactly_once_in_order_under_concurrent_publishing(worker, transport):
     """Subscribers joining with since=0 while four publishers write get every message once, in offset order."""
-    publishers, per_publisher = 4, 250
-    total = publishers * per_publisher
-    barrier = threading.Barrier(publishers + 1)
+    publishers, at_least, at_most = 4, 250, 5_000
+    hub = make_hub(worker.fanout, max_messages=publishers * at_most)  # history covers the whole run: all recover
+    joined = threading.Event()
+    counts = [0] * publishers
 
     def publish(n: int) -> None:
-        barrier.wait()
-        for i in range(per_publisher):
-            hub.publish("hot", "e", {"p": n, "i": i})
+        # Publishing runs from before the first join until after the last, however the threads are scheduled.
+        while counts[n] < at_most and (counts[n] < at_least or not joined.is_set()):
+            hub.publish("hot", "e", {"p": n, "i": counts[n]})
+            counts[n] += 1
 
     threads = [threading.Thread(target=publish, args=(n,)) for n in range(publishers)]
     for thread in threads:
         thread.start()
-    barrier.wait()
+    deadline = time.monotonic() + 10
+    while sum(counts) == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
     results = []
     for n in range(20):
         results.append(hub.subscribe(f"late{n}", "bob", ["hot"], "hot", since=0))
         time.sleep(0.002)  # spread the joins across the publishing run
+    joined.set()
     for thread in threads:
-        thread.join(timeout=10)
+        thread.join(timeout=30)
     worker.drain()
+    total = sum(counts)
     assert all(r.recovered for r in results)
     assert any(0 < r.offset < total for r in results), "no subscriber joined mid-run: the race was not exercised"
     for n in range(20):
         assert transport.offsets(f"late{n}", "hot") == list(range(1, total + 1)), f"late{n}"
     received = transport.received["late0"]
     for p in range(publishers):  # each publisher's own messages arrive in the order it sent them
-        assert [m.data["i"] for m in received if m.data["p"] == p] == list(range(per_publisher))
+        assert [m.data["i"] for m in received if m.data["p"] == p] == list(range(counts[p]))
 
 
 def test_unsubscribe(hub, worker, transport):
