@@ -23,7 +23,8 @@ def test_disconnect_user(single):
 
 
 @pytest.mark.parametrize("run", [scenario.unsubscribe_user, scenario.revoke_sub, scenario.revoke_jti,
-                                 scenario.revoke_racing_connects], ids=lambda run: run.__name__)
+                                 scenario.revoke_racing_connects, scenario.unsubscribe_racing_subscribes],
+                         ids=lambda run: run.__name__)
 def test_action(single, run):
     run(single, single)
 

@@ -214,6 +214,41 @@ def revoke_racing_connects(api_server: Any, client_server: Any, connects: int = 
         client.disconnect()
 
 
+def unsubscribe_racing_subscribes(api_server: Any, client_server: Any, connections: int = 20) -> None:
+    """Subscribes in parallel with the unsubscribe: none may end up subscribed to the channel taken away."""
+    api = Api(api_server)
+    sub, channel = unique("racer"), unique("room")
+    token = api.token(sub, ["**"])
+    clients = [connected(client_server.url, token) for _ in range(connections)]
+    acks: list[Any] = [None] * connections
+    go = threading.Event()
+
+    def subscribe_one(index: int) -> None:
+        go.wait(10)
+        time.sleep(index * 0.005)
+        acks[index] = clients[index].call("subscribe", {"channel": channel, "presence": True})
+
+    threads = [threading.Thread(target=subscribe_one, args=(i,)) for i in range(connections)]
+    for thread in threads:
+        thread.start()
+    go.set()
+    time.sleep(connections * 0.005 / 2)
+    ok(api.post(f"/users/{sub}/unsubscribe", {"channel": channel}))
+    for thread in threads:
+        thread.join(30)
+    time.sleep(WITHIN)
+    refused = sum(1 for ack in acks if ack and not ack["ok"])
+    told = sum(1 for c in clients if c.events("signalboard:unsubscribed"))
+    print(f"\nunsubscribe race: {connections} subscribes, {refused} refused, {told} subscribed then told to leave")
+    assert all(ack["ok"] or ack["error"]["code"] == "forbidden" for ack in acks), acks
+    assert refused + told == connections
+    listing = ok(api.get(f"/users/{sub}"))["connections"]
+    assert len(listing) == connections and all(channel not in row["channels"] for row in listing)
+    assert ok(api.get(f"/channels/{channel}/presence"))["connections"] == 0
+    for client in clients:
+        client.disconnect()
+
+
 def bad_input(server: Any) -> None:
     api = Api(server)
     cases = [

@@ -39,7 +39,8 @@ def test_disconnect_user_on_the_other_instance(pair):
 
 
 @pytest.mark.parametrize("run", [scenario.unsubscribe_user, scenario.revoke_sub, scenario.revoke_jti,
-                                 scenario.revoke_racing_connects], ids=lambda run: run.__name__)
+                                 scenario.revoke_racing_connects, scenario.unsubscribe_racing_subscribes],
+                         ids=lambda run: run.__name__)
 def test_action_on_the_other_instance(pair, run):
     """unsubscribe, revoke by sub, revoke by jti, revoke racing connects: API on a, clients on b."""
     a, b = pair
