@@ -16,7 +16,7 @@ from config import load_config
 from extensions import init_socketio, socketio
 from utils.admission import Admission, ThreadBudget
 from utils.credential_throttle import init_credential_throttle
-from utils.drain import Drain
+from utils.drain import BackgroundTasks, Drain
 from utils.hosts import HostAllowList, LiteralPathMap
 from utils.http_errors import register_http_error_handlers
 from utils.logging_setup import configure_logging, register_secrets
@@ -64,6 +64,8 @@ def configure_sessions(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
+    # Every background task starts through it, so the drain can stop each one (utils/drain.py, STOP_ORDER).
+    tasks = app.extensions["background_tasks"] = BackgroundTasks(socketio.start_background_task)
     init_socketio(app)
     readiness = app.extensions["readiness"] = Readiness()
     # The shared websocket transport gives a websocket's thread back after the handshake: websockets get a cap of
@@ -72,7 +74,7 @@ def register_extensions(app: Flask) -> None:
     budget = ThreadBudget(app.config["GUNICORN_THREADS"], app.config["ADMISSION_RESERVE_THREADS"],
                           app.config["MAX_WEBSOCKET_CLIENTS"] if shared else None)
     admission = app.extensions["admission"] = Admission(budget, socketio.server.eio, lambda: readiness.draining,
-                                                        app.config["LONG_POLL_CAP_SECONDS"])
+                                                        app.config["LONG_POLL_CAP_SECONDS"], tasks.start)
     readiness.add_check("capacity", admission.capacity_check)
     # The guard sits outside Flask-SocketIO's middleware: python-engineio raises gone-session errors before any
     # handler runs, so only a layer in front of it can answer them.
@@ -80,14 +82,16 @@ def register_extensions(app: Flask) -> None:
     if app.config["ALLOWED_HOSTS"]:  # outermost: a foreign Host reaches neither Flask nor Socket.IO
         app.wsgi_app = HostAllowList(app.wsgi_app, app.config["ALLOWED_HOSTS"])  # type: ignore[method-assign]
     init_credential_throttle(app)  # wrong API keys and dashboard passwords, counted per client address
-    # SIGTERM runs it (gunicorn.conf.py); background tasks register their stop with add_stop_callback.
+    # SIGTERM runs it (gunicorn.conf.py); it stops the background tasks last.
     app.extensions["drain"] = Drain(
-        socketio.server, readiness, graceful_timeout=app.config["GUNICORN_GRACEFUL_TIMEOUT"],
+        socketio.server, readiness, tasks, graceful_timeout=app.config["GUNICORN_GRACEFUL_TIMEOUT"],
         batch_size=app.config["DRAIN_BATCH_SIZE"], notice=app.config["DRAIN_NOTICE_SECONDS"])
     init_metrics(app)  # counts Socket.IO sessions and events; /metrics reads the runtime figures from this app
-    init_realtime(app)  # the hub, the '/' namespace and its fan-out worker (started on first use)
-    init_cluster(app)  # with REDIS_URL: history, presence and delivery through Redis; the publish command
-    init_webhooks(app)  # with WEBHOOK_URLS: lifecycle events batched, signed and POSTed by background deliverers
+    # With WEBHOOK_URLS: lifecycle events batched, signed and POSTed by background deliverers; the hub raises them.
+    webhooks = init_webhooks(app)
+    # The hub on the backends REDIS_URL chose (memory, or Redis behind the cluster manager), the '/' namespace.
+    init_realtime(app, events=webhooks.outbox if webhooks else None)
+    init_cluster(app)  # the `flask publish` command (through Redis)
 
 
 def register_blueprints(app: Flask) -> None:

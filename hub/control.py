@@ -25,6 +25,7 @@ from redis.retry import Retry
 
 from hub.errors import Unavailable
 from hub.redis_client import CONNECT_TIMEOUT, OUTAGE_ERRORS, RedisKeys, client_for, connect, unavailable_on_outage
+from utils.background import StartTask
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class ControlBus(Protocol):
         """Apply `action` on every instance; raises Unavailable when it cannot be sent."""
         ...
 
-    def bind(self, apply: Apply, start_task: Callable[..., Any],
+    def bind(self, apply: Apply, start_task: StartTask,
              on_subscribed: Callable[[], None]) -> ControlListener | None:
         """Make this process apply requests with `apply`; returns the listener to start, if there is one."""
         ...
@@ -69,7 +70,7 @@ class LocalControlBus:
     def __init__(self) -> None:
         self._apply: Apply | None = None
 
-    def bind(self, apply: Apply, start_task: Callable[..., Any],
+    def bind(self, apply: Apply, start_task: StartTask,
              on_subscribed: Callable[[], None]) -> ControlListener | None:
         self._apply = apply
         return None  # nothing can be missed in-process, so nothing to catch up on
@@ -92,7 +93,7 @@ class RedisControlBus:
         self.client = connect(url, timeout=reply_timeout + 2.0)
         self._listener: ControlListener | None = None
 
-    def bind(self, apply: Apply, start_task: Callable[..., Any], on_subscribed: Callable[[], None]) -> ControlListener:
+    def bind(self, apply: Apply, start_task: StartTask, on_subscribed: Callable[[], None]) -> ControlListener:
         self._listener = ControlListener(self, apply, start_task, on_subscribed)
         return self._listener
 
@@ -126,7 +127,9 @@ class RedisControlBus:
 class ControlListener:
     """The listener thread of one web instance: applies each request and replies (started on first use)."""
 
-    def __init__(self, bus: RedisControlBus, apply: Apply, start_task: Callable[..., Any],
+    TASK = "control listener"
+
+    def __init__(self, bus: RedisControlBus, apply: Apply, start_task: StartTask,
                  on_subscribed: Callable[[], None]) -> None:
         self._bus = bus
         self._apply = apply
@@ -145,7 +148,7 @@ class ControlListener:
             if self._started:
                 return
             self._started = True
-        self._start_task(self._run)
+        self._start_task(self.TASK, self._run, self.stop)
 
     def stop(self) -> None:
         self._stop.set()

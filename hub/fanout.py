@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from hub.errors import Unavailable
 from hub.history import Message
 from hub.presence import PresenceChange, PresenceView
+from utils.background import StartTask
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,33 @@ class Transport(Protocol):
 
     def remove(self, sid: str, channel: str) -> None:
         """Stop sending `channel` to `sid`."""
+
+
+class Fanout(Protocol):
+    """What the hub needs from live delivery: FanoutQueue in one process, hub.redis_fanout.RedisFanout with Redis.
+
+    Whatever the implementation, a subscription's backlog reaches the subscriber before any live message after it,
+    and each message reaches it once, in offset order.
+    """
+
+    def admit(self, count: int = 1) -> None:
+        """Raise Unavailable if `count` more messages cannot be taken now; called before they are stored."""
+
+    def deliver(self, message: Message, *, exclude: str | None = None) -> threading.Event | None:
+        """Send a stored message live (to every subscriber but connection `exclude`); the event is set once it was
+        handed to every subscriber's connection. None: there is nothing to wait for."""
+
+    def announce(self, change: PresenceChange) -> None:
+        """Tell the channel's presence listeners that a user joined or left."""
+
+    def attach(self, sid: str, channel: str, backlog: Sequence[Message], *, presence: bool = False) -> threading.Event:
+        """Send `backlog` to `sid`, then make it a live recipient; the event is set once that happened (or failed)."""
+
+    def detach(self, sid: str, channel: str) -> None:
+        """Stop sending `channel` to `sid`."""
+
+    def stats(self) -> dict[str, int]:
+        """`pending` (in flight now) and `failed` (items that could not be carried out, since start)."""
 
 
 @dataclass(frozen=True)
@@ -65,13 +93,15 @@ _STOP = object()
 
 
 class FanoutQueue:
-    """Queue fed by the hub (never blocking) and drained by run() in one background worker.
+    """The Fanout of one process: a queue fed by the hub (never blocking) and drained by run() in one worker.
 
     The bound is checked by admit() before a message is stored, not when it is queued, so a message that
     was stored is always queued too: refusing it afterwards would leave it in history but never sent live.
     """
 
-    def __init__(self, max_pending: int = 10_000) -> None:
+    def __init__(self, transport: Transport, *, max_pending: int = 10_000, start: StartTask | None = None) -> None:
+        """`start` runs the worker when the first item is queued (lazy, so that apps built only for a CLI command or a
+        unit test never start a thread they do not use); None: the caller runs run() itself."""
         if max_pending < 1:
             raise ValueError("max_pending must be at least 1")
         self.max_pending = max_pending
@@ -80,18 +110,10 @@ class FanoutQueue:
         self._stats_lock = threading.Lock()
         self._handled = 0
         self._failed = 0
-        self._refused = 0
-        self._transport: Transport | None = None
-        self._start: Callable[..., object] | None = None
+        self._transport = transport
+        self._start = start
         # None: not started; True: running; False: returned (stop() or a crash).
         self._running: bool | None = None
-
-    def bind(self, transport: Transport, start: Callable[..., object]) -> None:
-        """Run the worker as `start(self.run, transport)` when the first item is queued.
-
-        Lazy so that apps built only for a CLI command or a unit test never start a thread they do not use.
-        """
-        self._transport, self._start = transport, start
 
     @property
     def running(self) -> bool | None:
@@ -104,8 +126,16 @@ class FanoutQueue:
                 start, self._start = self._start, None  # whoever takes it starts the worker, once
             if start is not None:
                 self._running = True
-                start(self.run, self._transport)
+                start("fan-out worker", self.run, self.stop)
         self._queue.put(item)
+
+    def readiness(self, nearly_full: float) -> str | None:
+        """Readiness check: why this process should get no new publishers (worker gone, queue nearly full)."""
+        if self._running is False:
+            return "fan-out worker stopped"
+        if self.pending() >= nearly_full * self.max_pending:
+            return f"fan-out queue {self.pending()}/{self.max_pending}"
+        return None
 
     def pending(self) -> int:
         return self._queue.qsize()
@@ -113,16 +143,14 @@ class FanoutQueue:
     def admit(self, count: int = 1) -> None:
         """Raise Unavailable if `count` more messages would take the queue past its bound."""
         if self._queue.qsize() + count > self.max_pending:
-            with self._stats_lock:
-                self._refused += count
             raise Unavailable("fan-out queue is full, retry shortly")
 
-    def deliver(self, message: Message, *, exclude: str | None = None) -> threading.Event:
+    def deliver(self, message: Message, *, exclude: str | None = None) -> threading.Event | None:
         """Queue `message` for its channel (but not connection `exclude`); the returned event is set once it has
-        been handed to the transport."""
+        been handed to the transport (None once the worker has stopped: nothing will set it)."""
         job = _Send(message, exclude)
         self._put(job)
-        return job.done
+        return None if self._running is False else job.done
 
     def announce(self, change: PresenceChange) -> None:
         self._put(change)
@@ -143,7 +171,7 @@ class FanoutQueue:
 
     def stats(self) -> dict[str, int]:
         with self._stats_lock:
-            counts = {"handled": self._handled, "failed": self._failed, "refused": self._refused}
+            counts = {"handled": self._handled, "failed": self._failed}
         return {"pending": self.pending(), **counts}
 
     def _handle(self, item: object, transport: Transport) -> None:
@@ -165,12 +193,12 @@ class FanoutQueue:
         elif isinstance(item, PresenceChange):
             transport.send_presence(item)
 
-    def run(self, transport: Transport) -> None:
+    def run(self) -> None:
         """Worker loop: handle queued items in order until stop() is called."""
         log.info("fan-out worker started")
         self._running = True
         try:
-            self._loop(transport)
+            self._loop(self._transport)
         finally:
             self._running = False
             log.info("fan-out worker stopped")

@@ -5,12 +5,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from abc import ABC, abstractmethod
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import Any, Protocol
 
 DEFAULT_IDEMPOTENCY_WINDOW = 300.0
 
@@ -44,8 +43,10 @@ def new_message_id() -> str:
     return uuid.uuid4().hex
 
 
-class HistoryStore(ABC):
-    """Where published messages are numbered and kept for recovery.
+class HistoryStore(Protocol):
+    """Where published messages are numbered and kept for recovery: MemoryHistoryStore in one process,
+    hub.redis_history.RedisHistoryStore (which also broadcasts each message) with Redis. Both subclass it for
+    append(), written once over append_all().
 
     Implementations must assign offsets atomically (one writer's append never shares or skips an offset),
     never reuse an offset for a channel, and evict by their own size/age bounds.
@@ -59,7 +60,6 @@ class HistoryStore(ABC):
         """Store a message and return it with its new offset, id and timestamp."""
         return self.append_all([channel], event, data)[0]
 
-    @abstractmethod
     def append_all(
         self,
         channels: Sequence[str],
@@ -76,22 +76,23 @@ class HistoryStore(ABC):
         window stores nothing and returns that first message's offset, id and ts with `duplicate` set. Stores that
         broadcast live (Redis) skip the connection `exclude` in that broadcast.
         """
+        ...
 
-    @abstractmethod
     def since(self, channel: str, offset: int, limit: int | None = None) -> tuple[list[Message], bool]:
         """Messages with an offset above `offset`, oldest first, at most `limit`.
 
         The flag is True when nothing after `offset` is missing (all of them are still held),
         False when some were evicted or `offset` lies beyond the latest offset (stale client state).
         """
+        ...
 
-    @abstractmethod
     def latest(self, channel: str) -> int:
         """The offset of the last message appended to `channel`, 0 if none ever was."""
+        ...
 
-    @abstractmethod
     def channels(self) -> list[str]:
         """Channels that currently hold messages."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub.channels import can_publish, can_subscribe, validate_channel, validate_event
-from hub.errors import Forbidden, InvalidPayload, NotFound, PayloadTooLarge
+from hub.errors import Forbidden, InvalidPayload, NotFound, PayloadTooLarge, Unavailable
 from hub.events import EventSink, NoEvents
-from hub.fanout import FanoutQueue
+from hub.fanout import Fanout
 from hub.history import HistoryStore, Message
-from hub.presence import PRESENCE_ANONYMOUS, PRESENCE_SUBS, PresenceChange, PresenceRegistry
+from hub.presence import PRESENCE_ANONYMOUS, PRESENCE_SUBS, Presence, PresenceChange
 
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
 DEFAULT_MAX_SUBSCRIPTIONS = 100
@@ -31,6 +31,8 @@ _SID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 # Publishes to one channel are serialised so that offset order equals queue order; channels share
 # a fixed set of locks so memory stays bounded however many channels exist.
 _LOCK_STRIPES = 64
+# Why a publish was refused with 503 before it was stored (Hub.refusals).
+REFUSAL_REASONS = ("fanout_full", "store_unavailable")
 
 
 @dataclass(frozen=True)
@@ -138,11 +140,13 @@ def _check_offset(name: str, value: object, default: int | None) -> int | None:
 
 
 class Hub:
+    """Built once with its three backends, in memory or on Redis (blueprints.realtime.services chooses)."""
+
     def __init__(
         self,
         history: HistoryStore,
-        presence: PresenceRegistry,
-        fanout: FanoutQueue,
+        presence: Presence,
+        fanout: Fanout,
         *,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS,
@@ -162,6 +166,8 @@ class Hub:
         # Guards _connections: sid -> (sub, monotonic connect time), for connection.closed's duration.
         self._connections_lock = threading.Lock()
         self._connections: dict[str, tuple[str | None, float]] = {}
+        self._refusals_lock = threading.Lock()  # guards _refusals (publishers on many threads)
+        self._refusals = dict.fromkeys(REFUSAL_REASONS, 0)
 
     def _lock_for(self, channel: str) -> threading.Lock:
         return self._locks[hash(channel) % _LOCK_STRIPES]
@@ -174,16 +180,37 @@ class Hub:
             stack.enter_context(self._locks[index])
         return stack
 
+    def _refused(self, reason: str, count: int) -> None:
+        with self._refusals_lock:
+            self._refusals[reason] += count
+
+    def refusals(self) -> dict[str, int]:
+        """Publishes refused (503, retry) before they were stored, by reason, since start: `fanout_full` (the
+        fan-out queue is at its bound), `store_unavailable` (the history store, Redis, could not be reached)."""
+        with self._refusals_lock:
+            return dict(self._refusals)
+
+    def _admit(self, count: int) -> None:
+        try:
+            self.fanout.admit(count)
+        except Unavailable:
+            self._refused("fanout_full", count)
+            raise
+
     def _store_and_queue(
         self, channels: Sequence[str], event: str, data: Any, key: str | None, exclude: str | None,
         client: tuple[str | None] | None = None,
     ) -> tuple[list[Message], threading.Event | None]:
         """Store in every channel at once and queue what was newly stored; also returns the last queued item's
-        event (None if all were duplicates: nothing to deliver). `client` holds the sub of a client publisher
-        (whose new messages raise message.published), None for a trusted one."""
+        event (None if all were duplicates, or the fan-out has nothing to wait for). `client` holds the sub of a
+        client publisher (whose new messages raise message.published), None for a trusted one."""
         handed_over = None
         with self._locks_for(channels):
-            messages = self.history.append_all(channels, event, data, idempotency_key=key, exclude=exclude)
+            try:
+                messages = self.history.append_all(channels, event, data, idempotency_key=key, exclude=exclude)
+            except Unavailable:
+                self._refused("store_unavailable", len(channels))
+                raise
             for message in messages:
                 if not message.duplicate:
                     handed_over = self.fanout.deliver(message, exclude=exclude)
@@ -196,7 +223,7 @@ class Hub:
         """Backpressure: wait (at most publish_wait) until the fan-out worker has handed the message to every
         subscriber's connection. Writes to connections are buffered, so this waits for the worker, never for a
         slow subscriber; a publisher that would outrun delivery is slowed instead of filling the queue."""
-        if handed_over is not None and self.publish_wait > 0 and self.fanout.running:
+        if handed_over is not None and self.publish_wait > 0:
             handed_over.wait(self.publish_wait)
 
     def publish(
@@ -238,7 +265,7 @@ class Hub:
             check_message(channel, event, data, self.max_payload_bytes, grants)
         key = check_idempotency_key(idempotency_key)
         exclude = check_exclude(exclude)
-        self.fanout.admit(len(channels))
+        self._admit(len(channels))
         client = None if grants is None else (sub,)
         messages, handed_over = self._store_and_queue(channels, event, data, key, exclude, client)
         self._pace(handed_over)
@@ -277,7 +304,7 @@ class Hub:
                 raise InvalidPayload("each batch entry must be an object with channel, event and data")
             check_message(item.get("channel"), item.get("event"), item.get("data"), self.max_payload_bytes)
             check_idempotency_key(item.get("idempotency_key"))
-        self.fanout.admit(len(items))
+        self._admit(len(items))
         queued = [
             self._store_and_queue([item["channel"]], item["event"], item.get("data"), item.get("idempotency_key"), None)
             for item in items

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from dataclasses import dataclass
+from typing import Protocol
 
 from hub.errors import AlreadySubscribed, TooManySubscriptions
 
@@ -36,8 +37,44 @@ class PresenceChange:
         return self.sub is not None and self.connections == (1 if self.joined else 0)
 
 
+class Presence(Protocol):
+    """Who is subscribed where: PresenceRegistry in one process, hub.redis_presence.RedisPresenceRegistry with Redis
+    (per-connection answers from this process, channel-wide ones across every instance)."""
+
+    def add(self, sid: str, sub: str | None, channel: str, *, max_per_sid: int | None = None) -> PresenceChange:
+        """Record that `sid` (held by `sub`) subscribed to `channel`.
+
+        Raises AlreadySubscribed, or TooManySubscriptions when `sid` already holds `max_per_sid` channels.
+        """
+        ...
+
+    def remove(self, sid: str, channel: str) -> PresenceChange | None:
+        """Forget one subscription; None if `sid` was not subscribed to `channel`."""
+        ...
+
+    def remove_sid(self, sid: str) -> list[PresenceChange]:
+        """Forget every subscription of a connection (on disconnect)."""
+        ...
+
+    def is_subscribed(self, sid: str, channel: str) -> bool: ...
+
+    def channels_of(self, sid: str) -> set[str]: ...
+
+    def count(self, channel: str) -> int:
+        """Connections subscribed to `channel`, anonymous ones included."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """Connections per channel, for every channel with at least one."""
+        ...
+
+    def who(self, channel: str) -> dict[str, int]:
+        """Named users subscribed to `channel` and how many connections each holds there."""
+        ...
+
+
 class PresenceRegistry:
-    """In-process registry of subscriptions; the Redis version keeps the same methods."""
+    """Presence in this process's memory (also the per-connection half of the Redis version)."""
 
     def __init__(self) -> None:
         # Guards the three maps, which must always describe the same subscriptions.

@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 _STALE_JOIN_SECONDS = 60.0
 # How long a join waits for the listener to be subscribed (it starts with the first client, or reconnects).
 _LISTENER_WAIT_SECONDS = 5.0
-_HANDED_OVER = threading.Event()
-_HANDED_OVER.set()
 
 
 class JoinMarkers(Protocol):
@@ -59,44 +57,32 @@ class _Join:
 
 
 class RedisFanout:
-    """The FanoutQueue interface for a Redis deployment (see the module docstring)."""
+    """The hub's Fanout (hub.fanout.Fanout) for a Redis deployment (see the module docstring).
 
-    # Read by the realtime blueprint's readiness check; joins in flight never approach it.
-    max_pending = 1_000_000
+    Live messages never pass through here: the history store broadcast each one when it gave it its offset, and
+    python-socketio's message-queue listener of every instance emits it to that instance's subscribers.
+    """
 
-    def __init__(self, history: RedisHistoryStore, markers: JoinMarkers, *, on_use: Callable[[], Any] = lambda: None):
+    def __init__(self, history: RedisHistoryStore, markers: JoinMarkers, transport: Transport, *,
+                 on_use: Callable[[], Any] = lambda: None):
         self.history = history
         self.markers = markers
         self.on_use = on_use  # called before each join (the health monitor starts on first use)
-        self._transport: Transport | None = None
-        # Guards _joins: the handler thread adds, the listener thread completes, unsubscribe cancels.
+        self._transport = transport
+        # Guards _joins and _failed: the handler thread adds, the listener thread completes, unsubscribe cancels.
         self._lock = threading.Lock()
         self._joins: dict[tuple[str, str], _Join] = {}
         self._failed = 0
 
-    def bind(self, transport: Transport, start: Callable[..., object]) -> None:
-        """Same signature as FanoutQueue.bind; there is no worker to start."""
-        self._transport = transport
-
-    @property
-    def running(self) -> bool:
-        return True
-
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._joins)
-
     def admit(self, count: int = 1) -> None:
-        """Nothing is queued here: Redis itself refuses (503) when it cannot take a message."""
+        """Never refuses: nothing is queued in this process, and Redis itself refuses (503) a message it cannot
+        take when the history store appends it."""
 
-    def deliver(self, message: Message, *, exclude: str | None = None) -> threading.Event:
-        """Already broadcast by RedisHistoryStore.append_all (skipping `exclude` on every instance), in the same
-        atomic step that gave it its offset: what FanoutQueue.deliver returns once the worker handed a message over,
-        set at once."""
-        return _HANDED_OVER
+    def deliver(self, message: Message, *, exclude: str | None = None) -> None:
+        """Nothing to do or to wait for: RedisHistoryStore.append_all broadcast the message (skipping `exclude` on
+        every instance) in the same atomic step that gave it its offset."""
 
     def announce(self, change: PresenceChange) -> None:
-        assert self._transport is not None, "bind() first"
         self._transport.send_presence(change)
 
     def _after(self, channel: str, backlog: Sequence[Message]) -> int:
@@ -143,7 +129,7 @@ class RedisFanout:
             if current is job:
                 del self._joins[(job.sid, job.channel)]
         try:
-            if current is job and self._transport is not None:
+            if current is job:
                 self._transport.add(job.sid, job.channel, job.presence)
         finally:
             job.done.set()
@@ -162,14 +148,12 @@ class RedisFanout:
             self._cancel(job)
 
     def detach(self, sid: str, channel: str) -> None:
-        assert self._transport is not None, "bind() first"
         with self._lock:
             self._joins.pop((sid, channel), None)  # a join still on its way must not re-add it
         self._transport.remove(sid, channel)
 
-    def stop(self) -> None:
-        """Nothing to stop: deliveries run on python-socketio's queue listener."""
-
     def stats(self) -> dict[str, int]:
+        """`pending`: joins waiting for their marker; `failed`: joins that could not be placed (listener not
+        subscribed, Redis unreachable), since start."""
         with self._lock:
-            return {"pending": len(self._joins), "handled": 0, "failed": self._failed, "refused": 0}
+            return {"pending": len(self._joins), "failed": self._failed}

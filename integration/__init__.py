@@ -63,14 +63,15 @@ def install_integration(app: Flask, socketio: SocketIO, **socketio_options: Any)
     check_libraries()
     # 2. The client manager, chosen once: the server is built with it, nothing is replaced later (and a second app
     #    in the same process never inherits the first one's, as Flask-SocketIO would keep a message_queue manager).
-    socketio.init_app(app, client_manager=build_client_manager(app.config), **socketio_options)
+    start_task = app.extensions["background_tasks"].start  # every background task stops with the drain
+    socketio.init_app(app, client_manager=build_client_manager(app.config, start_task), **socketio_options)
     server = socketio.server
     observers = app.extensions[EXTENSION_KEY] = SocketObservers()
     # 3. One dispatcher per Engine.IO handler slot and around Server.emit; everything below goes through them.
     install_lifecycle(server, observers)
     # 4. The websocket transport adopts each new socket first thing at connect (before python-socketio's handler).
     transport, adopter = build_transport(server.eio, app.config["WEBSOCKET_TRANSPORT"],
-                                         app.config["WEBSOCKET_SEND_BUFFER"])
+                                         app.config["WEBSOCKET_SEND_BUFFER"], start_task)
     observers.set_adopter(adopter)
     app.extensions["websocket_transport"] = transport
     # 5. The message guard slot is filled by utils/malformed_input.py (register_error_handlers in app.py).

@@ -10,17 +10,13 @@ reason and `Connection: close` stay gunicorn's. tests/unit/test_gunicorn_errors.
 from __future__ import annotations
 
 import json
-import re
 import socket
 
 from gunicorn import util
 
+from utils.http_errors import error_code
+
 MAX_MESSAGE = 200  # gunicorn's message may quote the offending input; the client sent it, but keep it short
-
-
-def error_code(reason: str) -> str:
-    """`Request Header Fields Too Large` -> `request_header_fields_too_large`."""
-    return re.sub(r"[^a-z0-9]+", "_", reason.lower()).strip("_") or "error"
 
 
 def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 
 import socketio
 
+from utils.background import StartTask
+
 # The manager methods every membership change goes through (Manager, and the Redis manager via its base).
 MEMBERSHIP_METHODS = ("connect", "pre_disconnect", "basic_disconnect", "basic_enter_room", "basic_leave_room",
                       "basic_close_room")
@@ -68,8 +70,9 @@ class SerializedManager(SerializedMembership, socketio.Manager):
     """python-socketio's in-memory manager with serialized membership changes."""
 
 
-def build_client_manager(config: Mapping[str, Any]) -> socketio.Manager:
-    """The manager for this configuration: in memory, or with REDIS_URL the cluster manager over Redis."""
+def build_client_manager(config: Mapping[str, Any], start_task: StartTask) -> socketio.Manager:
+    """The manager for this configuration: in memory, or with REDIS_URL the cluster manager over Redis, whose
+    listener starts through `start_task` (utils.drain.BackgroundTasks.start, so SIGTERM stops it)."""
     if not config["REDIS_URL"]:
         return SerializedManager()
     from hub.external import history_for
@@ -78,4 +81,5 @@ def build_client_manager(config: Mapping[str, Any]) -> socketio.Manager:
 
     history = history_for(config["REDIS_URL"], config["REDIS_KEY_PREFIX"], config["HISTORY_MAX_MESSAGES"],
                           config["HISTORY_MAX_AGE"], config["IDEMPOTENCY_WINDOW_SECONDS"], Replicas.from_config(config))
-    return ClusterQueueManager(config["REDIS_URL"], history.keys.socketio_channel, history, CHANNEL_ROOM_PREFIX)
+    return ClusterQueueManager(config["REDIS_URL"], history.keys.socketio_channel, history, CHANNEL_ROOM_PREFIX,
+                               start_task)

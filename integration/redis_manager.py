@@ -33,6 +33,7 @@ from hub.redis_client import CONNECT_TIMEOUT, OUTAGE_ERRORS, client_for
 from hub.redis_history import BROADCAST_HOST_ID, RedisHistoryStore
 from integration.manager import SerializedMembership
 from integration.pubsub_packets import SIGNALBOARD_KEY, callback_id, callback_prefix, emit_packet
+from utils.background import StartTask
 from utils.metrics import FANOUT_LATENCY, MESSAGES_DELIVERED, MESSAGES_PUBLISHED, channel_namespace
 
 log = logging.getLogger(__name__)
@@ -46,15 +47,24 @@ RETRY_MAX_SECONDS = 2.0
 _PROBE_EXPIRY_SECONDS = 30.0
 
 
+class _ListenerStopped(BaseException):
+    """Raised in the listener by stop(). A BaseException because python-socketio's PubSubManager._thread retries on
+    every Exception, and logs an ERROR when _listen() simply returns."""
+
+
 class ClusterQueueManager(SerializedMembership, socketio.RedisManager):
     """RedisManager with a supervised listener, catch-up after outages and in-order markers (module docstring)."""
 
     name = "signalboard-redis"
+    TASK = "message-queue listener"
 
-    def __init__(self, url: str, channel: str, history: RedisHistoryStore, room_prefix: str) -> None:
+    def __init__(self, url: str, channel: str, history: RedisHistoryStore, room_prefix: str,
+                 start_task: StartTask) -> None:
         super().__init__(url, channel=channel, logger=logging.getLogger("socketio.server"))
         self.history = history
         self.room_prefix = room_prefix
+        self._start_task = start_task  # utils.drain.BackgroundTasks.start: SIGTERM stops the listener
+        self._stopping = threading.Event()
         self._subscribed = threading.Event()
         self.last_marker = 0.0  # monotonic time the listener last ran a marker (probes included)
         self.last_receive = 0.0  # monotonic time the listener last received a message on its channel
@@ -69,12 +79,29 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager):
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     def initialize(self) -> None:
-        """Start the listener once, whether the first client or the health monitor gets here first."""
+        """Start the listener once, whether the first client or the health monitor gets here first.
+
+        What PubSubManager.initialize does in threading mode (start `_thread`), but as a background task the drain
+        stops; RedisManager's own check only concerns eventlet and gevent.
+        """
         with self._init_lock:
             if self._initialized:
                 return
             self._initialized = True
-        super().initialize()
+        self._start_listener()
+
+    def _start_listener(self) -> None:
+        self.thread = self._start_task(self.TASK, self._run_listener, self.stop)
+
+    def _run_listener(self) -> None:
+        try:
+            self._thread()  # python-socketio's dispatch loop over _listen()
+        except _ListenerStopped:
+            log.info("message queue listener stopped")
+
+    def stop(self) -> None:
+        """Make the listener return within a poll (POLL_SECONDS); nothing is received after that."""
+        self._stopping.set()
 
     @property
     def subscribed(self) -> bool:
@@ -91,7 +118,7 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager):
     def restart_listener(self) -> None:
         """Start a new listener thread if the old one returned (python-socketio lets it end on a bug)."""
         log.warning("message-queue listener thread ended; starting a new one")
-        self.thread = self.server.start_background_task(self._thread)
+        self._start_listener()
 
     def reconnect(self) -> None:
         """Ask the listener to drop its connection and subscribe again (it polls this within a second)."""
@@ -150,6 +177,9 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager):
         """Yield queue packets (as dicts) forever, reconnecting and catching up after any failure."""
         retry = RETRY_MIN_SECONDS
         while True:
+            if self._stopping.is_set():
+                self._close_pubsub()
+                raise _ListenerStopped
             try:
                 if self._reconnect.is_set() or self.pubsub is None:
                     self._reconnect.clear()
@@ -171,7 +201,7 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager):
             except (*OUTAGE_ERRORS, Unavailable) as exc:
                 log.warning("message queue listener lost redis (%s); retrying in %.1fs", exc, retry)
                 self._close_pubsub()
-                time.sleep(retry)
+                self._stopping.wait(retry)
                 retry = min(retry * 2, RETRY_MAX_SECONDS)
 
     @staticmethod

@@ -46,6 +46,7 @@ from transport.frames import HandshakeError, handshake_response, packet_frame
 from transport.loop import SharedLoop
 from transport.send_bound import SLOW_CONSUMER
 from transport.websocket import WebSocketConnection
+from utils.background import StartTask
 
 log = logging.getLogger(__name__)
 
@@ -222,10 +223,10 @@ class EngineIOWebSocket:
 class SharedTransport:
     """Everything one Engine.IO server needs to run its websockets on one shared loop."""
 
-    def __init__(self, engineio_server: Any, max_buffered: int) -> None:
+    def __init__(self, engineio_server: Any, max_buffered: int, start_task: StartTask) -> None:
         self.server = engineio_server
         self.max_buffered = max_buffered
-        self.loop = SharedLoop(engineio_server.start_background_task)
+        self.loop = SharedLoop(start_task)
         self.socket_class = type("SharedSocket", (SharedSocket,), {"transport": self})
 
     def adopt(self, eio_socket: Socket) -> None:

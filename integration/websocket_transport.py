@@ -9,13 +9,15 @@ from engineio.socket import Socket
 
 from integration.bounded_sockets import BoundedSendQueue, BoundedSocket, bound_socket
 from integration.shared_sockets import SharedTransport
+from utils.background import StartTask
 
 WEBSOCKET_TRANSPORTS = ("shared", "threaded")
 
 
-def build_transport(engineio_server: Any, mode: str,
-                    max_buffered: int) -> tuple[SharedTransport | None, Callable[[Socket], None]]:
-    """The chosen websocket transport (None for `threaded`) and the function that adopts each new Engine.IO socket.
+def build_transport(engineio_server: Any, mode: str, max_buffered: int,
+                    start_task: StartTask) -> tuple[SharedTransport | None, Callable[[Socket], None]]:
+    """The chosen websocket transport (None for `threaded`) and the function that adopts each new Engine.IO socket;
+    `start_task` starts the shared loop's thread (utils.drain.BackgroundTasks.start, so SIGTERM stops it).
 
     The adopter runs at connect, before python-socketio's handler: the one moment the socket can change class
     before anyone else holds it.
@@ -23,7 +25,7 @@ def build_transport(engineio_server: Any, mode: str,
     if mode not in WEBSOCKET_TRANSPORTS:
         raise ValueError(f"unknown websocket transport {mode!r}")
     if mode == "shared":
-        transport = SharedTransport(engineio_server, max_buffered)
+        transport = SharedTransport(engineio_server, max_buffered, start_task)
         return transport, transport.adopt
 
     def adopt(eio_socket: Socket) -> None:

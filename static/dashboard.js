@@ -187,7 +187,9 @@
     setText("disconnects-per-minute", snap.disconnects_per_minute);
     setText("published-per-second", fmtRate(snap.published_per_second));
     setText("delivered-per-second", fmtRate(snap.delivered_per_second));
-    setText("fanout-pending", snap.fanout_pending);
+    setText("fanout-pending", snap.fanout.pending);
+    setText("fanout-failed", snap.fanout.failed);
+    setText("publish-refused", snap.fanout.refused);
     renderWebhooks(snap.webhooks || []);
     setText("threads-total", snap.threads.total);
     setText("threads-pool", snap.threads.pool);

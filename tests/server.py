@@ -9,9 +9,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,6 +132,26 @@ class ServerProcess:
         self.stop()
         self.log_file.close()
         os.unlink(self.log_file.name)
+
+
+def module_server(*, clean_log: bool = True, timeout: float = 60.0, **env: Any) -> Any:
+    """The `server` fixture of a test module: one real server for all its tests, with `env` over the test settings.
+
+    With `clean_log`, the module fails at the end if the server logged an error or a traceback. Assign it in the
+    module: `server = module_server(MAX_PAYLOAD_BYTES=1024)`.
+    """
+
+    @pytest.fixture(scope="module", name="server")
+    def server_fixture() -> Iterator[ServerProcess]:
+        running = ServerProcess(**env)
+        try:
+            yield running.start(timeout=timeout)
+            if clean_log:
+                assert running.bad_log_lines() == []
+        finally:
+            running.__exit__(None, None, None)
+
+    return server_fixture
 
 
 class LivezWatcher:

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from utils.background import StartTask
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[int], None]
@@ -28,11 +30,14 @@ class Flushable(Protocol):
 
 
 class SharedLoop:
-    """A selector loop run by one background thread, started on first use through `start_thread`."""
+    """A selector loop run by one background task, started on first use through `start` (utils.drain.BackgroundTasks:
+    the graceful shutdown stops it last)."""
 
-    def __init__(self, start_thread: Callable[[Callable[[], None]], Any], name: str = "signalboard-transport") -> None:
+    TASK = "shared websocket loop"
+
+    def __init__(self, start: StartTask, name: str = "signalboard-transport") -> None:
         self.name = name
-        self._start_thread = start_thread
+        self._start = start
         # Made when the loop starts, so an app that never serves a websocket (unit tests) holds no descriptors.
         self._selector: selectors.BaseSelector | None = None
         self._wake_r: socket.socket | None = None
@@ -59,7 +64,7 @@ class SharedLoop:
             self._wake_r.setblocking(False)
             self._wake_w.setblocking(False)
             self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._start_thread(self._run)
+        self._start(self.TASK, self._run, self.stop)
 
     def call_soon(self, callback: Callable[[], None]) -> None:
         """Run `callback` on the loop thread, after the callbacks asked for before it."""

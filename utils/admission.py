@@ -22,6 +22,7 @@ from typing import Any
 from engineio import packet as eio_packet
 from prometheus_client import Counter
 
+from utils.background import StartTask
 from utils.metrics import PREFIX
 from utils.runtime_stats import connected_clients
 
@@ -91,14 +92,18 @@ class LongPollCap:
     """While the budget is tight, answers long-polls older than `cap_seconds` with a no-op packet, so the client
     polls again and the thread serves someone else in between. One lazily started thread watches them all."""
 
-    def __init__(self, budget: ThreadBudget, engineio_server: Any, cap_seconds: float, interval: float = 0.25) -> None:
+    TASK = "long-poll cap"
+
+    def __init__(self, budget: ThreadBudget, engineio_server: Any, cap_seconds: float, start_task: StartTask,
+                 interval: float = 0.25) -> None:
         self.budget = budget
         self.engineio_server = engineio_server
+        self._start_task = start_task  # utils.drain.BackgroundTasks.start: SIGTERM stops the watcher
         self.cap_seconds = cap_seconds
         self.interval = interval
         self._lock = threading.Lock()  # guards _polls and _watcher
         self._polls: dict[str, float] = {}  # sid -> when its current long-poll started
-        self._watcher: threading.Thread | None = None
+        self._watcher: object | None = None
         self._stop = threading.Event()
 
     @contextmanager
@@ -106,7 +111,7 @@ class LongPollCap:
         with self._lock:
             self._polls[sid] = time.monotonic()
             if self._watcher is None:
-                self._watcher = self.engineio_server.start_background_task(self._watch)
+                self._watcher = self._start_task(self.TASK, self._watch, self.stop)
         try:
             yield
         finally:
@@ -136,11 +141,11 @@ class Admission:
     """Decides whether a new Engine.IO session may start; answers the refusal itself when not."""
 
     def __init__(self, budget: ThreadBudget, engineio_server: Any, draining: Callable[[], bool],
-                 long_poll_cap_seconds: float) -> None:
+                 long_poll_cap_seconds: float, start_task: StartTask) -> None:
         self.budget = budget
         self.engineio_server = engineio_server
         self.draining = draining
-        self.poll_cap = LongPollCap(budget, engineio_server, long_poll_cap_seconds)
+        self.poll_cap = LongPollCap(budget, engineio_server, long_poll_cap_seconds, start_task)
 
     def refusal_reason(self, websocket: bool = False) -> str | None:
         """Why a new session must be refused, if it must; `websocket` for a direct websocket handshake."""

@@ -13,9 +13,27 @@ Timeline for a graceful timeout G (seconds):
   0 .. G/2 at most   batches of DRAIN_BATCH_SIZE clients get `signalboard:reconnect` {"reason", "retry_after_ms"},
                      then a Socket.IO disconnect (each namespace they joined); batches at most 1 s apart
   + up to 2 s        clients close their own transport; the ones that do not are closed
-                     stop callbacks run (fan-out task and other background work), then the Socket.IO service task
+  + up to 1.5 s      background tasks stop in STOP_ORDER and are waited for, then the Socket.IO service task
   >= notice          the drain lasts at least DRAIN_NOTICE_SECONDS, so load balancers notice the 503
   <= G - 3           handed back to gunicorn, which closes idle keep-alive connections (2 s at most) and exits 0
+
+Background tasks (BackgroundTasks below) register their stop when they start, and stop in this order, from the
+sources of new work to what carries it out (each one's work is done by the time the next one stops):
+  1. demo publisher         (blueprints/demo/publisher.py, development) publishes the demo feeds
+  2. token expiry           (blueprints/realtime/expiry.py) would warn or disconnect clients that are gone
+  3. control listener       (hub/control.py, Redis mode) applies user-level actions other instances ask for
+  4. long-poll cap          (utils/admission.py) ends long-polls, and there are none left
+  5. dashboard sampler      (blueprints/dashboard/live.py) emits snapshots to dashboards, gone too
+  6. fan-out worker         (hub/fanout.py, memory mode) hands over what was queued before its stop, then returns
+  7. webhook outbox         (blueprints/webhooks/outbox.py) queues the lifecycle events the drain raised (one try)
+  8. webhook deliverer: URL (blueprints/webhooks/delivery.py, one per receiver) ends its batch or retry wait; with
+                            Redis, what it had not delivered waits in the stream for another instance
+  9. redis health monitor   (utils/redis_health.py, Redis mode) probes the listener and beats presence; this
+                            instance's presence then expires from Redis after PRESENCE_TTL like a crashed one's
+ 10. message-queue listener (integration/redis_manager.py, Redis mode) python-socketio's pub/sub thread
+ 11. shared websocket loop  (transport/loop.py, WEBSOCKET_TRANSPORT=shared) every websocket and every ping timer,
+                            last: until the sessions are closed it is what carries their goodbyes
+Each logs `background task <name> started` and `... stopped` at INFO (or `did not stop` at WARNING).
 """
 
 from __future__ import annotations
@@ -26,6 +44,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from utils.metrics import DRAINED_SESSIONS
@@ -33,6 +52,12 @@ from utils.readiness import Readiness
 from utils.socketio_error_handler import swallow_disconnected_session
 
 log = logging.getLogger(__name__)
+
+# By kind: a task's name is its kind, or "<kind>: <which>" when there are several (one deliverer per receiver).
+STOP_ORDER = ("demo publisher", "token expiry", "control listener", "long-poll cap", "dashboard sampler",
+              "fan-out worker", "webhook outbox", "webhook deliverer", "redis health monitor", "message-queue listener",
+              "shared websocket loop")
+STOP_WAIT = 1.5  # how long the stopped tasks get, together, to return
 
 RECONNECT_EVENT = "signalboard:reconnect"
 RETRY_AFTER_MS = (500, 5000)  # jittered, so the clients of one instance do not all land elsewhere in the same second
@@ -44,13 +69,94 @@ LEAVE_GRACE = 2.0  # how long asked clients get to close their own transport bef
 MAX_BATCH_INTERVAL = 1.0
 
 
+@dataclass
+class _Task:
+    name: str
+    stop: Callable[[], object]
+    thread: Any = None  # what start_background_task returned (a threading.Thread in threading mode)
+
+
+class BackgroundTasks:
+    """Every long-running background task of one app: started here, so its stop is registered the moment it runs,
+    and stopped by the drain in STOP_ORDER (see the module docstring)."""
+
+    def __init__(self, spawn: Callable[..., Any]) -> None:
+        self._spawn = spawn  # socketio.start_background_task: looked up at call time, so bound later is fine
+        self._lock = threading.Lock()  # guards _tasks
+        self._tasks: dict[str, _Task] = {}
+
+    def start(self, name: str, target: Callable[[], object], stop: Callable[[], object]) -> Any:
+        """Run `target` as the background task `name`; `stop` must make it return soon (any thread may call it)."""
+        task = self._register(name, stop)
+
+        def run() -> None:
+            threading.current_thread().name = f"signalboard: {name}"
+            target()
+
+        task.thread = self._spawn(run)
+        log.info("background task %s started", name)
+        return task.thread
+
+    def adopt(self, name: str, thread: Any, stop: Callable[[], object]) -> None:
+        """Track a task a library started itself (python-socketio's message-queue listener)."""
+        self._register(name, stop).thread = thread
+        log.info("background task %s started", name)
+
+    def _register(self, name: str, stop: Callable[[], object]) -> _Task:
+        if _kind(name) not in STOP_ORDER:
+            raise ValueError(f"background task {name!r} has no place in utils.drain.STOP_ORDER")
+        task = _Task(name, stop)
+        with self._lock:
+            self._tasks[name] = task  # a restarted task (the listener) replaces its dead predecessor
+        return task
+
+    def running(self) -> list[str]:
+        """Names of the tasks whose thread is alive, in stop order."""
+        with self._lock:
+            tasks = list(self._tasks.values())
+        return [t.name for t in sorted(tasks, key=_stop_rank) if t.thread is not None and t.thread.is_alive()]
+
+    def stop_all(self, wait: float = STOP_WAIT) -> list[str]:
+        """Stop every started task in STOP_ORDER, then wait up to `wait` seconds for them; returns those still alive.
+
+        One whose stop raises is logged and the others still stop.
+        """
+        with self._lock:
+            tasks = sorted(self._tasks.values(), key=_stop_rank)
+        for task in tasks:
+            try:
+                task.stop()
+            except Exception:  # one broken stop must not keep the others (or the exit) from happening
+                log.error("stopping background task %s failed", task.name, exc_info=True)
+        deadline = time.monotonic() + wait
+        alive = []
+        for task in tasks:
+            if task.thread is not None:
+                task.thread.join(max(0.0, deadline - time.monotonic()))
+            if task.thread is not None and task.thread.is_alive():
+                log.warning("background task %s did not stop within %.1f s", task.name, wait)
+                alive.append(task.name)
+            else:
+                log.info("background task %s stopped", task.name)
+        return alive
+
+
+def _kind(name: str) -> str:
+    return name.split(": ", 1)[0]
+
+
+def _stop_rank(task: _Task) -> int:
+    return STOP_ORDER.index(_kind(task.name))
+
+
 class Drain:
     """The graceful shutdown of one app: its Socket.IO server, readiness flag and stop callbacks."""
 
-    def __init__(self, server: Any, readiness: Readiness, *, graceful_timeout: float, batch_size: int,
-                 notice: float, namespace: str = "/") -> None:
+    def __init__(self, server: Any, readiness: Readiness, tasks: BackgroundTasks, *, graceful_timeout: float,
+                 batch_size: int, notice: float, namespace: str = "/") -> None:
         self.server = server
         self.readiness = readiness
+        self.tasks = tasks
         self.batch_size = batch_size
         self.namespace = namespace
         self.budget = max(0.0, graceful_timeout - GUNICORN_STOP_LINGER - MARGIN)
@@ -61,7 +167,8 @@ class Drain:
         self.finished = threading.Event()
 
     def add_stop_callback(self, name: str, callback: Callable[[], object]) -> None:
-        """Run `callback` once during shutdown, after the clients are gone (e.g. stop the fan-out task's loop).
+        """Run `callback` once during shutdown, after the clients are gone and before the background tasks stop
+        (background tasks themselves register through BackgroundTasks.start).
 
         It should return quickly; one that raises is logged and the others still run.
         """
@@ -166,6 +273,7 @@ class Drain:
                 callback()
             except Exception:  # one broken stop callback must not keep the others (or the exit) from happening
                 log.error("stop callback %s failed during shutdown", name, exc_info=True)
+        self.tasks.stop_all()
         self.server.shutdown()  # python-engineio's service task (ping timeouts); nothing is left to watch
 
 

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
+
+
+def error_code(reason: str) -> str:
+    """The machine-readable code of an HTTP reason phrase, for Flask's errors and gunicorn's own alike:
+    `Request Header Fields Too Large` -> `request_header_fields_too_large`, `I'm a teapot` -> `im_a_teapot`."""
+    return re.sub(r"[^a-z0-9]+", "_", reason.lower().replace("'", "")).strip("_") or "error"
 
 
 def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -18,8 +25,7 @@ def json_error(status: int, code: str, message: str, headers: dict[str, str] | N
 
 
 def _http_exception(exc: HTTPException) -> Response:
-    code = (exc.name or "error").lower().replace(" ", "_").replace("'", "")
-    response = json_error(exc.code or 500, code, exc.description or exc.name)
+    response = json_error(exc.code or 500, error_code(exc.name or ""), exc.description or exc.name)
     for name, value in exc.get_headers():  # keeps Allow on 405, Retry-After and the like
         if name.lower() != "content-type":
             response.headers[name] = value

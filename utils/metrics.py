@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Histogram, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 PREFIX = "signalboard"
@@ -208,3 +208,35 @@ def count_duplicates(messages: Iterable[Any]) -> None:
     for message in messages:
         if message.duplicate:
             PUBLISH_DUPLICATES.labels(channel_namespace(message.channel)).inc()
+
+
+class FanoutCollector(Collector):
+    """The fan-out's own counters (hub.fanout.Fanout.stats, hub.Hub.refusals), read at scrape time from the hub of the
+    app this process serves, in memory and Redis mode alike."""
+
+    def __init__(self) -> None:
+        self._stats: Callable[[], Mapping[str, int]] | None = None
+        self._refusals: Callable[[], Mapping[str, int]] | None = None
+
+    def bind(self, *, stats: Callable[[], Mapping[str, int]], refusals: Callable[[], Mapping[str, int]]) -> None:
+        self._stats, self._refusals = stats, refusals
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        if self._stats is None or self._refusals is None:
+            return
+        stats = self._stats()
+        yield CounterMetricFamily(f"{PREFIX}_fanout_failed", "Fan-out items that could not be carried out (memory: "
+                                  "a send or subscription the worker failed; Redis: a subscription join that could "
+                                  "not be placed); each is logged", value=stats["failed"])
+        yield GaugeMetricFamily(f"{PREFIX}_fanout_pending", "Fan-out items in flight (memory: queued for the worker; "
+                                "Redis: joins waiting for their marker)", value=stats["pending"])
+        refused = CounterMetricFamily(f"{PREFIX}_publish_refused", "Publishes answered 503 before they were stored: "
+                                      "`fanout_full` (the fan-out queue at FANOUT_QUEUE_SIZE), `store_unavailable` "
+                                      "(Redis unreachable)", labels=["reason"])
+        for reason, count in self._refusals().items():
+            refused.add_metric([reason], count)
+        yield refused
+
+
+FANOUT = FanoutCollector()
+REGISTRY.register(FANOUT)

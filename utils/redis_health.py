@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from hub.errors import Unavailable
 from hub.presence import PresenceChange
 from hub.redis_client import OUTAGE_ERRORS
+from utils.background import StartTask
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,16 @@ class Heartbeat(Protocol):
 
 
 class RedisHealth:
+    """The monitor behind the `redis` readiness check; also restarts the listener and keeps presence alive."""
+
+    TASK = "redis health monitor"
+
     def __init__(
         self,
         client: Any,
         listener: QueueListener,
         presence: Heartbeat,
-        start_task: Callable[..., Any],
+        start_task: StartTask,
         *,
         announce: Callable[[PresenceChange], None] = lambda change: None,
         presence_interval: float = 5.0,
@@ -59,7 +64,8 @@ class RedisHealth:
         self.presence = presence
         self.presence_interval = presence_interval
         self.announce = announce
-        self._start_task = start_task
+        self._start_task = start_task  # utils.drain.BackgroundTasks.start: SIGTERM stops the monitor
+        self._stop = threading.Event()
         # Guards _started so that concurrent first users start one monitor.
         self._lock = threading.Lock()
         self._started = False
@@ -77,17 +83,21 @@ class RedisHealth:
                 return
             self._started = True
         self.listener.initialize()
-        self._start_task(self._run)
+        self._start_task(self.TASK, self._run, self.stop)
+
+    def stop(self) -> None:
+        """End the monitor (graceful shutdown), and with it this instance's presence heartbeat."""
+        self._stop.set()
 
     def _run(self) -> None:
         log.info("redis health monitor started")
-        while True:
+        while not self._stop.is_set():
             try:
                 self.tick()
             # The monitor is what readiness relies on: a bug in one round must not end it.
             except Exception:
                 log.exception("redis health monitor round failed")
-            time.sleep(PROBE_INTERVAL)
+            self._stop.wait(PROBE_INTERVAL)
 
     def tick(self) -> None:
         """One round: listener thread, Redis, probe, presence heartbeat, reconnect if nothing arrives."""

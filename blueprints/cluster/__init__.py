@@ -1,13 +1,14 @@
-"""Scale-out: with REDIS_URL, the hub's history, presence and delivery go through Redis, shared by every instance.
+"""Scale-out: the commands for backends outside the web instances, all through Redis: `flask --app app publish
+CHANNEL EVENT JSON`, `flask --app app users show|disconnect|unsubscribe SUB ...` and `flask --app app tokens revoke
+--sub|--jti`.
 
-Also the commands for backends outside the web instances, all through Redis: `flask --app app publish CHANNEL EVENT
-JSON`, `flask --app app users show|disconnect|unsubscribe SUB ...` and `flask --app app tokens revoke --sub|--jti`.
+The Redis backends themselves (history, presence, delivery through python-socketio's Redis channel) are built in
+blueprints/cluster/backends.py, chosen with the others by blueprints/realtime/services.py.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -16,50 +17,16 @@ import click
 from flask import Flask, current_app
 
 from blueprints.api.cli import tokens
-from blueprints.realtime import hub_services
-from blueprints.realtime.transport import SocketIOTransport
 from config import ConfigError
-from extensions import socketio
 from hub.errors import HubError
 from hub.external import ExternalPublisher
-from hub.redis_client import connect
-from hub.redis_fanout import RedisFanout
 from hub.redis_history import Replicas
-from hub.redis_presence import RedisPresenceRegistry
-from integration.redis_manager import ClusterQueueManager
-from utils.redis_health import RedisHealth
-
-log = logging.getLogger(__name__)
-
-EXTENSION_KEY = "cluster"
 
 
 def init_cluster(app: Flask) -> None:
-    """Register the publish command; with REDIS_URL, move the hub onto Redis and add the `redis` readiness check."""
+    """Register the commands."""
     app.cli.add_command(publish_command)
     app.cli.add_command(users_command)
-    url = app.config["REDIS_URL"]
-    if not url:
-        return
-    config = app.config
-    server = socketio.server
-    manager = server.manager  # built with REDIS_URL before the server (integration/manager.py)
-    if not isinstance(manager, ClusterQueueManager):
-        raise RuntimeError("REDIS_URL is set but the Socket.IO server was built without the cluster manager")
-    history = manager.history
-    keys = history.keys
-    presence = RedisPresenceRegistry(connect(url), keys, config["INSTANCE_ID"], config["PRESENCE_TTL"])
-    fanout = RedisFanout(history, manager)
-    hub = hub_services(app).hub
-    health = RedisHealth(history.client, manager, presence, socketio.start_background_task,
-                         announce=lambda change: hub.reaped([change]), presence_interval=config["PRESENCE_TTL"] / 3)
-    fanout.on_use = health.ensure_started
-    fanout.bind(SocketIOTransport(server), socketio.start_background_task)
-    hub.history, hub.presence, hub.fanout = history, presence, fanout
-    app.extensions["readiness"].add_check("redis", health.check)
-    app.before_request(health.ensure_started)
-    app.extensions[EXTENSION_KEY] = health
-    log.info("scale-out: Redis at key prefix %r, instance %s", keys.prefix, config["INSTANCE_ID"])
 
 
 def _fail(code: str, message: str) -> NoReturn:

@@ -48,7 +48,8 @@ def init_dashboard(app: Flask, hub: Hub) -> Sampler:
     services = hub_services(app)
     webhooks = app.extensions.get("webhooks")
     control = app.extensions.get("user_control")  # the realtime namespace's control actions, for the event list
-    sampler = Sampler(socketio, hub, tally, watchers, sub_of, partial(login_revoked, services.revocations),
+    sampler = Sampler(socketio, hub, tally, watchers, sub_of, app.extensions["background_tasks"].start,
+                      partial(login_revoked, services.revocations),
                       webhook_status=webhooks.status if webhooks is not None else list,
                       control_events=control.log.recent if control is not None else list)
     app.extensions[EXTENSION_KEY] = {

@@ -23,6 +23,7 @@ from prometheus_client import Counter
 from hub import Hub
 from hub.errors import Unavailable
 from integration import SocketObservers
+from utils.background import StartTask
 from utils.metrics import MESSAGES_DELIVERED, MESSAGES_PUBLISHED, disconnect_race_counts
 from utils.runtime_stats import thread_counts, uptime_seconds
 
@@ -216,12 +217,15 @@ def message_row(message: Any) -> dict[str, Any]:
 class Sampler:
     """The one background task behind every dashboard: sample, emit a snapshot, emit watched channels' news."""
 
+    TASK = "dashboard sampler"
+
     def __init__(self, socketio: Any, hub: Hub, tally: ConnectionTally, watchers: Watchers,
-                 sub_of: Callable[[str], str | None] | None,
+                 sub_of: Callable[[str], str | None] | None, start_task: StartTask,
                  login_revoked: Callable[[str], bool] = lambda login_id: False,
                  webhook_status: Callable[[], list[dict[str, Any]]] = list,
                  control_events: Callable[[], list[dict[str, Any]]] = list) -> None:
         self.socketio = socketio
+        self._start_task = start_task  # utils.drain.BackgroundTasks.start: SIGTERM stops the sampler
         self.webhook_status = webhook_status  # per receiver: depth, oldest age, delivered, last error
         self.hub = hub
         self.tally = tally
@@ -243,7 +247,7 @@ class Sampler:
             if self._started:
                 return
             self._started = True
-        self.socketio.start_background_task(self.run)
+        self._start_task(self.TASK, self.run, self.stop)
 
     def stop(self) -> None:
         self._stop.set()
@@ -328,7 +332,7 @@ class Sampler:
             "disconnect_races": disconnect_race_counts(),
             "published_per_second": published_rate,
             "delivered_per_second": delivered_rate,
-            "fanout_pending": self.hub.fanout.pending(),
+            "fanout": self.fanout_figures(),
             "webhooks": self.webhook_status(),
             "channels": sorted(channels, key=lambda c: (-c["subscribers"], c["channel"]))[:MAX_CHANNEL_ROWS],
             "channel_count": len(channels),
@@ -337,6 +341,11 @@ class Sampler:
             "control_events": self.control_events(),
             "client_count": len(clients),
         }
+
+    def fanout_figures(self) -> dict[str, int]:
+        """In flight now, and since start: items that failed and publishes refused (the same as in /metrics)."""
+        stats = self.hub.fanout.stats()
+        return {"pending": stats["pending"], "failed": stats["failed"], "refused": sum(self.hub.refusals().values())}
 
     def client_rows(self) -> list[dict[str, Any]]:
         """Realtime ('/') connections, newest first, each with the text a table filter searches."""

@@ -9,7 +9,6 @@ from blueprints.demo.banner import HELLO_CHANNEL
 from blueprints.demo.cli import demo_command
 from blueprints.demo.publisher import JOBS_CHANNEL, TICKER_CHANNEL, DemoPublisher
 from blueprints.realtime.services import hub_services
-from extensions import socketio
 
 EXTENSION_KEY = "demo"
 DEMO_CHANNELS = (TICKER_CHANNEL, JOBS_CHANNEL, HELLO_CHANNEL)
@@ -23,7 +22,7 @@ def init_demo(app: Flask) -> DemoPublisher | None:
     app.extensions["dashboard"]["initial_watch"] = list(DEMO_CHANNELS if app.config["DEMO"] else (HELLO_CHANNEL,))
     if not app.config["DEMO"]:
         return None
-    publisher = app.extensions[EXTENSION_KEY] = DemoPublisher(hub_services(app).hub, socketio.start_background_task)
+    publisher = DemoPublisher(hub_services(app).hub, app.extensions["background_tasks"].start)
+    app.extensions[EXTENSION_KEY] = publisher
     app.before_request(publisher.ensure_started)  # the server's first request; a CLI command's app never starts it
-    app.extensions["drain"].add_stop_callback("demo publisher", publisher.stop)
     return publisher

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from hub import Hub
 from hub.errors import HubError
+from utils.background import StartTask
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +22,13 @@ class DemoPublisher:
     """One background task started on the server's first request (a CLI command's app never runs it) and stopped
     by the drain."""
 
-    def __init__(self, hub: Hub, start_background_task: Callable[..., Any], interval: float = INTERVAL,
+    TASK = "demo publisher"
+
+    def __init__(self, hub: Hub, start_task: StartTask, interval: float = INTERVAL,
                  seed: int | None = None) -> None:
         self.hub = hub
         self.interval = interval
-        self._start_background_task = start_background_task
+        self._start_task = start_task  # utils.drain.BackgroundTasks.start: SIGTERM stops the feeds
         self._random = random.Random(seed)
         self._lock = threading.Lock()  # guards _task, so concurrent first requests start one task
         self._task: Any = None
@@ -41,7 +43,7 @@ class DemoPublisher:
             return
         with self._lock:
             if self._task is None and not self._stop.is_set():
-                self._task = self._start_background_task(self._run)
+                self._task = self._start_task(self.TASK, self._run, self.stop)
 
     def stop(self) -> None:
         """Ends the task within one interval; waits for it briefly (drain stop callbacks must return quickly)."""

@@ -7,36 +7,30 @@ from flask import Flask
 from blueprints.realtime.control import LocalUserControl
 from blueprints.realtime.namespace import RealtimeNamespace
 from blueprints.realtime.services import EXTENSION_KEY, HubServices, build_services, hub_services
-from blueprints.realtime.transport import SocketIOTransport
 from extensions import socketio
+from hub.events import EventSink
+from utils.metrics import FANOUT
 
 __all__ = ["HubServices", "hub_services", "init_realtime"]
 
-# Readiness fails when the fan-out queue is this full: publishes are about to be refused with 503.
-QUEUE_NEARLY_FULL = 0.9
 
-
-def init_realtime(app: Flask) -> HubServices:
-    """Build the hub for `app`, register the '/' namespace and bind the fan-out worker (started on first use)."""
-    services = build_services(app.config)
+def init_realtime(app: Flask, events: EventSink | None = None) -> HubServices:
+    """Build the hub for `app` on the backends REDIS_URL chooses, raising its lifecycle events to `events`; register
+    the '/' namespace and the backends' readiness check. Background tasks (fan-out worker, Redis listener and
+    monitor) start on first use."""
+    start_task = app.extensions["background_tasks"].start
+    services = build_services(app.config, socketio.server, start_task, events)
     app.extensions[EXTENSION_KEY] = services
-    fanout = services.hub.fanout
-    fanout.bind(SocketIOTransport(socketio.server), socketio.start_background_task)
-    namespace = RealtimeNamespace("/", services)
+    namespace = RealtimeNamespace("/", services, start_task)
     socketio.on_namespace(namespace)
     control = app.extensions["user_control"] = LocalUserControl(namespace, services, app.config["INSTANCE_ID"])
-    listener = services.control.bind(control.apply, socketio.start_background_task, control.sweep)
+    listener = services.control.bind(control.apply, start_task, control.sweep)
     if listener is not None:  # with REDIS_URL: started by the first request or connection, stopped by the drain
         namespace.on_connected = listener.ensure_started
         app.before_request(listener.ensure_started)
-        app.extensions["drain"].add_stop_callback("control listener", listener.stop)
-
-    def fanout_check() -> str | None:
-        if fanout.running is False:
-            return "fan-out worker stopped"
-        if fanout.pending() >= QUEUE_NEARLY_FULL * fanout.max_pending:
-            return f"fan-out queue {fanout.pending()}/{fanout.max_pending}"
-        return None
-
-    app.extensions["readiness"].add_check("fanout", fanout_check)
+    backends = services.backends
+    FANOUT.bind(stats=backends.fanout.stats, refusals=services.hub.refusals)  # /metrics
+    app.extensions["readiness"].add_check(backends.readiness_name, backends.readiness)
+    if backends.on_request is not None:
+        app.before_request(backends.on_request)
     return services

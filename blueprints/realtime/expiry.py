@@ -26,6 +26,7 @@ from hub import Hub
 from hub.channels import can_subscribe
 from hub.errors import Forbidden, InvalidPayload, NotFound
 from hub.tokens import Claims, TokenIssuer
+from utils.background import StartTask
 from utils.socketio_error_handler import swallow_disconnected_session
 
 log = logging.getLogger(__name__)
@@ -39,19 +40,23 @@ _WARN, _EXPIRE = "warn", "expire"
 class TokenExpiry:
     """Warns and disconnects connections of one namespace as their tokens run out (one lazily started task)."""
 
-    def __init__(self, namespace: str, server: Callable[[], Any], clock: Callable[[], float] = time.time,
-                 refresher: Callable[[str], bool] | None = None) -> None:
+    TASK = "token expiry"
+
+    def __init__(self, namespace: str, server: Callable[[], Any], start_task: StartTask,
+                 clock: Callable[[], float] = time.time, refresher: Callable[[str], bool] | None = None) -> None:
         self.namespace = namespace
         self._server = server  # the python-socketio server, looked up when first needed (bound after us)
+        self._start_task = start_task  # utils.drain.BackgroundTasks.start: SIGTERM stops the task
         self._clock = clock
         # Asked before a warning (the authorization hook): True means it extended the connection (no warning).
         self._refresher = refresher
-        # Guards _heap, _expiry and _task; notified when an earlier deadline arrives.
+        # Guards _heap, _expiry, _started and _stopped; notified when an earlier deadline arrives or on stop().
         self._changed = threading.Condition()
         self._heap: list[tuple[float, int, str, int, str]] = []  # (when, tie-break, sid, exp, action)
         self._expiry: dict[str, int] = {}  # sid -> the exp its entries are for; older entries are stale
         self._order = itertools.count()
-        self._task: Any = None
+        self._started = False
+        self._stopped = False
 
     def track(self, sid: str, exp: int | None) -> None:
         """Schedule the warning and the disconnect for `sid`'s token (replacing any earlier one)."""
@@ -64,8 +69,16 @@ class TokenExpiry:
             self._expiry[sid] = exp
             heapq.heappush(self._heap, (warn_at, next(self._order), sid, exp, _WARN))
             heapq.heappush(self._heap, (float(exp), next(self._order), sid, exp, _EXPIRE))
-            if self._task is None:
-                self._task = self._server().start_background_task(self._run)
+            start = not self._started and not self._stopped
+            self._started = True
+            self._changed.notify()
+        if start:
+            self._start_task(self.TASK, self._run, self.stop)
+
+    def stop(self) -> None:
+        """End the task (graceful shutdown): nothing more is warned or expired."""
+        with self._changed:
+            self._stopped = True
             self._changed.notify()
 
     def forget(self, sid: str) -> None:
@@ -76,10 +89,10 @@ class TokenExpiry:
         with self._changed:
             return len(self._expiry)
 
-    def _due(self) -> list[tuple[str, int, str]]:
-        """Wait for the next deadline; return the live entries that are due."""
+    def _due(self) -> list[tuple[str, int, str]] | None:
+        """Wait for the next deadline; return the live entries that are due (None once stopped)."""
         with self._changed:
-            while True:
+            while not self._stopped:
                 now = self._clock()
                 due = []
                 while self._heap and self._heap[0][0] <= now:
@@ -94,10 +107,11 @@ class TokenExpiry:
                     self._changed.wait()
                 else:
                     self._changed.wait(self._heap[0][0] - now)
+            return None
 
     def _run(self) -> None:
-        while True:
-            for sid, exp, action in self._due():
+        while (due := self._due()) is not None:
+            for sid, exp, action in due:
                 try:
                     (self._expire if action == _EXPIRE else self._warn)(sid, exp)
                 # One failing client must not stop the expiry of every other one.

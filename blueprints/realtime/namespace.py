@@ -17,6 +17,7 @@ from blueprints.realtime.services import HubServices, charge_channels
 from hub.channels import can_subscribe, validate_channel
 from hub.errors import Forbidden, HubError, InvalidPayload, NotFound, Unauthorized, Unavailable
 from hub.revocations import channel_revoked, token_revoked
+from utils.background import StartTask
 from utils.metrics import count_duplicates
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def _flag(body: dict[str, Any], name: str) -> bool:
 class RealtimeNamespace(Namespace):
     """Handlers translate between Socket.IO and the hub; HubErrors become error acks via HubError.to_ack()."""
 
-    def __init__(self, namespace: str, services: HubServices) -> None:
+    def __init__(self, namespace: str, services: HubServices, start_task: StartTask) -> None:
         super().__init__(namespace)
         self.services = services
         # Guards _identities and _connecting: connect, disconnect, every event and control actions run on threads of
@@ -91,7 +92,7 @@ class RealtimeNamespace(Namespace):
         self._connecting: dict[str, bool] = {}
         # Warns, then disconnects at exp; with the authorization hook, the backend may extend the identity first.
         refresher = self._refresh_from_hook if services.auth_hook is not None else None
-        self.expiry = TokenExpiry(namespace, lambda: self.socketio.server, refresher=refresher)
+        self.expiry = TokenExpiry(namespace, lambda: self.socketio.server, start_task, refresher=refresher)
         self.on_connected: Callable[[], None] = lambda: None  # init_realtime: start the control listener
 
     def trigger_event(self, event: str, *args: Any) -> Any:

@@ -1,4 +1,11 @@
-"""The hub's runtime objects built from validated config, shared by the HTTP API and the Socket.IO namespace."""
+"""The hub's runtime objects, built once from validated config with the backends REDIS_URL chooses.
+
+Without REDIS_URL everything lives in this process: MemoryHistoryStore, PresenceRegistry, and FanoutQueue, whose one
+worker thread emits each message to its channel's room (hub/fanout.py -> blueprints/realtime/transport.py). With it,
+history, presence and delivery go through Redis (blueprints/cluster/backends.py): the history store broadcasts each
+message through python-socketio's Redis channel as it numbers it, and delivery runs in every instance's message-queue
+listener (integration/redis_manager.py), not here. docs/architecture.md follows one publish through both.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +15,22 @@ from typing import Any
 
 from flask import Flask, current_app
 
+from blueprints.cluster.backends import redis_backends
 from blueprints.realtime.auth_hook import AuthHook
+from blueprints.realtime.transport import SocketIOTransport
 from hub import FanoutQueue, Hub, MemoryHistoryStore, PresenceRegistry, RateLimiter, TokenIssuer
+from hub.backends import Backends
 from hub.control import ControlBus, LocalControlBus, RedisControlBus
 from hub.errors import InvalidPayload
+from hub.events import EventSink
 from hub.redis_client import RedisKeys
 from hub.revocations import Revocations, revocations_for
 from hub.users import UserControl
+from utils.background import StartTask
 
 EXTENSION_KEY = "hub"
+# Readiness fails when the fan-out queue is this full: publishes are about to be refused with 503.
+QUEUE_NEARLY_FULL = 0.9
 
 
 @dataclass(frozen=True)
@@ -26,6 +40,7 @@ class HubServices:
     client_limiter: RateLimiter | None  # None: unlimited
     api_limiter: RateLimiter | None
     allow_anonymous: bool
+    backends: Backends
     # Logged-out dashboard logins, revoked tokens, tokens of a sub, channels of a sub; in Redis with REDIS_URL.
     revocations: Revocations
     control: ControlBus  # user-level actions to every instance (hub.control)
@@ -58,20 +73,36 @@ def charge_channels(limiter: RateLimiter | None, key: str, body: Mapping[str, An
     limiter.check(key, len(channels) - 1)
 
 
-def build_services(config: Mapping[str, Any]) -> HubServices:
+def memory_backends(config: Mapping[str, Any], transport: SocketIOTransport, start_task: StartTask) -> Backends:
+    """Everything in this process; the fan-out worker starts with the first item it gets."""
+    fanout = FanoutQueue(transport, max_pending=config["FANOUT_QUEUE_SIZE"], start=start_task)
     presence = PresenceRegistry()
     # A channel someone is subscribed to keeps its numbering even when its messages have aged out.
     history = MemoryHistoryStore(config["HISTORY_MAX_MESSAGES"], config["HISTORY_MAX_AGE"],
                                  idempotency_window=config["IDEMPOTENCY_WINDOW_SECONDS"],
                                  in_use=lambda channel: presence.count(channel) > 0)
+    return Backends(history=history, presence=presence, fanout=fanout, readiness_name="fanout",
+                    readiness=lambda: fanout.readiness(QUEUE_NEARLY_FULL))
+
+
+def build_services(config: Mapping[str, Any], server: Any, start_task: StartTask,
+                   events: EventSink | None = None) -> HubServices:
+    """The services of one app, on the python-socketio `server` it serves; the one place backends are chosen."""
+    transport = SocketIOTransport(server)
+    if config["REDIS_URL"]:
+        # `hub` is read when an instance is reaped, long after it is built just below.
+        backends = redis_backends(config, server, transport, start_task, reaped=lambda changes: hub.reaped(changes))
+    else:
+        backends = memory_backends(config, transport, start_task)
     hub = Hub(
-        history,
-        presence,
-        FanoutQueue(config["FANOUT_QUEUE_SIZE"]),
+        backends.history,
+        backends.presence,
+        backends.fanout,
         max_payload_bytes=config["MAX_PAYLOAD_BYTES"],
         max_subscriptions=config["MAX_SUBSCRIPTIONS"],
         publish_wait=config["PUBLISH_WAIT_MS"] / 1000,
         anonymous_presence_subs=config["ANONYMOUS_PRESENCE_SUBS"],
+        events=events,
     )
     revocations, control = control_for(config)
     return HubServices(
@@ -80,6 +111,7 @@ def build_services(config: Mapping[str, Any]) -> HubServices:
         client_limiter=_limiter(config["CLIENT_RATE_LIMIT"], config["CLIENT_RATE_BURST"]),
         api_limiter=_limiter(config["API_RATE_LIMIT"], config["API_RATE_BURST"]),
         allow_anonymous=config["ALLOW_ANONYMOUS"],
+        backends=backends,
         revocations=revocations,
         control=control,
         users=UserControl(control, revocations, max_ttl=config["TOKEN_MAX_TTL"]),

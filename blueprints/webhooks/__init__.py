@@ -11,18 +11,16 @@ from typing import Any
 
 from flask import Flask
 
-from blueprints.realtime import hub_services
 from blueprints.webhooks.delivery import Deliverer, DeliverySettings
 from blueprints.webhooks.outbox import WebhookOutbox
 from blueprints.webhooks.queue import MemoryWebhookQueue, QueueStats, WebhookQueue
 from blueprints.webhooks.redis_queue import RedisWebhookQueue
-from extensions import socketio
 from hub.redis_client import RedisKeys, connect
+from utils.background import StartTask
 from utils.metrics import WEBHOOK_QUEUES
 from utils.outbound import display_url
 
 EXTENSION_KEY = "webhooks"
-STOP_WAIT = 1.5  # seconds the drain waits for the webhook threads to end
 
 
 def target_name(url: str) -> str:
@@ -34,26 +32,15 @@ def target_name(url: str) -> str:
 class Webhooks:
     outbox: WebhookOutbox
     deliverers: list[Deliverer]
+
+    start_task: StartTask  # utils.drain.BackgroundTasks.start: SIGTERM stops each deliverer
     started: bool = False
 
     def start(self) -> None:
         if not self.started:
             self.started = True
             for deliverer in self.deliverers:
-                socketio.start_background_task(deliverer.run)
-
-    def stop(self) -> None:
-        """Stop the pump (after one last put of what is buffered) and the deliverers, waiting a moment for them:
-        a deliverer in a POST ends once it is answered or times out, which may be after the process exits."""
-        self.outbox.stop()
-        for deliverer in self.deliverers:
-            deliverer.stop()
-        deadline = time.monotonic() + STOP_WAIT
-        ends = [deliverer.stopped for deliverer in self.deliverers] if self.started else []
-        if self.outbox.started:
-            ends.append(self.outbox.stopped)
-        for stopped in ends:
-            stopped.wait(max(0.0, deadline - time.monotonic()))
+                self.start_task(f"webhook deliverer: {deliverer.label}", deliverer.run, deliverer.stop)
 
     def queue_stats(self) -> dict[str, QueueStats]:
         return {deliverer.label: deliverer.stats for deliverer in self.deliverers}
@@ -74,11 +61,13 @@ def build_queue(config: Any, targets: Sequence[str]) -> WebhookQueue:
 
 
 def init_webhooks(app: Flask) -> Webhooks | None:
-    """With WEBHOOK_URLS: route the hub's lifecycle events to an outbox and bind one deliverer per receiver."""
+    """With WEBHOOK_URLS: the outbox for the hub's lifecycle events (the hub is built with it) and one deliverer per
+    receiver."""
     config = app.config
     urls = config["WEBHOOK_URLS"]
     if not urls:
         return None
+    start_task = app.extensions["background_tasks"].start
     targets = [target_name(url) for url in urls]
     queue = build_queue(config, targets)
     settings = DeliverySettings(
@@ -87,13 +76,11 @@ def init_webhooks(app: Flask) -> Webhooks | None:
         max_age=config["WEBHOOK_MAX_AGE_SECONDS"], retry_max=config["WEBHOOK_RETRY_MAX_MS"] / 1000)
     deliverers = [Deliverer(url, target, queue, settings) for url, target in zip(urls, targets, strict=True)]
     webhooks = Webhooks(WebhookOutbox(queue, types=config["WEBHOOK_EVENTS"], instance=config["INSTANCE_ID"],
-                                      max_events=config["WEBHOOK_QUEUE_SIZE"], start=socketio.start_background_task),
-                        deliverers)
+                                      max_events=config["WEBHOOK_QUEUE_SIZE"], start=start_task),
+                        deliverers, start_task)
     # Deliverers start with the first request: with Redis, events of a crashed instance wait for any instance.
     app.before_request(webhooks.start)
-    hub_services(app).hub.events = webhooks.outbox
     app.extensions[EXTENSION_KEY] = webhooks
-    app.extensions["drain"].add_stop_callback("webhooks", webhooks.stop)
     WEBHOOK_QUEUES.bind(webhooks.queue_stats)
     names = ", ".join(display_url(url) for url in urls)
     app.logger.info("webhooks to %s (%s queue)", names, "redis" if config["REDIS_URL"] else "memory")

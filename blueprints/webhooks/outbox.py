@@ -8,13 +8,14 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from typing import Any
 
 import redis
 
 from blueprints.webhooks.queue import WebhookQueue
 from hub.redis_client import OUTAGE_ERRORS
+from utils.background import StartTask
 from utils.metrics import WEBHOOK_EVENTS
 
 log = logging.getLogger(__name__)
@@ -27,12 +28,12 @@ class WebhookOutbox:
     """An EventSink (hub.events) for the selected types; bounded at `max_events` waiting for the pump."""
 
     def __init__(self, queue: WebhookQueue, *, types: Collection[str], instance: str, max_events: int,
-                 start: Callable[..., object]) -> None:
+                 start: StartTask) -> None:
         self.queue = queue
         self.types = frozenset(types)
         self.instance = instance
         self.max_events = max_events
-        self._start: Callable[..., object] | None = start
+        self._start: StartTask | None = start  # utils.drain.BackgroundTasks.start: SIGTERM stops the pump
         # Guards _buffer, _start and _stopping; notified when events arrive or on stop.
         self._cond = threading.Condition()
         self._buffer: deque[dict[str, Any]] = deque()
@@ -50,7 +51,7 @@ class WebhookOutbox:
         with self._cond:
             if self._start is not None:  # lazily, so apps built for a CLI command or a unit test start no thread
                 start, self._start = self._start, None
-                start(self.run)
+                start("webhook outbox", self.run, self.stop)
             if len(self._buffer) >= self.max_events:
                 full = True
             else:

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from hub.fanout import FanoutQueue
 from tests.hub.recording_transport import RecordingTransport, Worker
 
 
@@ -17,6 +16,6 @@ def transport() -> RecordingTransport:
 
 @pytest.fixture
 def worker(transport) -> Iterator[Worker]:
-    running = Worker(FanoutQueue(max_pending=100_000), transport)
+    running = Worker(transport, max_pending=100_000)
     yield running
     running.stop()

@@ -50,10 +50,10 @@ class RecordingTransport:
 class Worker:
     """A FanoutQueue with its run() loop on a thread; drain() waits until everything queued so far is handled."""
 
-    def __init__(self, fanout: FanoutQueue, transport: RecordingTransport) -> None:
-        self.fanout = fanout
+    def __init__(self, transport: RecordingTransport, max_pending: int = 10_000) -> None:
+        self.fanout = FanoutQueue(transport, max_pending=max_pending)
         self.transport = transport
-        self.thread = threading.Thread(target=fanout.run, args=(transport,), daemon=True)
+        self.thread = threading.Thread(target=self.fanout.run, daemon=True)
         self.thread.start()
 
     def drain(self) -> None:

@@ -24,8 +24,8 @@ def test_items_are_handled_in_queue_order(worker, transport):
     assert transport.offsets("s1", "c") == [1, 2]
 
 
-def test_admit_enforces_the_bound():
-    fanout = FanoutQueue(max_pending=3)
+def test_admit_enforces_the_bound(transport):
+    fanout = FanoutQueue(transport, max_pending=3)
     store = MemoryHistoryStore()
     fanout.admit(3)
     for n in range(3):
@@ -33,7 +33,8 @@ def test_admit_enforces_the_bound():
     with pytest.raises(Unavailable) as info:
         fanout.admit()
     assert info.value.status == 503 and info.value.retry_after == 1.0
-    assert fanout.stats()["refused"] == 1 and fanout.pending() == 3
+    assert fanout.pending() == 3 and fanout.stats()["pending"] == 3
+    assert fanout.readiness(0.9) == "fan-out queue 3/3"
 
 
 def test_worker_survives_a_failing_send(caplog):
@@ -44,7 +45,7 @@ def test_worker_survives_a_failing_send(caplog):
             super().send(message, sid, exclude)
 
     transport = Flaky()
-    worker = Worker(FanoutQueue(), transport)
+    worker = Worker(transport)
     store = MemoryHistoryStore()
     done = worker.fanout.attach("s1", "c", [store.append("c", "e", "boom")])
     worker.fanout.deliver(store.append("c", "e", "fine"))
@@ -59,26 +60,27 @@ def test_worker_survives_a_failing_send(caplog):
 
 
 def test_stop_handles_everything_queued_before(transport):
-    fanout = FanoutQueue()
+    fanout = FanoutQueue(transport)
     store = MemoryHistoryStore()
     fanout.attach("s1", "c", [])
     for n in range(5):
         fanout.deliver(store.append("c", "e", n))
     fanout.stop()
-    fanout.run(transport)  # returns once it reaches the stop marker
+    fanout.run()  # returns once it reaches the stop marker
     assert transport.offsets("s1", "c") == [1, 2, 3, 4, 5]
 
 
-def test_bound_worker_starts_once_on_first_use(transport):
-    fanout = FanoutQueue()
+def test_worker_starts_once_on_first_use_with_its_stop(transport):
     starts = []
-    fanout.bind(transport, lambda run, bound: starts.append((run, bound)))
+    fanout = FanoutQueue(transport, start=lambda name, target, stop: starts.append((name, target, stop)))
     assert starts == [] and fanout.running is None  # building an app starts nothing
     store = MemoryHistoryStore()
-    for n in range(3):
-        fanout.deliver(store.append("c", "e", n))
-    assert len(starts) == 1 and starts[0][1] is transport
-    fanout.stop()
-    run, bound = starts[0]
-    run(bound)
+    handed_over = [fanout.deliver(store.append("c", "e", n)) for n in range(3)]
+    assert len(starts) == 1 and starts[0][0] == "fan-out worker"
+    name, run, stop = starts[0]
+    stop()  # what the drain calls on SIGTERM: the worker returns after what was queued before
+    run()
     assert fanout.running is False and fanout.stats()["handled"] == 3
+    assert all(event is not None and event.is_set() for event in handed_over)
+    assert fanout.readiness(0.9) == "fan-out worker stopped"
+    assert fanout.deliver(store.append("c", "e", 4)) is None  # nobody will hand it over: a publisher must not wait

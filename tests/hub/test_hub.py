@@ -125,13 +125,27 @@ def test_paced_publish_is_acknowledged_after_publish_wait_anyway(worker, transpo
 
 
 def test_publish_refused_when_fanout_is_saturated(transport):
-    fanout = FanoutQueue(max_pending=2)  # no worker: the queue only fills
+    fanout = FanoutQueue(transport, max_pending=2)  # no worker: the queue only fills
     hub = make_hub(fanout)
     hub.publish("c", "e", 1)
     hub.publish("c", "e", 2)
     with pytest.raises(Unavailable):
         hub.publish("c", "e", 3)
+    with pytest.raises(Unavailable):
+        hub.publish_batch([{"channel": "c", "event": "e", "data": n} for n in range(2)])
     assert hub.history.latest("c") == 2  # refused before storing, so nothing is half-published
+    assert hub.refusals() == {"fanout_full": 3, "store_unavailable": 0}
+
+
+def test_publish_refused_by_the_store_is_counted(worker):
+    class DownStore(MemoryHistoryStore):
+        def append_all(self, channels, event, data, **options):
+            raise Unavailable("history unavailable, retry shortly")
+
+    hub = Hub(DownStore(), PresenceRegistry(), worker.fanout)
+    with pytest.raises(Unavailable):
+        hub.publish("c", "e", 1)
+    assert hub.refusals() == {"fanout_full": 0, "store_unavailable": 1}
 
 
 def test_batch_is_all_or_nothing_and_ordered(hub):

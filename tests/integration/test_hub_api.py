@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.hub.realtime_client import Api, HubClient, unique
-from tests.server import ROOT, TEST_ENV, ServerProcess
+from tests.server import ROOT, TEST_ENV, ServerProcess, module_server
 
 pytestmark = pytest.mark.integration
 
@@ -21,11 +21,7 @@ SECRET = TEST_ENV["SECRET_KEY"]
 MAX_PAYLOAD = 1024
 
 
-@pytest.fixture(scope="module")
-def server():
-    with ServerProcess(MAX_PAYLOAD_BYTES=MAX_PAYLOAD, API_RATE_LIMIT=0) as running:
-        yield running
-        assert running.bad_log_lines() == []
+server = module_server(MAX_PAYLOAD_BYTES=MAX_PAYLOAD, API_RATE_LIMIT=0)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 from hub.tokens import TokenIssuer
 from tests.hub.realtime_client import Ack, Api, Delivery, HubClient, unique
-from tests.server import TEST_ENV, ServerProcess
+from tests.server import TEST_ENV, ServerProcess, module_server
 
 pytestmark = pytest.mark.integration
 
@@ -20,18 +20,8 @@ MAX_SUBSCRIPTIONS = 3
 MAX_PAYLOAD = 512
 
 
-@pytest.fixture(scope="module")
-def server():
-    env = {
-        "HISTORY_MAX_MESSAGES": HISTORY,
-        "MAX_SUBSCRIPTIONS": MAX_SUBSCRIPTIONS,
-        "MAX_PAYLOAD_BYTES": MAX_PAYLOAD,
-        "API_RATE_LIMIT": 0,
-        "CLIENT_RATE_LIMIT": 0,
-    }
-    with ServerProcess(**env) as running:
-        yield running
-        assert running.bad_log_lines() == []
+server = module_server(HISTORY_MAX_MESSAGES=HISTORY, MAX_SUBSCRIPTIONS=MAX_SUBSCRIPTIONS, MAX_PAYLOAD_BYTES=MAX_PAYLOAD,
+                       API_RATE_LIMIT=0, CLIENT_RATE_LIMIT=0)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import requests
 
 from tests.eio import RawWebSocket
 from tests.hub.realtime_client import Api, HubClient, unique
-from tests.server import ServerProcess
+from tests.server import ServerProcess, module_server
 
 # Limits off, so the tests measure what they mean to; a small MAX_HTTP_BUFFER_SIZE makes oversize input cheap.
 # Pings of 5 s + 10 s: tests/server.py's 1 s + 1 s drop healthy polling bystanders when a shared 2-core machine
@@ -35,6 +35,11 @@ def running_server(**env: Any) -> Iterator[ServerProcess]:
         yield server.start(timeout=START_TIMEOUT)
     finally:
         server.__exit__(None, None, None)
+
+
+def reliability_server(*, clean_log: bool = True, **env: Any) -> Any:
+    """The module-scoped `server` fixture with the reliability settings (see tests.server.module_server)."""
+    return module_server(clean_log=clean_log, timeout=START_TIMEOUT, **{**RELIABILITY_ENV, **env})
 
 
 def warning_lines(server: ServerProcess, since: int = 0) -> list[str]:

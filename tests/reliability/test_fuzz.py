@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.eio import PollingSession
-from tests.reliability.support import Api, Bystanders, RawSocketIO, frame, probe_alive, running_server
+from tests.reliability.support import Api, Bystanders, RawSocketIO, frame, probe_alive, reliability_server
 
 pytestmark = pytest.mark.integration
 
@@ -27,10 +27,7 @@ KEY = "test-api-key-1-0123456789"
 TRIED: dict[str, int] = {}  # inputs tried per test, for docs/reliability.md
 
 
-@pytest.fixture(scope="module")
-def server():
-    with running_server() as running:
-        yield running
+server = reliability_server(clean_log=False)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from tests.reliability.support import (
     frame,
     log_length,
     probe_alive,
-    running_server,
+    reliability_server,
     warning_lines,
 )
 
@@ -27,10 +27,7 @@ SESSION_UNKNOWN = {"code": 1, "message": "Session ID unknown"}
 BAD_REQUEST = {"code": 3, "message": "Bad request"}
 
 
-@pytest.fixture(scope="module")
-def server():
-    with running_server() as running:
-        yield running
+server = reliability_server(clean_log=False)
 
 
 @pytest.fixture(scope="module")

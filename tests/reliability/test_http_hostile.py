@@ -9,7 +9,7 @@ import socket
 import pytest
 import requests
 
-from tests.reliability.support import Api, running_server
+from tests.reliability.support import Api, reliability_server
 
 pytestmark = pytest.mark.integration
 
@@ -17,11 +17,7 @@ KEY = "test-api-key-1-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
-@pytest.fixture(scope="module")
-def server():
-    with running_server() as running:
-        yield running
-        assert running.bad_log_lines() == []
+server = reliability_server()
 
 
 def assert_json_error(response: requests.Response, *statuses: int) -> dict:

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.eio import EIO_PATH, PollingSession, RawWebSocket, websocket_request
-from tests.reliability.support import running_server
+from tests.reliability.support import reliability_server, running_server
 from tests.server import TEST_ENV
 
 pytestmark = pytest.mark.integration
@@ -23,11 +23,7 @@ PASSWORD = "dashboard-password-for-tests"
 SECRETS = (PASSWORD, TEST_ENV["SECRET_KEY"], *TEST_ENV["API_KEYS"].split(","))
 
 
-@pytest.fixture(scope="module")
-def server():
-    with running_server() as running:
-        yield running
-        assert running.bad_log_lines() == []
+server = reliability_server()
 
 
 @pytest.fixture(scope="module")

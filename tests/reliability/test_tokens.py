@@ -13,7 +13,7 @@ import jwt
 import pytest
 
 from hub.tokens import TokenIssuer
-from tests.reliability.support import Api, HubClient, running_server, unique
+from tests.reliability.support import Api, HubClient, reliability_server, unique
 from tests.server import TEST_ENV
 
 pytestmark = pytest.mark.integration
@@ -21,11 +21,7 @@ pytestmark = pytest.mark.integration
 SECRET = TEST_ENV["SECRET_KEY"]
 
 
-@pytest.fixture(scope="module")
-def server():
-    with running_server() as running:
-        yield running
-        assert running.bad_log_lines() == []
+server = reliability_server()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from transport.loop import SharedLoop
 def loop() -> Iterator[SharedLoop]:
     threads: list[threading.Thread] = []
 
-    def start(target):
+    def start(name, target, stop):
         thread = threading.Thread(target=target, daemon=True)
         threads.append(thread)
         thread.start()

@@ -18,7 +18,8 @@ class Engine:
 
 
 def admission(engine: Engine, websocket_limit: int | None) -> Admission:
-    return Admission(ThreadBudget(10, 3, websocket_limit), engine, lambda: False, long_poll_cap_seconds=5)
+    return Admission(ThreadBudget(10, 3, websocket_limit), engine, lambda: False, long_poll_cap_seconds=5,
+                     start_task=lambda name, target, stop: None)
 
 
 def test_websockets_do_not_use_up_the_threads():

@@ -26,7 +26,7 @@ class FakeEngineIO:
     def __init__(self, sockets=None):
         self.sockets = sockets or {}
 
-    def start_background_task(self, target):
+    def start_task(self, name, target, stop):
         thread = threading.Thread(target=target, daemon=True)
         thread.start()
         return thread
@@ -48,7 +48,8 @@ def test_budget_counts_held_threads_by_kind():
 def test_refuses_when_sessions_fill_capacity_or_while_draining():
     engine = FakeEngineIO({str(i): FakeSocket() for i in range(6)})
     draining = threading.Event()
-    admission = Admission(ThreadBudget(10, 3), engine, draining.is_set, long_poll_cap_seconds=5)
+    admission = Admission(ThreadBudget(10, 3), engine, draining.is_set, long_poll_cap_seconds=5,
+                          start_task=engine.start_task)
     assert admission.refusal_reason() is None and admission.capacity_check() is None
     engine.sockets["7"] = FakeSocket()
     assert admission.refusal_reason() == "capacity"
@@ -76,7 +77,8 @@ def _wait_for(predicate, timeout=3.0):
 def test_long_polls_are_cut_short_only_when_tight():
     socket = FakeSocket()
     budget = ThreadBudget(threads=4, reserve=2)
-    cap = LongPollCap(budget, FakeEngineIO({"sid": socket}), cap_seconds=0.1, interval=0.02)
+    engine = FakeEngineIO({"sid": socket})
+    cap = LongPollCap(budget, engine, cap_seconds=0.1, start_task=engine.start_task, interval=0.02)
     try:
         with cap.track("sid"):
             time.sleep(0.3)

@@ -58,7 +58,7 @@ def test_demo_feeds_publish_through_the_hub_and_stop(app):
     hub = hub_services(app).hub
     started: list[threading.Thread] = []
 
-    def start(target):
+    def start(name, target, stop):
         thread = threading.Thread(target=target, daemon=True)
         started.append(thread)
         thread.start()

@@ -10,12 +10,13 @@ import time
 import pytest
 
 from extensions import socketio
-from utils.drain import Drain
+from utils.drain import STOP_ORDER, BackgroundTasks, Drain
 from utils.readiness import Readiness
 
 
 def make_drain(graceful_timeout: float = 20, notice: float = 0.0) -> Drain:
-    return Drain(socketio.server, Readiness(), graceful_timeout=graceful_timeout, batch_size=10, notice=notice)
+    return Drain(socketio.server, Readiness(), BackgroundTasks(socketio.start_background_task),
+                 graceful_timeout=graceful_timeout, batch_size=10, notice=notice)
 
 
 @pytest.mark.parametrize("graceful_timeout, notice, budget, kept_notice", [
@@ -65,3 +66,27 @@ def test_armed_drain_hands_back_after_the_request(app):
     drain.request()
     assert handed_back.wait(5)
     assert drain.finished.is_set()
+
+
+def test_background_tasks_stop_in_the_stated_order_and_are_waited_for(app, caplog):
+    """Started in any order, stopped in STOP_ORDER; each is joined, and one that does not return is named."""
+    drain = make_drain()
+    stopped: list[str] = []
+    events = {name: threading.Event() for name in ("fan-out worker", "token expiry", "shared websocket loop")}
+    for name, event in events.items():
+        drain.tasks.start(name, event.wait, lambda n=name, e=event: (stopped.append(n), e.set()))
+    stubborn = threading.Event()
+    drain.tasks.start("dashboard sampler", stubborn.wait, lambda: stopped.append("dashboard sampler"))
+    assert drain.tasks.running() == ["token expiry", "dashboard sampler", "fan-out worker", "shared websocket loop"]
+    with caplog.at_level(logging.INFO, logger="utils.drain"):
+        assert drain.tasks.stop_all(wait=0.3) == ["dashboard sampler"]
+    assert stopped == [name for name in STOP_ORDER if name in stopped]  # the stated order
+    assert drain.tasks.running() == ["dashboard sampler"]
+    assert "background task dashboard sampler did not stop" in caplog.text
+    assert "background task fan-out worker stopped" in caplog.text
+    stubborn.set()
+
+
+def test_a_task_without_a_place_in_the_order_is_refused(app):
+    with pytest.raises(ValueError, match="STOP_ORDER"):
+        make_drain().tasks.start("mystery", lambda: None, lambda: None)

@@ -6,8 +6,10 @@ import inspect
 import json
 import socket
 
+import pytest
 from gunicorn import util
 from gunicorn.workers.base import Worker
+from werkzeug.exceptions import default_exceptions
 
 from integration.gunicorn_errors import write_json_error
 
@@ -44,3 +46,17 @@ def test_quoted_input_is_escaped_and_cut_short():
     _, body = answer_to(400, "Bad Request", "Invalid Request Line '" + "\u00ff\r\n<x>" * 300 + "'")
     assert body["error"]["code"] == "bad_request"
     assert len(body["error"]["message"]) == 200 and body["error"]["message"].endswith("...")
+
+
+@pytest.mark.parametrize("status, reason, code", [
+    (418, "I'm a teapot", "im_a_teapot"),
+    (431, "Request Header Fields Too Large", "request_header_fields_too_large"),
+    (505, "HTTP Version Not Supported", "http_version_not_supported"),
+])
+def test_gunicorn_and_flask_give_a_reason_the_same_code(app, status, reason, code):
+    """One slug function for both: a client must not see two codes for one status depending on who refused."""
+    _, body = answer_to(status, reason, "")
+    with app.test_request_context():
+        flask_answer = app.handle_user_exception(default_exceptions[status]())
+    assert flask_answer.status_code == status
+    assert body["error"]["code"] == flask_answer.get_json()["error"]["code"] == code

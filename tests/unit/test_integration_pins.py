@@ -80,7 +80,7 @@ def test_threaded_keeps_engineio_but_bounds_every_socket():
     server = socketio.Server(async_mode="threading")
     observers = SocketObservers()
     install_lifecycle(server, observers)
-    transport, adopter = build_transport(server.eio, "threaded", 1 << 20)
+    transport, adopter = build_transport(server.eio, "threaded", 1 << 20, lambda name, target, stop: None)
     assert transport is None
     observers.set_adopter(adopter)
     eio_socket = Socket(server.eio, "sid-1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -207,3 +208,36 @@ def test_duplicate_publishes_are_counted(client):
     batch = {"messages": [{**body, "channel": "dup.b"}, {**body, "channel": "dup.b"}]}
     assert client.post("/api/v1/publish/batch", json=batch, headers=headers).status_code == 200
     assert value("signalboard_publish_duplicates_total", channel_namespace="dup") == before + 3
+
+
+def test_fanout_failures_and_refusals_reach_metrics_and_the_dashboard(monkeypatch):
+    """A send the worker fails and publishes refused while its queue is full: counted in /metrics and the snapshot."""
+    app = create_app({**UNIT_CONFIG, "FANOUT_QUEUE_SIZE": 1, "PUBLISH_WAIT_MS": 0})
+    client = app.test_client()
+    release, sending = threading.Event(), threading.Event()
+
+    def stuck_then_broken(*args, **kwargs):
+        sending.set()
+        release.wait(5)
+        raise OSError("socket went away")
+
+    monkeypatch.setattr(socketio.server, "emit", stuck_then_broken)
+    publish = {"channel": "orders", "event": "created", "data": 1}
+    headers = {"Authorization": "Bearer unit-key"}
+    assert client.post("/api/v1/publish", json=publish, headers=headers).status_code == 200
+    assert sending.wait(5)  # the worker holds the first message
+    assert client.post("/api/v1/publish", json=publish, headers=headers).status_code == 200  # queued: 1 of 1
+    refused = client.post("/api/v1/publish", json=publish, headers=headers)
+    assert refused.status_code == 503 and refused.get_json()["error"]["code"] == "unavailable"
+    release.set()
+    hub = app.extensions["hub"].hub
+    deadline = time.monotonic() + 5
+    while hub.fanout.stats()["failed"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    samples = scrape(client)
+    assert samples["signalboard_fanout_failed_total"] == {(): 2}
+    assert samples["signalboard_fanout_pending"] == {(): 0}
+    assert samples["signalboard_publish_refused_total"] == {(("reason", "fanout_full"),): 1,
+                                                            (("reason", "store_unavailable"),): 0}
+    assert app.extensions["dashboard"]["sampler"].fanout_figures() == {"pending": 0, "failed": 2, "refused": 1}
+    hub.fanout.stop()
