@@ -223,7 +223,7 @@ def test_fanout_failures_and_refusals_reach_metrics_and_the_dashboard(monkeypatc
 
     monkeypatch.setattr(socketio.server, "emit", stuck_then_broken)
     publish = {"channel": "orders", "event": "created", "data": 1}
-    headers = {"Authorization": "Bearer unit-key"}
+    headers = {"Authorization": f"Bearer {UNIT_CONFIG['API_KEYS'][0]}"}
     assert client.post("/api/v1/publish", json=publish, headers=headers).status_code == 200
     assert sending.wait(5)  # the worker holds the first message
     assert client.post("/api/v1/publish", json=publish, headers=headers).status_code == 200  # queued: 1 of 1
