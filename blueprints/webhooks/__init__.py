@@ -4,7 +4,6 @@ background deliverers, with retries, never on a request thread (docs/webhooks.md
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any

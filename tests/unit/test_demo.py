@@ -94,8 +94,13 @@ def test_development_app_wires_the_demo(tmp_path):
     app = dev_app(tmp_path)
     publisher = app.extensions["demo"]
     assert app.extensions["dashboard"]["initial_watch"] == ["demo.ticker", "demo.jobs", "demo.hello"]
-    assert "demo publisher" in [name for name, _ in app.extensions["drain"]._stop_callbacks]
     assert not publisher.running  # nothing before the first request (a CLI command's app never starts it)
+    assert app.extensions["background_tasks"].running() == []
+    with app.test_request_context():
+        app.preprocess_request()  # the first request starts it, as a task the drain stops
+    assert "demo publisher" in app.extensions["background_tasks"].running()  # (its publishes start the fan-out)
+    assert app.extensions["background_tasks"].stop_all() == []
+    assert not publisher.running
     publisher.stop()
     quiet = dev_app(tmp_path, DEMO=False)
     assert "demo" not in quiet.extensions and quiet.extensions["dashboard"]["initial_watch"] == ["demo.hello"]
