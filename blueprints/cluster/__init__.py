@@ -3,7 +3,7 @@ CHANNEL EVENT JSON`, `flask --app app users show|disconnect|unsubscribe SUB ...`
 --sub|--jti`.
 
 The Redis backends themselves (history, presence, delivery through python-socketio's Redis channel) are built in
-blueprints/cluster/backends.py, chosen with the others by blueprints/realtime/services.py.
+blueprints/realtime/redis_backends.py, chosen with the others by blueprints/realtime/services.py.
 """
 
 from __future__ import annotations

@@ -55,3 +55,19 @@ def test_cors_is_same_origin_unless_configured():
     assert socketio.server.eio.cors_allowed_origins is None
     create_app({"SECRET_KEY": "x" * 20, "CORS_ALLOWED_ORIGINS": ("https://ops.example",)})
     assert socketio.server.eio.cors_allowed_origins == ["https://ops.example"]
+
+
+def test_every_package_imports_on_its_own():
+    """Each package imported first in a fresh interpreter, as gunicorn.conf.py imports blueprints.demo before the app:
+    an import cycle that the factory's order happens to hide fails here."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    packages = sorted(f"blueprints.{p.parent.name}" for p in (root / "blueprints").glob("*/__init__.py"))
+    packages += ["hub", "integration", "transport", "utils.drain"]
+    for package in packages:
+        done = subprocess.run([sys.executable, "-c", f"import {package}"], cwd=root, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, f"import {package}:\n{done.stderr[-2000:]}"
