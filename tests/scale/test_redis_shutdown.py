@@ -1,5 +1,6 @@
-"""With REDIS_URL, SIGTERM also stops the Redis health monitor (and presence heartbeat) and the message-queue
-listener; a real redis-server, the real server under gunicorn (see tests/integration/test_shutdown_tasks.py)."""
+"""With REDIS_URL, SIGTERM also stops the control listener, the Redis health monitor (and presence heartbeat) and the
+message-queue listener; a real redis-server, the real server under gunicorn (as tests/integration/test_shutdown_tasks.py).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from tests.server import ServerProcess
 
 pytestmark = [pytest.mark.scale, pytest.mark.integration]
 
-REDIS_TASKS = {"token expiry", "long-poll cap", "dashboard sampler", "redis health monitor",
+REDIS_TASKS = {"token expiry", "control listener", "long-poll cap", "dashboard sampler", "redis health monitor",
                "message-queue listener", "shared websocket loop"}
 
 
