@@ -2,9 +2,9 @@
 
 Without REDIS_URL everything lives in this process: MemoryHistoryStore, PresenceRegistry, and FanoutQueue, whose one
 worker thread emits each message to its channel's room (hub/fanout.py -> blueprints/realtime/transport.py). With it,
-history, presence and delivery go through Redis (blueprints/realtime/redis_backends.py): the history store broadcasts each
-message through python-socketio's Redis channel as it numbers it, and delivery runs in every instance's message-queue
-listener (integration/redis_manager.py), not here. docs/architecture.md follows one publish through both.
+history, presence and delivery go through Redis (blueprints/realtime/redis_backends.py): the history store broadcasts
+each message through python-socketio's Redis channel as it numbers it, and delivery runs in every instance's
+message-queue listener (integration/redis_manager.py), not here. docs/architecture.md follows one publish through both.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from blueprints.realtime.redis_backends import redis_backends
 from blueprints.realtime.auth_hook import AuthHook
+from blueprints.realtime.redis_backends import redis_backends
 from blueprints.realtime.transport import SocketIOTransport
 from hub import FanoutQueue, Hub, MemoryHistoryStore, PresenceRegistry, RateLimiter, TokenIssuer
 from hub.backends import Backends

@@ -1,6 +1,6 @@
 """With REDIS_URL, SIGTERM also stops the control listener, the Redis health monitor (and presence heartbeat) and the
-message-queue listener; a real redis-server, the real server under gunicorn (as tests/integration/test_shutdown_tasks.py).
-"""
+message-queue listener; a real redis-server, the real server under gunicorn (as in
+tests/integration/test_shutdown_tasks.py)."""
 
 from __future__ import annotations
 
