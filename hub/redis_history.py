@@ -12,6 +12,13 @@ The same script decides idempotency: a publish with an idempotency key first loo
 string key per channel and idempotency key, expiring with the window) and, when it is there, answers from it and
 stores nothing; otherwise it stores the message and writes the record. One script, so two retries racing on two
 instances cannot both miss the record. A publish to several channels is one script over all of their keys.
+
+A failover can lose the last writes (replication is asynchronous): the promoted replica's counters may end below
+offsets that were already handed out and delivered live. Every store remembers the highest offset it saw per
+channel (HighWater: its own appends and every live packet its instance's listener reads) and sends it with each
+append; the script, finding its counter below one of them, counts on above it (no offset is ever handed out twice)
+and starts a new epoch, so clients that recover get `recovered: false` and resync. An instance whose listener
+reconnects sends all it knows the same way (reconcile) before catching up.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +49,23 @@ local function get_epoch(key, candidate)
   if not epoch then
     redis.call('SET', key, candidate)
     epoch = candidate
+  end
+  return epoch
+end
+-- Offsets a caller saw handed out that this Redis no longer counts up to: it lost writes (a failover to a replica
+-- that had not copied them). Count on above them; a new epoch if they were seen in this very epoch.
+local function raise_to_seen(epoch_key, offsets_key, epoch, seen_in, candidate, channels, seen)
+  local lost = false
+  for i, channel in ipairs(channels) do
+    local known = tonumber(seen[i])
+    if known > 0 and tonumber(redis.call('HGET', offsets_key, channel) or '0') < known then
+      redis.call('HSET', offsets_key, channel, known)
+      lost = true
+    end
+  end
+  if lost and seen_in == epoch then
+    redis.call('SET', epoch_key, candidate)
+    return candidate
   end
   return epoch
 end
@@ -85,13 +110,19 @@ end
 
 # KEYS: epoch, offsets, channels, then the n streams, then (only with an idempotency key) the n key records.
 # ARGV: event, data, id, max_messages, max_age_ms, epoch candidate, pubsub channel ('' = none), host,
-#       window_ms, skip_sid JSON, n, keyed ('1' or '0'), then the n channel names, then their n rooms.
+#       window_ms, skip_sid JSON, n, keyed ('1' or '0'), then the n channel names, then their n rooms, then the
+#       epoch the high-water marks were seen in, then the n marks (0: none).
 # Returns: epoch, then per channel: offset, ts, id, duplicate (1 or 0).
 _APPEND = _LUA_HELPERS + """
 local n = tonumber(ARGV[11])
 local keyed = ARGV[12] == '1'
 local now = now_ms()
-local epoch = get_epoch(KEYS[1], ARGV[6])
+local channels, seen = {}, {}
+for i = 1, n do
+  channels[i] = ARGV[12 + i]
+  seen[i] = ARGV[13 + 2 * n + i]
+end
+local epoch = raise_to_seen(KEYS[1], KEYS[2], get_epoch(KEYS[1], ARGV[6]), ARGV[13 + 2 * n], ARGV[6], channels, seen)
 local out = {epoch}
 for i = 1, n do
   local channel = ARGV[12 + i]
@@ -168,6 +199,18 @@ redis.call('PUBLISH', ARGV[5], ARGV[8] .. latest .. ',' .. cjson.encode(epoch) .
 return {complete, latest, epoch, sent}
 """
 
+# KEYS: epoch, offsets. ARGV: epoch candidate, the epoch the marks were seen in, m, m channels, their m marks.
+# Returns: the epoch (a new one if marks of its own were above the counters).
+_RECONCILE = _LUA_HELPERS + """
+local m = tonumber(ARGV[3])
+local channels, seen = {}, {}
+for i = 1, m do
+  channels[i] = ARGV[3 + i]
+  seen[i] = ARGV[3 + m + i]
+end
+return raise_to_seen(KEYS[1], KEYS[2], get_epoch(KEYS[1], ARGV[1]), ARGV[2], ARGV[1], channels, seen)
+"""
+
 # KEYS: channels. ARGV: max_age_ms.
 _CHANNELS = """
 local t = redis.call('TIME')
@@ -193,6 +236,38 @@ class Broadcast:
 
     def room(self, channel: str) -> str:
         return self.room_prefix + channel
+
+
+class HighWater:
+    """The highest offset seen handed out per channel, with its epoch; the most recently seen channels are kept."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        # Guards _marks (request threads and the listener thread record concurrently).
+        self._lock = threading.Lock()
+        self._marks: OrderedDict[str, tuple[str, int]] = OrderedDict()
+
+    def saw(self, channel: str, epoch: str, offset: int) -> None:
+        with self._lock:
+            previous = self._marks.get(channel)
+            if previous is None or previous[0] != epoch or previous[1] < offset:
+                self._marks[channel] = (epoch, offset)
+            self._marks.move_to_end(channel)
+            if len(self._marks) > self.limit:
+                self._marks.popitem(last=False)
+
+    def mark(self, channel: str) -> tuple[str, int] | None:
+        with self._lock:
+            return self._marks.get(channel)
+
+    def snapshot(self) -> list[tuple[str, str, int]]:
+        """(channel, epoch, offset) for every channel remembered."""
+        with self._lock:
+            return [(channel, epoch, offset) for channel, (epoch, offset) in self._marks.items()]
+
+
+# Channels per reconcile call: one script must not hold Redis for long.
+_RECONCILE_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -248,6 +323,8 @@ class RedisHistoryStore(HistoryStore):
         self.window_ms = int(idempotency_window * 1000)
         self.broadcast = broadcast
         self.replicas = replicas
+        self.high_water = HighWater()
+        self._reconcile = client.register_script(_RECONCILE)
         self._append = client.register_script(_APPEND)
         self._since = client.register_script(_SINCE)
         self._replay = client.register_script(_REPLAY)
@@ -299,11 +376,14 @@ class RedisHistoryStore(HistoryStore):
         if idempotency_key is not None:
             keys += [self.keys.idempotency(c, idempotency_key) for c in channels]
         rooms = [target.room(c) if target else "" for c in channels]
+        seen_in, marks = self._marks(channels)
         args = [
             event, encoded, message_id, self.max_messages, self.max_age_ms, self._epoch_candidate(),
             target.pubsub_channel if target else "", BROADCAST_HOST_ID, self.window_ms,
             json.dumps(exclude), len(channels), "0" if idempotency_key is None else "1", *channels, *rooms,
+            seen_in, *marks,
         ]
+        confirmed = self.replicas.count
         with unavailable_on_outage("append"):
             if self.replicas.count == 0:
                 reply = self._append(keys=keys, args=args)
@@ -313,15 +393,50 @@ class RedisHistoryStore(HistoryStore):
                 self._append(keys=keys, args=args, client=pipe)
                 pipe.execute_command("WAIT", self.replicas.count, self.replicas.timeout_ms)
                 reply, confirmed = pipe.execute()
-                if confirmed < self.replicas.count:
-                    self._epoch = reply[0]
-                    self._refuse_unconfirmed(confirmed)
-        self._epoch = reply[0]
+        messages = self._appended(channels, event, data, reply)
+        if confirmed < self.replicas.count:
+            self._refuse_unconfirmed(confirmed)
+        return messages
+
+    def _marks(self, channels: Sequence[str]) -> tuple[str, list[int]]:
+        """The epoch of the marks sent and each channel's mark (0: none seen in that epoch)."""
+        seen_in = self._epoch or ""
+        marks = []
+        for channel in channels:
+            mark = self.high_water.mark(channel)
+            marks.append(mark[1] if mark is not None and mark[0] == seen_in else 0)
+        return seen_in, marks
+
+    def _appended(self, channels: Sequence[str], event: str, data: Any, reply: list[Any]) -> list[Message]:
+        """The messages of an append's reply, recorded as seen (they are broadcast, acknowledged or not)."""
+        self._epoch = epoch = reply[0]
         answers = [reply[1 + 4 * i: 5 + 4 * i] for i in range(len(channels))]
-        return [
+        messages = [
             Message(channel, event, data, int(offset), str(mid), int(ts), duplicate=bool(int(dup)))
             for channel, (offset, ts, mid, dup) in zip(channels, answers, strict=True)
         ]
+        for message in messages:
+            self.high_water.saw(message.channel, epoch, message.offset)
+        return messages
+
+    def reconcile(self) -> str:
+        """Send every high-water mark to Redis (after a reconnect): a new epoch if it lost offsets seen here."""
+        marks = self.high_water.snapshot()
+        with unavailable_on_outage("reconcile"):
+            epoch = seen_in = self.client.get(self.keys.epoch) or ""
+            for start in range(0, len(marks), _RECONCILE_BATCH):
+                batch = [(c, o) for c, e, o in marks[start:start + _RECONCILE_BATCH] if e == seen_in]
+                if not batch:
+                    continue
+                # A new epoch started by one batch is this caller's own: later batches' marks count as seen in it.
+                epoch = self._reconcile(
+                    keys=[self.keys.epoch, self.keys.offsets],
+                    args=[self._epoch_candidate(), epoch, len(batch), *(c for c, _ in batch), *(o for _, o in batch)],
+                )
+                for channel, offset in batch:
+                    self.high_water.saw(channel, epoch, offset)
+        self._epoch = epoch or None
+        return epoch
 
     def _refuse_unconfirmed(self, confirmed: int) -> None:
         """Stored and broadcast, but not known to survive a failover: the caller must not take it as acknowledged."""
@@ -345,6 +460,7 @@ class RedisHistoryStore(HistoryStore):
                 keys=[self.keys.epoch, self.keys.offsets, self.keys.stream(channel)],
                 args=[channel, offset, limit or 0, self.max_age_ms, self._epoch_candidate()],
             )
+        self.high_water.saw(channel, self._epoch, int(latest))
         if limit is None:
             self._note_read("since", channel, int(latest))
         return self._entries(channel, entries), bool(complete)
@@ -357,6 +473,8 @@ class RedisHistoryStore(HistoryStore):
             raw_latest, epoch = pipe.execute()
         latest = int(raw_latest or 0)
         self._epoch = epoch  # None after a flush: the next `epoch` read starts a new one
+        if epoch is not None:
+            self.high_water.saw(channel, epoch, latest)
         self._note_read("latest", channel, latest)
         return latest
 
@@ -382,4 +500,5 @@ class RedisHistoryStore(HistoryStore):
                 ],
             )
         self._epoch = epoch
+        self.high_water.saw(channel, epoch, int(latest))
         return Replay(bool(complete), int(latest), epoch, int(sent))

@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 # (which drops its own callbacks) never drops one.
 MARKER_SID = "signalboard:marker"
 POLL_SECONDS = 1.0
+# Told to a channel's subscribers when Redis lost its history under them: subscribe again (with `since` and the
+# old epoch: `recovered: false`) and resync.
+RESYNC_EVENT = "signalboard:resync"
 RETRY_MIN_SECONDS = 0.2
 RETRY_MAX_SECONDS = 2.0
 _PROBE_EXPIRY_SECONDS = 30.0
@@ -188,6 +191,7 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager):
                     self.pubsub.subscribe(self.channel)
                     self._subscribed.set()
                     log.info("message queue listener subscribed to %s", self.channel)
+                    self._reconcile()
                     yield from self._catch_up()
                 message = self.pubsub.get_message(timeout=POLL_SECONDS)
                 retry = RETRY_MIN_SECONDS
@@ -219,6 +223,8 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager):
         if not isinstance(info, dict):
             return True
         channel, epoch, offset = info.get("channel"), info.get("epoch"), info.get("offset")
+        if isinstance(channel, str) and isinstance(epoch, str) and isinstance(offset, int):
+            self.history.high_water.saw(channel, epoch, offset)  # what a failover must not hand out again
         if not self._has_local_members(channel):
             # Nobody here to deliver to, nothing to catch up later: forget it, so memory follows local channels.
             self._delivered.pop(channel, None)
@@ -252,8 +258,10 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager):
                 continue
             messages, complete = self.history.since(channel, offset)
             if self.history.epoch != epoch:
-                log.warning("redis lost the history of %s during the outage; its subscribers must resync", channel)
+                log.warning("redis lost the history of %s during the outage; its subscribers are told to resync",
+                            channel)
                 del self._delivered[channel]
+                yield self._resync_packet(channel)
                 continue
             if not complete:
                 log.warning("catch-up of %s: some messages after offset %d were already evicted", channel, offset)
@@ -265,6 +273,19 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager):
                 self._delivered[channel] = (epoch, message.offset)
                 self._count(packet)
                 yield packet
+
+    def _reconcile(self) -> None:
+        """Before catching up: if Redis lost offsets this instance saw (a failover), it starts a new epoch."""
+        before = self.history.epoch
+        after = self.history.reconcile()
+        if after != before:
+            log.warning("redis lost offsets this instance saw handed out (failover to a replica behind its master); "
+                        "new epoch %s, recovering clients resync", after)
+
+    def _resync_packet(self, channel: str) -> dict[str, Any]:
+        """`signalboard:resync` to the channel's local subscribers: what they hold cannot be continued."""
+        body = {"channel": channel, "epoch": self.history.epoch, "reason": "history lost"}
+        return emit_packet(RESYNC_EVENT, [body], self.room_prefix + channel, BROADCAST_HOST_ID, {})
 
     # --- markers (hub.redis_fanout.JoinMarkers) -------------------------------------------------------------
 

@@ -58,6 +58,7 @@ class RedisHealth:
         *,
         announce: Callable[[PresenceChange], None] = lambda change: None,
         presence_interval: float = 5.0,
+        sentinel: bool = False,
     ) -> None:
         self.client = client
         self.listener = listener
@@ -66,6 +67,8 @@ class RedisHealth:
         self.announce = announce
         self._start_task = start_task  # utils.drain.BackgroundTasks.start: SIGTERM stops the monitor
         self._stop = threading.Event()
+        # Behind Sentinel an unreachable master is a failover under way (or the Sentinels finding no master).
+        self.sentinel = sentinel
         # Guards _started so that concurrent first users start one monitor.
         self._lock = threading.Lock()
         self._started = False
@@ -108,7 +111,7 @@ class RedisHealth:
             self.listener.probe(lambda: None)
         except (*OUTAGE_ERRORS, Unavailable) as exc:
             if self._redis_error is None:
-                log.warning("redis unreachable: %s", exc)
+                log.warning("redis unreachable%s: %s", " (failing over?)" if self.sentinel else "", exc)
             self._redis_error = type(exc).__name__
             self._ticked = True
             return
@@ -136,7 +139,7 @@ class RedisHealth:
         if not self._ticked:
             return "starting"
         if self._redis_error is not None:
-            return f"redis unreachable ({self._redis_error})"
+            return f"{'failing over' if self.sentinel else 'redis unreachable'} ({self._redis_error})"
         if not self.listener.listener_alive():
             return "message-queue listener not running"
         if not self.listener.subscribed:

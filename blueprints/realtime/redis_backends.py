@@ -15,6 +15,7 @@ from hub.redis_presence import RedisPresenceRegistry
 from integration.redis_manager import ClusterQueueManager
 from utils.background import StartTask
 from utils.redis_health import RedisHealth
+from utils.redis_urls import is_sentinel_url
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def redis_backends(config: Mapping[str, Any], server: Any, transport: Transport,
     presence = RedisPresenceRegistry(connect(config["REDIS_URL"]), history.keys, config["INSTANCE_ID"],
                                      config["PRESENCE_TTL"])
     health = RedisHealth(history.client, manager, presence, start_task, announce=lambda change: reaped([change]),
-                         presence_interval=config["PRESENCE_TTL"] / 3)
+                         presence_interval=config["PRESENCE_TTL"] / 3, sentinel=is_sentinel_url(config["REDIS_URL"]))
     fanout = RedisFanout(history, manager, transport, on_use=health.ensure_started)
     log.info("scale-out: Redis at key prefix %r, instance %s", history.keys.prefix, config["INSTANCE_ID"])
     return Backends(history=history, presence=presence, fanout=fanout, readiness_name="redis",

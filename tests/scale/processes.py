@@ -98,7 +98,18 @@ class RedisProcess:
         _end(self.process, signal.SIGKILL)
         self.process = None
 
+    def pause(self) -> None:
+        """SIGSTOP: a host that hangs (replication to it stops; it answers nobody) until resume()."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def close(self) -> None:
+        if self.process is not None:
+            self.resume()  # a stopped process would ignore SIGTERM until continued
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -143,11 +154,12 @@ class SentinelProcess:
 
 
 class SentinelCluster:
-    """A master, one replica and three Sentinels on 127.0.0.1; `url` is the redis+sentinel:// URL instances use."""
+    """A master, `replicas` replicas and three Sentinels on 127.0.0.1; `url` is the redis+sentinel:// URL to use."""
 
-    def __init__(self) -> None:
+    def __init__(self, replicas: int = 1) -> None:
         self.master = RedisProcess(durable=False)
-        self.replica: RedisProcess | None = None
+        self.replica_count = replicas
+        self.replicas: list[RedisProcess] = []
         self.sentinels: list[SentinelProcess] = []
 
     @property
@@ -157,12 +169,13 @@ class SentinelCluster:
 
     @property
     def servers(self) -> list[RedisProcess]:
-        return [server for server in (self.master, self.replica) if server is not None]
+        return [self.master, *self.replicas]
 
     def start(self) -> SentinelCluster:
         self.master.start()
-        self.replica = RedisProcess(durable=False, extra=("--replicaof", "127.0.0.1", str(self.master.port))).start()
-        wait_replicas(self.master.port, 1)
+        self.replicas = [RedisProcess(durable=False, extra=("--replicaof", "127.0.0.1", str(self.master.port))).start()
+                         for _ in range(self.replica_count)]
+        wait_replicas(self.master.port, self.replica_count)
         self.sentinels = [SentinelProcess(self.master.port).start() for _ in range(3)]
         wait_until(lambda: all(self._sentinel_sees(s) for s in self.sentinels), 15, "the Sentinels to agree")
         return self
@@ -170,7 +183,11 @@ class SentinelCluster:
     def _sentinel_sees(self, sentinel: SentinelProcess) -> bool:
         master = redis_cli(sentinel.port, "SENTINEL", "MASTER", SENTINEL_SERVICE).splitlines()
         fields = dict(zip(master[::2], master[1::2], strict=False))
-        return int(fields.get("num-other-sentinels", 0)) >= 2 and int(fields.get("num-slaves", 0)) >= 1
+        return (int(fields.get("num-other-sentinels", 0)) >= 2
+                and int(fields.get("num-slaves", 0)) >= self.replica_count)
+
+    def server_on(self, port: int) -> RedisProcess:
+        return next(server for server in self.servers if server.port == port)
 
     def master_port(self) -> int:
         """The port the Sentinels name as master now."""

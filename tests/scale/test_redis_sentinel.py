@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
 import pytest
 import requests
 
 from tests.hub.realtime_client import Api, HubClient, unique
-from tests.scale.processes import SentinelCluster, redis_cli, running_instances
+from tests.scale.processes import SentinelCluster, redis_cli, running_instances, wait_until
 from tests.server import ServerProcess
 
 pytestmark = [pytest.mark.scale, pytest.mark.integration]
 
 
 @pytest.fixture
-def cluster():
-    started = SentinelCluster()
+def cluster(request):
+    started = SentinelCluster(replicas=getattr(request, "param", 1))
     try:
         yield started.start()
     finally:
@@ -23,7 +29,8 @@ def cluster():
 
 def instance_env(cluster: SentinelCluster, key_prefix: str) -> dict:
     return {"REDIS_URL": cluster.url, "REDIS_KEY_PREFIX": key_prefix, "API_RATE_LIMIT": 0, "CLIENT_RATE_LIMIT": 0,
-            "PRESENCE_TTL": 3, "GUNICORN_TIMEOUT": 120}
+            "PRESENCE_TTL": 3, "REDIS_REPLICA_TIMEOUT_MS": 500,
+            "GUNICORN_TIMEOUT": 120}  # a CPU-starved shared machine must not get a worker killed mid-test
 
 
 def test_every_redis_use_goes_through_the_sentinels(cluster, key_prefix):
@@ -55,3 +62,249 @@ def test_every_redis_use_goes_through_the_sentinels(cluster, key_prefix):
 
 def cluster_keys(cluster: SentinelCluster, prefix: str) -> list[str]:
     return redis_cli(cluster.master_port(), "KEYS", prefix + ":*").split()
+
+
+class Publisher:
+    """One publisher publishing steadily with idempotency keys over both instances, retrying each key on 503."""
+
+    def __init__(self, servers: list[ServerProcess], channel: str) -> None:
+        self.apis = [Api(server) for server in servers]
+        self.channel = channel
+        self.acked: list[tuple[int, str, str]] = []  # (offset, id, key) in acknowledgement order
+        self.acked_at: list[float] = []
+        self.refused: list[tuple[float, int, str]] = []  # (time, status, error code)
+        self.slowest = 0.0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Publisher:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        n = 0
+        deadline = time.monotonic() + 240  # bounded whatever happens
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            self.publish(f"m{n}", {"n": n}, deadline, rotate=n)
+            n += 1
+            time.sleep(0.02)
+
+    def publish(self, key: str, data: object, deadline: float, rotate: int = 0) -> dict | None:
+        """Publish until acknowledged (None if stopped or past `deadline`), retrying the same key on 503."""
+        body = {"channel": self.channel, "event": "tick", "data": data, "idempotency_key": key}
+        attempt = 0
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            api = self.apis[(rotate + attempt) % len(self.apis)]  # a retry may land on the other instance
+            attempt += 1
+            started = time.monotonic()
+            try:
+                response = api.post("/publish", body)
+            except requests.RequestException as exc:
+                self.refused.append((time.monotonic(), 0, type(exc).__name__))
+                continue
+            finally:
+                self.slowest = max(self.slowest, time.monotonic() - started)
+            if response.status_code == 200:
+                answer = response.json()
+                self.acked.append((answer["offset"], answer["id"], key))
+                self.acked_at.append(time.monotonic())
+                return answer
+            self.refused.append((time.monotonic(), response.status_code, response.json()["error"]["code"]))
+            time.sleep(0.05)
+        return None
+
+    def acked_since(self, moment: float) -> int:
+        return sum(1 for at in self.acked_at if at > moment)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+class ReadyzWatcher:
+    """Polls /readyz of every instance, keeping each distinct (instance, status, redis reason) it saw."""
+
+    def __init__(self, servers: list[ServerProcess]) -> None:
+        self.servers = servers
+        self.seen: list[tuple[float, int, int, str]] = []  # (time, instance index, status, reasons.redis)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> ReadyzWatcher:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 240
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            for index, server in enumerate(self.servers):
+                try:
+                    response = requests.get(server.url + "/readyz", timeout=5)
+                    self.seen.append((time.monotonic(), index, response.status_code,
+                                      response.json().get("reasons", {}).get("redis", "")))
+                except requests.RequestException as exc:
+                    self.seen.append((time.monotonic(), index, 0, type(exc).__name__))
+            self.stop.wait(0.2)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+def received(client: HubClient, channel: str) -> list[tuple[int, str]]:
+    return [(d.meta["offset"], d.meta["id"]) for d in client.deliveries(channel)]
+
+
+def resyncs(client: HubClient) -> list[dict]:
+    return [d.data for d in client.deliveries() if d.event == "signalboard:resync"]
+
+
+def check_delivery(client: HubClient, server: ServerProcess, channel: str, publisher: Publisher, epoch: str) -> bool:
+    """Every acknowledged publish reached `client` once and in order (live, or after a resync through history);
+    no offset carries two messages; a changed epoch was told. Returns whether the epoch changed."""
+    acked = [(offset, mid) for offset, mid, _ in publisher.acked]
+    client.wait_for(lambda: {a for a in acked} <= set(received(client, channel)) or resyncs(client), timeout=20,
+                    what="every acknowledged message or a resync")
+    seen = received(client, channel)
+    told = resyncs(client)
+    if told:  # what the client does when told: read the channel's history again, by offset
+        page = Api(server).get(f"/channels/{channel}/history", params={"since": 0}).json()
+        known = {offset for offset, _ in seen}
+        seen = sorted(set(seen) | {(m["offset"], m["id"]) for m in page["messages"] if m["offset"] not in known})
+    offsets = [offset for offset, _ in seen]
+    assert offsets == sorted(set(offsets)), "an offset came twice or out of order"
+    assert [a for a in seen if a in set(acked)] == acked, "acknowledged messages missing, repeated or out of order"
+    # Since-recovery with the epoch of the first subscribe: recovered exactly when the numbering is the same life.
+    assert client.call("unsubscribe", {"channel": channel})["ok"] is True
+    again = client.call("subscribe", {"channel": channel, "since": offsets[-1], "epoch": epoch})
+    assert again["ok"] is True, again
+    changed = again["epoch"] != epoch
+    assert again["recovered"] is (not changed), again
+    return changed
+
+
+# Where the failover tests append their figures (one JSON object per line) when set, for docs/scale.md.
+FIGURES = os.environ.get("SIGNALBOARD_FAILOVER_FIGURES")
+
+
+def record(figures: dict) -> None:
+    print(json.dumps(figures))
+    if FIGURES:
+        with Path(FIGURES).open("a") as out:
+            out.write(json.dumps(figures) + "\n")
+
+
+@pytest.mark.parametrize("cluster, old_master_back", [(2, False), (1, True)], indirect=["cluster"],
+                         ids=["two-replicas", "old-master-back-as-replica"])
+def test_master_killed_mid_stream_loses_no_acknowledged_publish(cluster, key_prefix, old_master_back):
+    """SIGKILL the master under a steady publisher: the Sentinels promote a replica, both instances follow it, and
+    every acknowledged publish reaches the subscribers on both instances once and in order.
+
+    With two replicas the other one confirms publishes once it follows the new master; with one, publishes are
+    refused (no replica to confirm them) until the old master is back as a replica of the new one."""
+    env = instance_env(cluster, key_prefix)
+    servers = [ServerProcess(INSTANCE_ID="a", **env), ServerProcess(INSTANCE_ID="b", **env)]
+    with running_instances(servers) as (a, b):
+        channel = unique("failover")
+        token = Api(a).token("watcher", ["**"])
+        clients = [HubClient(server.url).connect({"token": token}) for server in (a, b)]
+        watcher = ReadyzWatcher([a, b]).start()
+        publisher = Publisher([a, b], channel)
+        try:
+            epoch = [client.call("subscribe", {"channel": channel}) for client in clients][0]["epoch"]
+            publisher.start()
+            wait_until(lambda: len(publisher.acked) >= 30, 30, "publishing to start")
+            steady = publisher.acked_at[-20:]
+            old = cluster.master
+            old.kill()
+            killed = time.monotonic()
+            wait_until(lambda: cluster.master_port() != old.port, 30, "the Sentinels to promote a replica")
+            promoted = time.monotonic()
+            if old_master_back:
+                old.start()  # empty (no persistence): the Sentinels turn it into a replica of the new master
+            wait_until(lambda: publisher.acked_since(killed) >= 1, 30, "publishing to succeed again")
+            resumed = min(at for at in publisher.acked_at if at > killed)
+            wait_until(lambda: publisher.acked_since(killed) >= 30, 30, "30 publishes after the failover")
+            wait_until(lambda: all(w[2] == 200 for w in watcher.seen[-2:]), 20, "both instances ready again")
+        finally:
+            publisher.close()
+            watcher.close()
+        assert resumed - killed < 30
+        refused = [r for r in publisher.refused if r[0] > killed]
+        assert all(status == 503 and code == "unavailable" for _, status, code in publisher.refused), \
+            publisher.refused[:5]
+        assert publisher.slowest < 5.0, publisher.slowest  # no request waited on a dead master
+        offsets = [offset for offset, _, _ in publisher.acked]
+        assert offsets == sorted(set(offsets)), "an acknowledged offset was handed out twice"
+        changed = [check_delivery(client, server, channel, publisher, epoch)
+                   for client, server in zip(clients, (a, b), strict=True)]
+        assert len(set(changed)) == 1
+        for index in (0, 1):
+            reasons = [w[3] for w in watcher.seen if w[1] == index and w[2] == 503]
+            assert any(reason.startswith("failing over") for reason in reasons), reasons[:5]
+        for client in clients:
+            client.disconnect()
+        for server in (a, b):
+            log = server.log()
+            assert server.bad_log_lines() == [], log[-3000:]
+        gaps = [later - earlier for earlier, later in zip(steady, steady[1:], strict=False)]
+        record({"test": "kill-master", "old_master_back": old_master_back, "replicas": cluster.replica_count,
+                "promoted_after_s": round(promoted - killed, 2),
+                "publishing_resumed_after_s": round(resumed - killed, 2),
+                "refused_during_failover": len(refused), "acknowledged": len(publisher.acked),
+                "epoch_changed": changed[0], "slowest_request_s": round(publisher.slowest, 2),
+                "steady_publish_interval_ms": round(1000 * sorted(gaps)[len(gaps) // 2], 1)})
+
+
+def test_failover_to_a_replica_behind_changes_the_epoch_and_never_reuses_an_offset(cluster, key_prefix):
+    """The replica hangs (SIGSTOP, its link cut) while publishes go on: they are delivered live but refused (no
+    replica confirms them). The master is killed, the stale replica promoted: those offsets are gone from Redis.
+    Publishing on must count on above them under a new epoch, and subscribers are told to resync."""
+    env = instance_env(cluster, key_prefix)
+    servers = [ServerProcess(INSTANCE_ID="a", **env), ServerProcess(INSTANCE_ID="b", **env)]
+    with running_instances(servers) as (a, b):
+        channel = unique("lossy")
+        token = Api(a).token("watcher", ["**"])
+        clients = [HubClient(server.url).connect({"token": token}) for server in (a, b)]
+        publisher = Publisher([a, b], channel)
+        deadline = time.monotonic() + 120
+        epoch = [client.call("subscribe", {"channel": channel}) for client in clients][0]["epoch"]
+        for n in range(10):
+            assert publisher.publish(f"m{n}", n, deadline, rotate=n) is not None
+        old, [replica] = cluster.master, cluster.replicas
+        replica.pause()
+        # Its replication connection cut while it hangs: nothing written from now on reaches it, even buffered.
+        redis_cli(old.port, "CLIENT", "KILL", "TYPE", "replica")
+        lost = []
+        for n in range(3):
+            refused = Api(a).post("/publish", {"channel": channel, "event": "tick", "data": n,
+                                               "idempotency_key": f"l{n}"})
+            assert refused.status_code == 503 and "replica" in refused.json()["error"]["message"], refused.text
+        for client in clients:  # delivered live all the same: Redis broadcast them before the replica wait
+            lost = client.wait_offsets(channel, 13)[10:]
+        assert lost == [11, 12, 13]
+        old.kill()
+        replica.resume()
+        wait_until(lambda: cluster.master_port() == replica.port, 30, "the stale replica to be promoted")
+        old.start()  # back as a replica of the promoted one, so publishes can be confirmed again
+        retried = [publisher.publish(f"l{n}", n, deadline, rotate=n) for n in range(3)]
+        assert all(answer is not None for answer in retried)
+        assert [answer["offset"] for answer in retried] == [14, 15, 16]  # above what subscribers saw: no reuse
+        # New messages (the keys' records were lost with them); a retry may answer `duplicate` for an attempt that
+        # was stored on the new master before a replica could confirm it.
+        lost_ids = {d.meta["id"] for d in clients[0].deliveries(channel)[10:13]}
+        assert lost_ids.isdisjoint(answer["id"] for answer in retried)
+        for n in range(10, 20):
+            assert publisher.publish(f"m{n}", n, deadline, rotate=n) is not None
+        for client in clients:
+            client.wait_for(lambda c=client: resyncs(c), timeout=20, what="the resync notice")
+            assert resyncs(client)[0]["channel"] == channel
+        changed = [check_delivery(client, server, channel, publisher, epoch)
+                   for client, server in zip(clients, (a, b), strict=True)]
+        assert changed == [True, True]
+        for client in clients:
+            client.disconnect()
+        for server in (a, b):
+            log = server.log()
+            assert "new epoch" in log or "told to resync" in log
+            assert server.bad_log_lines() == [], log[-3000:]

@@ -93,8 +93,10 @@ def test_epoch_changes_when_redis_loses_the_counters(client, keys):
     before = store.epoch
     for key in client.scan_iter(f"{keys.prefix}:*"):
         client.delete(key)
-    assert store.append("ch", "a", 2).offset == 1
+    # A new epoch, and this store counts on above the offset it saw handed out: never the same offset twice.
+    assert store.append("ch", "a", 2).offset == 2
     assert store.epoch != before
+    assert RedisHistoryStore(client, keys).append("ch", "a", 3).offset == 3
 
 
 def test_append_publishes_in_offset_order_with_socketio_packets(client, keys):
