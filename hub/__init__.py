@@ -1,7 +1,7 @@
 """Signalboard's realtime domain (channels, tokens, history, presence, limits), free of Flask and Socket.IO."""
 
 from hub.errors import HubError
-from hub.fanout import FanoutQueue, Transport
+from hub.fanout import Delivery, FanoutQueue
 from hub.history import HistoryStore, MemoryHistoryStore, Message
 from hub.hub import Hub, SubscribeResult
 from hub.presence import PresenceChange, PresenceRegistry
@@ -21,5 +21,5 @@ __all__ = [
     "RateLimiter",
     "SubscribeResult",
     "TokenIssuer",
-    "Transport",
+    "Delivery",
 ]

@@ -1,4 +1,4 @@
-"""Domain errors with a stable code and HTTP status, so every transport reports them the same way."""
+"""Domain errors with a stable code and HTTP status, so HTTP and Socket.IO report them the same way."""
 
 from __future__ import annotations
 

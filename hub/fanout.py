@@ -24,7 +24,7 @@ from utils.background import StartTask
 log = logging.getLogger(__name__)
 
 
-class Transport(Protocol):
+class Delivery(Protocol):
     """What the fan-out worker needs from the network layer (implemented with Socket.IO rooms)."""
 
     def send(self, message: Message, sid: str | None = None, exclude: str | None = None) -> None:
@@ -99,7 +99,7 @@ class FanoutQueue:
     was stored is always queued too: refusing it afterwards would leave it in history but never sent live.
     """
 
-    def __init__(self, transport: Transport, *, max_pending: int = 10_000, start: StartTask | None = None) -> None:
+    def __init__(self, delivery: Delivery, *, max_pending: int = 10_000, start: StartTask | None = None) -> None:
         """`start` runs the worker when the first item is queued (lazy, so that apps built only for a CLI command or a
         unit test never start a thread they do not use); None: the caller runs run() itself."""
         if max_pending < 1:
@@ -110,7 +110,7 @@ class FanoutQueue:
         self._stats_lock = threading.Lock()
         self._handled = 0
         self._failed = 0
-        self._transport = transport
+        self._delivery = delivery
         self._start = start
         # None: not started; True: running; False: returned (stop() or a crash).
         self._running: bool | None = None
@@ -147,7 +147,7 @@ class FanoutQueue:
 
     def deliver(self, message: Message, *, exclude: str | None = None) -> threading.Event | None:
         """Queue `message` for its channel (but not connection `exclude`); the returned event is set once it has
-        been handed to the transport (None once the worker has stopped: nothing will set it)."""
+        been handed to the delivery (None once the worker has stopped: nothing will set it)."""
         job = _Send(message, exclude)
         self._put(job)
         return None if self._running is False else job.done
@@ -174,42 +174,42 @@ class FanoutQueue:
             counts = {"handled": self._handled, "failed": self._failed}
         return {"pending": self.pending(), **counts}
 
-    def _handle(self, item: object, transport: Transport) -> None:
+    def _handle(self, item: object, delivery: Delivery) -> None:
         if isinstance(item, _Send):
             try:
-                transport.send(item.message, exclude=item.exclude)
+                delivery.send(item.message, exclude=item.exclude)
             finally:
                 item.done.set()
         elif isinstance(item, _Attach):
             try:
                 for message in item.backlog:
-                    transport.send(message, item.sid)
-                transport.add(item.sid, item.channel, item.presence)
+                    delivery.send(message, item.sid)
+                delivery.add(item.sid, item.channel, item.presence)
             finally:
                 # Set even on failure so the subscriber's handler stops waiting and can answer.
                 item.done.set()
         elif isinstance(item, _Detach):
-            transport.remove(item.sid, item.channel)
+            delivery.remove(item.sid, item.channel)
         elif isinstance(item, PresenceChange):
-            transport.send_presence(item)
+            delivery.send_presence(item)
 
     def run(self) -> None:
         """Worker loop: handle queued items in order until stop() is called."""
         log.info("fan-out worker started")
         self._running = True
         try:
-            self._loop(self._transport)
+            self._loop(self._delivery)
         finally:
             self._running = False
             log.info("fan-out worker stopped")
 
-    def _loop(self, transport: Transport) -> None:
+    def _loop(self, delivery: Delivery) -> None:
         while True:
             item = self._queue.get()
             if item is _STOP:
                 break
             try:
-                self._handle(item, transport)
+                self._handle(item, delivery)
             # The worker is the only path to subscribers: one failing send must not stop every later one.
             except Exception:
                 log.exception("fan-out failed for %s", type(item).__name__)

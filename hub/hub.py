@@ -1,4 +1,4 @@
-"""The hub's operations (publish, subscribe, history, presence) with their checks, for any transport to call."""
+"""The hub's operations (publish, subscribe, history, presence) with their checks, for HTTP and Socket.IO to call."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hub.errors import Unavailable
-from hub.fanout import Transport
+from hub.fanout import Delivery
 from hub.history import Message
 from hub.presence import PresenceChange, PresenceView
 from hub.redis_history import RedisHistoryStore
@@ -63,12 +63,12 @@ class RedisFanout:
     python-socketio's message-queue listener of every instance emits it to that instance's subscribers.
     """
 
-    def __init__(self, history: RedisHistoryStore, markers: JoinMarkers, transport: Transport, *,
+    def __init__(self, history: RedisHistoryStore, markers: JoinMarkers, delivery: Delivery, *,
                  on_use: Callable[[], Any] = lambda: None):
         self.history = history
         self.markers = markers
         self.on_use = on_use  # called before each join (the health monitor starts on first use)
-        self._transport = transport
+        self._delivery = delivery
         # Guards _joins and _failed: the handler thread adds, the listener thread completes, unsubscribe cancels.
         self._lock = threading.Lock()
         self._joins: dict[tuple[str, str], _Join] = {}
@@ -83,7 +83,7 @@ class RedisFanout:
         every instance) in the same atomic step that gave it its offset."""
 
     def announce(self, change: PresenceChange) -> None:
-        self._transport.send_presence(change)
+        self._delivery.send_presence(change)
 
     def _after(self, channel: str, backlog: Sequence[Message]) -> int:
         if backlog:
@@ -130,7 +130,7 @@ class RedisFanout:
                 del self._joins[(job.sid, job.channel)]
         try:
             if current is job:
-                self._transport.add(job.sid, job.channel, job.presence)
+                self._delivery.add(job.sid, job.channel, job.presence)
         finally:
             job.done.set()
 
@@ -150,7 +150,7 @@ class RedisFanout:
     def detach(self, sid: str, channel: str) -> None:
         with self._lock:
             self._joins.pop((sid, channel), None)  # a join still on its way must not re-add it
-        self._transport.remove(sid, channel)
+        self._delivery.remove(sid, channel)
 
     def stats(self) -> dict[str, int]:
         """`pending`: joins waiting for their marker; `failed`: joins that could not be placed (listener not

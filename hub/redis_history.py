@@ -223,7 +223,7 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 # listener handles them, including the one whose hub published.
 BROADCAST_HOST_ID = "signalboard"
 # The Socket.IO room of a channel is this prefix + its name; it must equal what
-# blueprints.realtime.transport.channel_room() builds (a test checks that they agree).
+# blueprints.realtime.delivery.channel_room() builds (a test checks that they agree).
 CHANNEL_ROOM_PREFIX = "channel "
 
 

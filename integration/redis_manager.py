@@ -236,7 +236,7 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager):
         return True
 
     def _count(self, packet: dict[str, Any]) -> None:
-        """The fan-out metrics the in-process worker records (blueprints.realtime.transport), for this instance."""
+        """The fan-out metrics the in-process worker records (blueprints.realtime.delivery), for this instance."""
         info = packet.get(SIGNALBOARD_KEY)
         if not isinstance(info, dict):
             return

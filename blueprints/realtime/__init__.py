@@ -1,4 +1,4 @@
-"""Realtime delivery: the Socket.IO namespace, the fan-out worker's transport, and the hub services they share."""
+"""Realtime delivery: the Socket.IO namespace, the fan-out worker's emits to rooms, and the hub services they share."""
 
 from __future__ import annotations
 

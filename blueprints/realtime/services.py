@@ -1,7 +1,7 @@
 """The hub's runtime objects, built once from validated config with the backends REDIS_URL chooses.
 
 Without REDIS_URL everything lives in this process: MemoryHistoryStore, PresenceRegistry, and FanoutQueue, whose one
-worker thread emits each message to its channel's room (hub/fanout.py -> blueprints/realtime/transport.py). With it,
+worker thread emits each message to its channel's room (hub/fanout.py -> blueprints/realtime/delivery.py). With it,
 history, presence and delivery go through Redis (blueprints/realtime/redis_backends.py): the history store broadcasts
 each message through python-socketio's Redis channel as it numbers it, and delivery runs in every instance's
 message-queue listener (integration/redis_manager.py), not here. docs/architecture.md follows one publish through both.
@@ -16,8 +16,8 @@ from typing import Any
 from flask import Flask, current_app
 
 from blueprints.realtime.auth_hook import AuthHook
+from blueprints.realtime.delivery import SocketIODelivery
 from blueprints.realtime.redis_backends import redis_backends
-from blueprints.realtime.transport import SocketIOTransport
 from hub import FanoutQueue, Hub, MemoryHistoryStore, PresenceRegistry, RateLimiter, TokenIssuer
 from hub.backends import Backends
 from hub.control import ControlBus, LocalControlBus, RedisControlBus
@@ -73,9 +73,9 @@ def charge_channels(limiter: RateLimiter | None, key: str, body: Mapping[str, An
     limiter.check(key, len(channels) - 1)
 
 
-def memory_backends(config: Mapping[str, Any], transport: SocketIOTransport, start_task: StartTask) -> Backends:
+def memory_backends(config: Mapping[str, Any], delivery: SocketIODelivery, start_task: StartTask) -> Backends:
     """Everything in this process; the fan-out worker starts with the first item it gets."""
-    fanout = FanoutQueue(transport, max_pending=config["FANOUT_QUEUE_SIZE"], start=start_task)
+    fanout = FanoutQueue(delivery, max_pending=config["FANOUT_QUEUE_SIZE"], start=start_task)
     presence = PresenceRegistry()
     # A channel someone is subscribed to keeps its numbering even when its messages have aged out.
     history = MemoryHistoryStore(config["HISTORY_MAX_MESSAGES"], config["HISTORY_MAX_AGE"],
@@ -88,12 +88,12 @@ def memory_backends(config: Mapping[str, Any], transport: SocketIOTransport, sta
 def build_services(config: Mapping[str, Any], server: Any, start_task: StartTask,
                    events: EventSink | None = None) -> HubServices:
     """The services of one app, on the python-socketio `server` it serves; the one place backends are chosen."""
-    transport = SocketIOTransport(server)
+    delivery = SocketIODelivery(server)
     if config["REDIS_URL"]:
         # `hub` is read when an instance is reaped, long after it is built just below.
-        backends = redis_backends(config, server, transport, start_task, reaped=lambda changes: hub.reaped(changes))
+        backends = redis_backends(config, server, delivery, start_task, reaped=lambda changes: hub.reaped(changes))
     else:
-        backends = memory_backends(config, transport, start_task)
+        backends = memory_backends(config, delivery, start_task)
     hub = Hub(
         backends.history,
         backends.presence,

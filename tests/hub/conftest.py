@@ -1,4 +1,4 @@
-"""Fixtures for hub tests: a recording transport and a running fan-out worker."""
+"""Fixtures for hub tests: a recording delivery and a running fan-out worker."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.hub.recording_transport import RecordingTransport, Worker
+from tests.hub.recording_delivery import RecordingDelivery, Worker
 
 
 @pytest.fixture
-def transport() -> RecordingTransport:
-    return RecordingTransport()
+def delivery() -> RecordingDelivery:
+    return RecordingDelivery()
 
 
 @pytest.fixture
-def worker(transport) -> Iterator[Worker]:
-    running = Worker(transport, max_pending=100_000)
+def worker(delivery) -> Iterator[Worker]:
+    running = Worker(delivery, max_pending=100_000)
     yield running
     running.stop()

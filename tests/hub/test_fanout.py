@@ -9,10 +9,10 @@ import pytest
 from hub.errors import Unavailable
 from hub.fanout import FanoutQueue
 from hub.history import MemoryHistoryStore
-from tests.hub.recording_transport import RecordingTransport, Worker
+from tests.hub.recording_delivery import RecordingDelivery, Worker
 
 
-def test_items_are_handled_in_queue_order(worker, transport):
+def test_items_are_handled_in_queue_order(worker, delivery):
     store = MemoryHistoryStore()
     worker.fanout.deliver(store.append("c", "e", 1))  # nobody subscribed yet: goes nowhere
     backlog, _ = store.since("c", 0)
@@ -21,11 +21,11 @@ def test_items_are_handled_in_queue_order(worker, transport):
     worker.fanout.detach("s1", "c")
     worker.fanout.deliver(store.append("c", "e", 3))
     worker.drain()
-    assert transport.offsets("s1", "c") == [1, 2]
+    assert delivery.offsets("s1", "c") == [1, 2]
 
 
-def test_admit_enforces_the_bound(transport):
-    fanout = FanoutQueue(transport, max_pending=3)
+def test_admit_enforces_the_bound(delivery):
+    fanout = FanoutQueue(delivery, max_pending=3)
     store = MemoryHistoryStore()
     fanout.admit(3)
     for n in range(3):
@@ -38,14 +38,14 @@ def test_admit_enforces_the_bound(transport):
 
 
 def test_worker_survives_a_failing_send(caplog):
-    class Flaky(RecordingTransport):
+    class Flaky(RecordingDelivery):
         def send(self, message, sid=None, exclude=None):
             if message.data == "boom":
                 raise OSError("socket went away")
             super().send(message, sid, exclude)
 
-    transport = Flaky()
-    worker = Worker(transport)
+    delivery = Flaky()
+    worker = Worker(delivery)
     store = MemoryHistoryStore()
     done = worker.fanout.attach("s1", "c", [store.append("c", "e", "boom")])
     worker.fanout.deliver(store.append("c", "e", "fine"))
@@ -53,26 +53,26 @@ def test_worker_survives_a_failing_send(caplog):
         worker.drain()
     worker.stop()
     assert done.is_set()  # the waiting subscriber is released even though its backlog failed
-    assert transport.received["s1"] == []  # the attach failed before joining, so no live message either
+    assert delivery.received["s1"] == []  # the attach failed before joining, so no live message either
     stats = worker.fanout.stats()
     assert stats["failed"] == 1 and stats["handled"] >= 2
     assert "fan-out failed for _Attach" in caplog.text
 
 
-def test_stop_handles_everything_queued_before(transport):
-    fanout = FanoutQueue(transport)
+def test_stop_handles_everything_queued_before(delivery):
+    fanout = FanoutQueue(delivery)
     store = MemoryHistoryStore()
     fanout.attach("s1", "c", [])
     for n in range(5):
         fanout.deliver(store.append("c", "e", n))
     fanout.stop()
     fanout.run()  # returns once it reaches the stop marker
-    assert transport.offsets("s1", "c") == [1, 2, 3, 4, 5]
+    assert delivery.offsets("s1", "c") == [1, 2, 3, 4, 5]
 
 
-def test_worker_starts_once_on_first_use_with_its_stop(transport):
+def test_worker_starts_once_on_first_use_with_its_stop(delivery):
     starts = []
-    fanout = FanoutQueue(transport, start=lambda name, target, stop: starts.append((name, target, stop)))
+    fanout = FanoutQueue(delivery, start=lambda name, target, stop: starts.append((name, target, stop)))
     assert starts == [] and fanout.running is None  # building an app starts nothing
     store = MemoryHistoryStore()
     handed_over = [fanout.deliver(store.append("c", "e", n)) for n in range(3)]

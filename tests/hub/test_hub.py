@@ -34,13 +34,13 @@ def hub(worker) -> Hub:
     return make_hub(worker.fanout)
 
 
-def test_publish_returns_stored_message(hub, worker, transport):
+def test_publish_returns_stored_message(hub, worker, delivery):
     hub.subscribe("s1", "alice", ["orders.*"], "orders.eu").ready.wait(5)
     first = hub.publish("orders.eu", "created", {"id": 1})
     second = hub.publish("orders.eu", "created", {"id": 2})
     assert (first.offset, second.offset) == (1, 2) and first.id != second.id
     worker.drain()
-    assert [m.data for m in transport.received["s1"]] == [{"id": 1}, {"id": 2}]
+    assert [m.data for m in delivery.received["s1"]] == [{"id": 1}, {"id": 2}]
 
 
 @pytest.mark.parametrize(
@@ -85,47 +85,47 @@ def test_publish_with_client_grants(hub):
         hub.publish("public:news", "e", 1, grants=[])
 
 
-def test_publish_does_not_wait_for_slow_sends(hub, worker, transport):
+def test_publish_does_not_wait_for_slow_sends(hub, worker, delivery):
     """With the network stuck, publishing 1000 subscribers' worth of messages still returns at once."""
     for n in range(1000):
         hub.subscribe(f"s{n}", f"user{n}", ["room"], "room")
     worker.drain()
-    transport.gate.clear()  # every send now blocks until the gate opens
+    delivery.gate.clear()  # every send now blocks until the gate opens
     started = time.perf_counter()
     messages = [hub.publish("room", "tick", {"n": n}) for n in range(50)]
     elapsed = time.perf_counter() - started
     assert elapsed < 1.0, f"50 publishes took {elapsed:.2f}s while sends were blocked"
     assert [m.offset for m in messages] == list(range(1, 51))
-    assert transport.received["s0"] == []  # nothing could be sent yet
-    transport.gate.set()
+    assert delivery.received["s0"] == []  # nothing could be sent yet
+    delivery.gate.set()
     worker.drain()
-    assert transport.offsets("s999", "room") == list(range(1, 51))
+    assert delivery.offsets("s999", "room") == list(range(1, 51))
 
 
-def test_paced_publish_answers_once_its_fanout_is_done(worker, transport):
+def test_paced_publish_answers_once_its_fanout_is_done(worker, delivery):
     hub = make_hub(worker.fanout, publish_wait=10.0)
     hub.subscribe("s1", "alice", ["room"], "room").ready.wait(5)
     worker.drain()
-    transport.gate.clear()
+    delivery.gate.clear()
     answered = threading.Event()
     threading.Thread(target=lambda: (hub.publish("room", "tick", 1), answered.set()), daemon=True).start()
     assert not answered.wait(0.3)  # held while the worker cannot hand the message over
-    transport.gate.set()
-    assert answered.wait(5) and transport.offsets("s1", "room") == [1]
+    delivery.gate.set()
+    assert answered.wait(5) and delivery.offsets("s1", "room") == [1]
 
 
-def test_paced_publish_is_acknowledged_after_publish_wait_anyway(worker, transport):
+def test_paced_publish_is_acknowledged_after_publish_wait_anyway(worker, delivery):
     hub = make_hub(worker.fanout, publish_wait=0.2)
     worker.drain()  # the worker is running (a publish before it starts is not paced)
-    transport.gate.clear()
+    delivery.gate.clear()
     started = time.perf_counter()
     messages = hub.publish_batch([{"channel": "room", "event": "tick", "data": n} for n in range(3)])
     assert time.perf_counter() - started >= 0.2 and [m.offset for m in messages] == [1, 2, 3]
-    transport.gate.set()
+    delivery.gate.set()
 
 
-def test_publish_refused_when_fanout_is_saturated(transport):
-    fanout = FanoutQueue(transport, max_pending=2)  # no worker: the queue only fills
+def test_publish_refused_when_fanout_is_saturated(delivery):
+    fanout = FanoutQueue(delivery, max_pending=2)  # no worker: the queue only fills
     hub = make_hub(fanout)
     hub.publish("c", "e", 1)
     hub.publish("c", "e", 2)
@@ -182,7 +182,7 @@ def test_subscribe_without_since(hub):
     assert result.backlog == ()
 
 
-def test_recovery_replays_missed_messages_before_live_ones(hub, worker, transport):
+def test_recovery_replays_missed_messages_before_live_ones(hub, worker, delivery):
     for n in range(5):
         hub.publish("c", "e", n)
     result = hub.subscribe("s1", "alice", ["c"], "c", since=2, epoch=hub.history.epoch)
@@ -191,10 +191,10 @@ def test_recovery_replays_missed_messages_before_live_ones(hub, worker, transpor
     assert result.ready.wait(5)
     hub.publish("c", "e", 5)
     worker.drain()
-    assert transport.offsets("s1", "c") == [3, 4, 5, 6]
+    assert delivery.offsets("s1", "c") == [3, 4, 5, 6]
 
 
-def test_recovery_refused_when_evicted(worker, transport):
+def test_recovery_refused_when_evicted(worker, delivery):
     hub = make_hub(worker.fanout, max_messages=3)
     for n in range(6):
         hub.publish("c", "e", n)
@@ -202,7 +202,7 @@ def test_recovery_refused_when_evicted(worker, transport):
     assert not result.recovered and result.backlog == () and result.offset == 6
     result.ready.wait(5)
     worker.drain()
-    assert transport.received["s1"] == []
+    assert delivery.received["s1"] == []
 
 
 def test_recovery_refused_for_another_epoch(hub):
@@ -234,7 +234,7 @@ def test_subscribe_limits(worker):
         hub.subscribe("s1", "alice", ["**"], "c")
 
 
-def test_exactly_once_in_order_under_concurrent_publishing(worker, transport):
+def test_exactly_once_in_order_under_concurrent_publishing(worker, delivery):
     """Subscribers joining with since=0 while four publishers write get every message once, in offset order."""
     publishers, at_least, at_most = 4, 250, 5_000
     hub = make_hub(worker.fanout, max_messages=publishers * at_most)  # history covers the whole run: all recover
@@ -265,26 +265,26 @@ def test_exactly_once_in_order_under_concurrent_publishing(worker, transport):
     assert all(r.recovered for r in results)
     assert any(0 < r.offset < total for r in results), "no subscriber joined mid-run: the race was not exercised"
     for n in range(20):
-        assert transport.offsets(f"late{n}", "hot") == list(range(1, total + 1)), f"late{n}"
-    received = transport.received["late0"]
+        assert delivery.offsets(f"late{n}", "hot") == list(range(1, total + 1)), f"late{n}"
+    received = delivery.received["late0"]
     for p in range(publishers):  # each publisher's own messages arrive in the order it sent them
         assert [m.data["i"] for m in received if m.data["p"] == p] == list(range(counts[p]))
 
 
-def test_unsubscribe(hub, worker, transport):
+def test_unsubscribe(hub, worker, delivery):
     hub.subscribe("s1", "alice", ["c"], "c")
     hub.publish("c", "e", 1)
     hub.unsubscribe("s1", "c")
     hub.publish("c", "e", 2)
     worker.drain()
-    assert transport.offsets("s1", "c") == [1]
+    assert delivery.offsets("s1", "c") == [1]
     with pytest.raises(NotFound):
         hub.unsubscribe("s1", "c")
     with pytest.raises(InvalidChannel):
         hub.unsubscribe("s1", "bad name")
 
 
-def test_presence_announcements_reach_opted_in_listeners(hub, worker, transport):
+def test_presence_announcements_reach_opted_in_listeners(hub, worker, delivery):
     hub.subscribe("watcher", "carol", ["room"], "room", presence=True)
     hub.subscribe("quiet", "dave", ["room"], "room")
     hub.subscribe("b1", "bob", ["room"], "room")
@@ -293,9 +293,9 @@ def test_presence_announcements_reach_opted_in_listeners(hub, worker, transport)
     hub.unsubscribe("b1", "room")  # bob still has b2: no leave
     assert hub.disconnect("b2") == ["room"]
     worker.drain()
-    seen = [(c.sub, c.joined) for c in transport.presence_received["watcher"]]
+    seen = [(c.sub, c.joined) for c in delivery.presence_received["watcher"]]
     assert seen == [("dave", True), ("bob", True), ("bob", False)]
-    assert transport.presence_received["quiet"] == []
+    assert delivery.presence_received["quiet"] == []
 
 
 def test_disconnect_forgets_subscriptions(hub):
@@ -351,10 +351,10 @@ def test_subscribe_that_fails_on_history_leaves_no_presence_behind(hub, monkeypa
 
 @pytest.mark.parametrize("anonymous_presence_subs, anonymous_view", [(False, "anonymous"), (True, "subs")])
 def test_anonymous_presence_listeners_get_the_anonymous_view_unless_configured(
-        worker, transport, anonymous_presence_subs, anonymous_view):
+        worker, delivery, anonymous_presence_subs, anonymous_view):
     hub = make_hub(worker.fanout, anonymous_presence_subs=anonymous_presence_subs)
     hub.subscribe("anon", None, [], "public:x", presence=True)
     hub.subscribe("named", "carol", [], "public:x", presence=True)
     hub.subscribe("quiet", None, [], "public:x")
     worker.drain()
-    assert transport.presence_views == {("anon", "public:x"): anonymous_view, ("named", "public:x"): "subs"}
+    assert delivery.presence_views == {("anon", "public:x"): anonymous_view, ("named", "public:x"): "subs"}

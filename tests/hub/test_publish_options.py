@@ -91,35 +91,35 @@ def test_a_multi_channel_append_gives_each_channel_its_own_offset_and_one_id():
 # --- the hub -----------------------------------------------------------------------------------------------------
 
 
-def test_a_duplicate_is_not_delivered(hub, worker, transport):
+def test_a_duplicate_is_not_delivered(hub, worker, delivery):
     join(hub, "s1", "c")
     first = hub.publish("c", "e", 1, idempotency_key="k")
     again = hub.publish("c", "e", 1, idempotency_key="k")
     hub.publish("c", "e", 2)
     worker.drain()
     assert again.duplicate and again.offset == first.offset
-    assert [m.offset for m in transport.received["s1"]] == [1, 2]
+    assert [m.offset for m in delivery.received["s1"]] == [1, 2]
 
 
-def test_batch_entries_carry_their_own_keys(hub, worker, transport):
+def test_batch_entries_carry_their_own_keys(hub, worker, delivery):
     join(hub, "s1", "c")
     batch = [{"channel": "c", "event": "e", "data": n, "idempotency_key": f"k{n % 2}"} for n in range(3)]
     results = hub.publish_batch(batch)
     worker.drain()
     assert [(m.offset, m.duplicate) for m in results] == [(1, False), (2, False), (1, True)]
-    assert [m.data for m in transport.received["s1"]] == [0, 1]
+    assert [m.data for m in delivery.received["s1"]] == [0, 1]
 
 
-def test_exclude_skips_one_connection_and_keeps_history(hub, worker, transport):
+def test_exclude_skips_one_connection_and_keeps_history(hub, worker, delivery):
     for sid in ("me", "you"):
         join(hub, sid, "c")
     hub.publish("c", "e", 1, exclude="me")
     worker.drain()
-    assert transport.received["me"] == [] and [m.data for m in transport.received["you"]] == [1]
+    assert delivery.received["me"] == [] and [m.data for m in delivery.received["you"]] == [1]
     assert [m.data for m in hub.read_history("c").messages] == [1]
 
 
-def test_publish_request_to_several_channels(hub, worker, transport):
+def test_publish_request_to_several_channels(hub, worker, delivery):
     join(hub, "s1", "a")
     join(hub, "s2", "b")
     published = hub.publish_request({"channels": ["a", "b"], "event": "e", "data": 1, "idempotency_key": "k"})
@@ -129,7 +129,7 @@ def test_publish_request_to_several_channels(hub, worker, transport):
     again = hub.publish_request({"channels": ["a", "b"], "event": "e", "data": 1, "idempotency_key": "k"}).answer()
     assert again == {"results": [{**r, "duplicate": True} for r in answer["results"]]}
     worker.drain()
-    assert [len(transport.received[s]) for s in ("s1", "s2")] == [1, 1]
+    assert [len(delivery.received[s]) for s in ("s1", "s2")] == [1, 1]
 
 
 @pytest.mark.parametrize(

@@ -278,7 +278,7 @@ def test_listener_recovers_when_redis_drops_its_connection(instances, connect, r
 
 
 def test_channel_rooms_match_the_realtime_transport():
-    from blueprints.realtime.transport import channel_room
+    from blueprints.realtime.delivery import channel_room
     from hub.redis_history import CHANNEL_ROOM_PREFIX
 
     assert channel_room("orders.eu") == CHANNEL_ROOM_PREFIX + "orders.eu"

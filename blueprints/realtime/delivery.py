@@ -21,8 +21,8 @@ def presence_room(channel: str, view: PresenceView | None = None) -> str:
     return f"presence-anonymous {channel}" if view == PRESENCE_ANONYMOUS else f"presence {channel}"
 
 
-class SocketIOTransport:
-    """Implements hub.fanout.Transport with a python-socketio server; called only by the fan-out worker."""
+class SocketIODelivery:
+    """Implements hub.fanout.Delivery with a python-socketio server; called only by the fan-out worker."""
 
     def __init__(self, server: Any, namespace: str = "/") -> None:
         self._server = server

@@ -1,6 +1,6 @@
-"""Test doubles for the hub: a transport recording what each connection would receive, and a running worker.
+"""Test doubles for the hub: a delivery recording what each connection would receive, and a running worker.
 
-The real transport is Socket.IO (exercised by tests/integration); here the hub's ordering logic is checked on
+The real delivery is Socket.IO (exercised by tests/integration); here the hub's ordering logic is checked on
 its own, with rooms kept in plain sets that only the worker thread touches.
 """
 
@@ -14,7 +14,7 @@ from hub.history import Message
 from hub.presence import PresenceChange
 
 
-class RecordingTransport:
+class RecordingDelivery:
     def __init__(self) -> None:
         self.audience: dict[str, set[str]] = defaultdict(set)
         self.presence_audience: dict[str, set[str]] = defaultdict(set)
@@ -50,9 +50,9 @@ class RecordingTransport:
 class Worker:
     """A FanoutQueue with its run() loop on a thread; drain() waits until everything queued so far is handled."""
 
-    def __init__(self, transport: RecordingTransport, max_pending: int = 10_000) -> None:
-        self.fanout = FanoutQueue(transport, max_pending=max_pending)
-        self.transport = transport
+    def __init__(self, delivery: RecordingDelivery, max_pending: int = 10_000) -> None:
+        self.fanout = FanoutQueue(delivery, max_pending=max_pending)
+        self.delivery = delivery
         self.thread = threading.Thread(target=self.fanout.run, daemon=True)
         self.thread.start()
 
@@ -61,7 +61,7 @@ class Worker:
         assert marker.wait(timeout=10), "fan-out worker did not catch up"
 
     def stop(self) -> None:
-        self.transport.gate.set()
+        self.delivery.gate.set()
         self.fanout.stop()
         self.thread.join(timeout=10)
         assert not self.thread.is_alive()
