@@ -16,6 +16,7 @@ from config import load_config
 from extensions import init_socketio, socketio
 from utils.admission import Admission, ThreadBudget
 from utils.credential_throttle import init_credential_throttle
+from utils.descriptors import raise_soft_limit, websocket_cap
 from utils.drain import BackgroundTasks, Drain
 from utils.hosts import HostAllowList, LiteralPathMap
 from utils.http_errors import register_http_error_handlers
@@ -70,7 +71,12 @@ def register_extensions(app: Flask) -> None:
     readiness = app.extensions["readiness"] = Readiness()
     # The shared websocket transport gives a websocket's thread back after the handshake: websockets get a cap of
     # their own instead of counting against the threads.
+    # Its cap comes from the descriptor limit unless set (utils/descriptors.py: one websocket, one descriptor).
     shared = app.config["WEBSOCKET_TRANSPORT"] == "shared"
+    if shared:
+        app.config["MAX_WEBSOCKET_CLIENTS"] = websocket_cap(app.config["MAX_WEBSOCKET_CLIENTS"])
+    else:
+        raise_soft_limit()
     budget = ThreadBudget(app.config["GUNICORN_THREADS"], app.config["ADMISSION_RESERVE_THREADS"],
                           app.config["MAX_WEBSOCKET_CLIENTS"] if shared else None)
     admission = app.extensions["admission"] = Admission(budget, socketio.server.eio, lambda: readiness.draining,

@@ -293,8 +293,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEBSOCKET_TRANSPORT", "shared", _choice("shared", "threaded"),
             "`shared`: one I/O thread serves every websocket, which then holds no gthread thread (transport/); "
             "`threaded`: python-engineio's stock threads, about 4 per websocket (a fallback)"),
-    Setting("MAX_WEBSOCKET_CLIENTS", "5000", _integer(1, 1_000_000),
-            "websocket sessions one process takes with the shared transport (503 + Retry-After above)"),
+    Setting("MAX_WEBSOCKET_CLIENTS", "", _optional_integer(1, 1_000_000),
+            "websocket sessions one process takes with the shared transport (503 + Retry-After above); empty means "
+            "the descriptor limit (soft raised to hard at start) minus max(64, 10% of it), said at start"),
     Setting("WEBSOCKET_SEND_BUFFER", "1048576", _integer(65536, 1_000_000_000),
             "bytes that may wait to be sent to one client; one that stays over it 5 s, or goes over 4 times it, is "
             "dropped as a slow consumer"),

@@ -33,7 +33,9 @@ send to sid" warning, its log-once suffix, the module its decoder raises from an
 Installed by gunicorn.conf.py `post_worker_init` in the worker (the factory also runs in tests, outside gunicorn):
 gunicorn_errors.py replaces `gunicorn.util.write_error` so gunicorn's own refusals answer in our JSON shape;
 gunicorn_keepalive.py replaces `gunicorn.http.wsgi.Response.should_close` so an answer that leaves more body unread
-than gunicorn drains (`parser._DRAIN_MAX_BYTES`, read through `LengthReader.length`) says `Connection: close`.
+than gunicorn drains (`parser._DRAIN_MAX_BYTES`, read through `LengthReader.length`) says `Connection: close`;
+gunicorn_descriptors.py replaces gthread's `ThreadWorker.accept` (out of descriptors it answers 503 instead of
+raising EMFILE out of the worker's loop) and `TConn.wait_for_data` (poll(2) instead of a selector per connection).
 """
 
 from __future__ import annotations

@@ -210,6 +210,20 @@ def internal_mismatches() -> list[str]:
          and "max_bytes = _DRAIN_MAX_BYTES" in _source(gunicorn_parser.Parser.finish_body),
          "gunicorn Response.should_close decides header and close; LengthReader.length counts the unread body; "
          "Parser.finish_body drains at most _DRAIN_MAX_BYTES"),
+        ("client_sock, client_addr = listener.accept()" in _source(gthread.ThreadWorker.accept)
+         and _in_order(_source(gthread.ThreadWorker.accept), "listener.accept()", "self.nr_conns += 1",
+                       "if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):", "raise")
+         and "self.poller.register(listener, selectors.EVENT_READ, self.accept)"
+         in _source(gthread.ThreadWorker.set_accept_enabled)
+         and _in_order(_source(gunicorn_base.Worker.init_process), "self.cfg.post_worker_init(self)", "self.run()"),
+         "gunicorn gthread ThreadWorker.accept re-raises EMFILE before counting the connection; set_accept_enabled "
+         "registers self.accept, looked up after post_worker_init"),
+        (_params(gthread.TConn.wait_for_data) == ["self", "timeout"]
+         and all(part in _source(gthread.TConn.wait_for_data) for part in (
+             "if self.data_ready:", "sel = selectors.DefaultSelector()",
+             "sel.register(self.sock, selectors.EVENT_READ)", "self.data_ready = True",
+             "except (OSError, ValueError):")),
+         "gunicorn gthread TConn.wait_for_data(timeout) waits for self.sock with a selector and sets data_ready"),
         ("except StopIteration" in _source(gthread.ThreadWorker.handle),
          "gunicorn gthread ThreadWorker.handle treats StopIteration as 'connection taken over'"),
         ("sock.shutdown(socket.SHUT_WR)" in _source(gunicorn_util.close_graceful)

@@ -25,7 +25,8 @@ Hooks, each replacing one python-engineio (or gunicorn) internal; integration/pi
   namespace connect is handled to the end before that client's next packet (python-socketio answers CONNECT before
   it marks the client connected).
 - `SharedTransport.take_over`: raises StopIteration, gunicorn gthread's "the application took the connection", and
-  swaps the descriptor gunicorn holds (`_take_from_gunicorn`), relying on `util.close_graceful` ignoring ENOTCONN.
+  swaps the descriptor gunicorn holds (`_take_from_gunicorn`), relying on `util.close_graceful` ignoring ENOTCONN;
+  out of descriptors for that, it answers 503 + Retry-After through gunicorn's descriptor instead.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ from transport.frames import HandshakeError, handshake_response, packet_frame
 from transport.loop import SharedLoop
 from transport.send_bound import SLOW_CONSUMER
 from transport.websocket import WebSocketConnection
+from utils.admission import refusal
 from utils.background import StartTask
+from utils.descriptors import is_exhausted, warn_exhausted
 
 log = logging.getLogger(__name__)
 
@@ -242,8 +245,18 @@ class SharedTransport:
         except HandshakeError as exc:
             return self.server._bad_request(str(exc))
         upgrading = eio_socket.connected
-        raw.sendall(answer)
-        sock = _take_from_gunicorn(raw)
+        try:
+            sock = _take_from_gunicorn(raw)
+        except OSError as exc:
+            if not is_exhausted(exc):
+                raise
+            return self._out_of_descriptors(eio_socket, upgrading)
+        if not upgrading:
+            # Counted as a websocket before the client can read the answer: a handshake it sends next must find
+            # this one in the admission count.
+            eio_socket.connected = True
+            eio_socket.upgraded = True
+        sock.sendall(answer)  # the same TCP connection gunicorn accepted, still blocking
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         session = EngineIOWebSocket(eio_socket, self, upgrading)
@@ -254,14 +267,21 @@ class SharedTransport:
             eio_socket.upgrading = True  # python-engineio holds polling sends while this is set
             self.loop.call_later(self.server.ping_interval + self.server.ping_timeout, session.upgrade_deadline)
         else:
-            eio_socket.connected = True
-            eio_socket.upgraded = True
             eio_socket.queue.attach(session)  # sends the OPEN packet queued by the handshake
         log.debug("%s: websocket handed to the shared loop (%s)", eio_socket.sid,
                   "upgrade" if upgrading else "direct")
         # gunicorn's gthread worker reads StopIteration as "the application took the connection": it stops
         # serving it and its thread goes back to the pool (simple-websocket's gunicorn mode signals the same).
         raise StopIteration
+
+    def _out_of_descriptors(self, eio_socket: SharedSocket, upgrading: bool) -> dict[str, Any]:
+        """No descriptor left to keep the connection: 503 + Retry-After, as admission answers; an upgrading
+        session carries on over polling, a direct websocket's session ends here."""
+        warn_exhausted("a websocket")
+        if not upgrading:
+            self.end_session(eio_socket, self.server.reason.SERVER_DISCONNECT)
+        status, headers, body = refusal("descriptors")
+        return {"status": status, "headers": headers, "response": body}
 
     def end_session(self, eio_socket: Socket, reason: str) -> None:
         """After the websocket ended: what python-engineio does when its websocket handler returns."""
@@ -278,7 +298,11 @@ def _take_from_gunicorn(raw: socket.socket) -> socket.socket:
     pointed at a fresh unconnected socket; its shutdown() then fails with ENOTCONN, which gunicorn ignores.
     """
     ours = socket.socket(fileno=os.dup(raw.fileno()))
-    placeholder = socket.socket(raw.family, socket.SOCK_STREAM)
+    try:
+        placeholder = socket.socket(raw.family, socket.SOCK_STREAM)
+    except OSError:
+        ours.close()  # only our descriptor: the connection stays gunicorn's, to answer on
+        raise
     try:
         os.dup2(placeholder.fileno(), raw.fileno(), inheritable=False)
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -48,8 +49,9 @@ def free_port() -> int:
 class ServerProcess:
     """One `start.sh` run. Use as a context manager, or call start() and stop()."""
 
-    def __init__(self, port: int | None = None, **env: Any) -> None:
+    def __init__(self, port: int | None = None, descriptor_limit: int | None = None, **env: Any) -> None:
         self.port = port or free_port()  # a given port lets a test restart "the same" server
+        self.descriptor_limit = descriptor_limit  # RLIMIT_NOFILE (soft and hard) of the server process
         self.env = {**os.environ, **TEST_ENV, "HOST": "127.0.0.1", "PORT": str(self.port)}
         self.env.update({k: str(v) for k, v in env.items()})
         self.url = f"http://127.0.0.1:{self.port}"
@@ -59,7 +61,7 @@ class ServerProcess:
     def start(self, timeout: float = 60.0) -> ServerProcess:
         self.process = subprocess.Popen(
             [str(ROOT / "start.sh")], cwd=ROOT, env=self.env,
-            stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=self._limits,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -73,6 +75,11 @@ class ServerProcess:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"server did not answer /livez within {timeout}s:\n{self.log()}")
+
+    def _limits(self) -> None:
+        """In the child, before start.sh: a low descriptor limit, as a container or a default `ulimit -n` gives."""
+        if self.descriptor_limit is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.descriptor_limit, self.descriptor_limit))
 
     @property
     def websocket_transport(self) -> str:

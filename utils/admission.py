@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 ADMISSION_REFUSALS = Counter(f"{PREFIX}_admission_refusals", "Socket.IO connections refused before taking a thread",
                              ["reason"])
 LONG_POLLS_CUT_SHORT = Counter(f"{PREFIX}_long_polls_cut_short", "Long-polls answered early to free a thread")
-for _reason in ("capacity", "draining"):
+for _reason in ("capacity", "draining", "descriptors"):
     ADMISSION_REFUSALS.labels(_reason)
 
 HOLD_KINDS = ("websocket", "long_poll", "http")
@@ -172,12 +172,20 @@ class Admission:
 
     @staticmethod
     def refuse(reason: str, start_response: Callable) -> Iterable[bytes]:
-        ADMISSION_REFUSALS.labels(reason).inc()
-        log.debug("refused a new Socket.IO session: %s", reason)
-        message = "Server is shutting down" if reason == "draining" else "Server at capacity"
-        body = json.dumps({"code": 5, "message": message, "reason": reason}).encode()
-        # Jittered so refused clients do not all come back in the same second.
-        retry_after = str(random.randint(1, 5))
-        start_response("503 SERVICE UNAVAILABLE", [("Content-Type", "application/json"),
-                                                   ("Content-Length", str(len(body))), ("Retry-After", retry_after)])
+        status, headers, body = refusal(reason)
+        start_response(status, headers)
         return [body]
+
+
+def refusal(reason: str) -> tuple[str, list[tuple[str, str]], bytes]:
+    """A refused new session's 503 answer (status, headers, body), counted; also for a shortage met past admission
+    (`descriptors`: the process is out of file descriptors, see utils/descriptors.py)."""
+    ADMISSION_REFUSALS.labels(reason).inc()
+    log.debug("refused a new Socket.IO session: %s", reason)
+    message = {"draining": "Server is shutting down", "descriptors": "Server out of connections"}.get(
+        reason, "Server at capacity")
+    body = json.dumps({"code": 5, "message": message, "reason": reason}).encode()
+    # Jittered so refused clients do not all come back in the same second.
+    retry_after = str(random.randint(1, 5))
+    return "503 SERVICE UNAVAILABLE", [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                                       ("Retry-After", retry_after)], body
