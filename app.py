@@ -12,9 +12,12 @@ from blueprints.cluster import init_cluster
 from blueprints.metrics import init_metrics
 from blueprints.realtime import hub_services, init_realtime
 from blueprints.webhooks import init_webhooks
-from config import load_config
+from config import default_sessions_per_address, load_config
 from extensions import init_socketio, socketio
+from integration import socket_observers
+from utils.address_limits import AddressLimits
 from utils.admission import Admission, ThreadBudget
+from utils.connect_timeout import ConnectTimeout
 from utils.credential_throttle import init_credential_throttle
 from utils.descriptors import raise_soft_limit, websocket_cap
 from utils.drain import BackgroundTasks, Drain
@@ -79,8 +82,14 @@ def register_extensions(app: Flask) -> None:
         raise_soft_limit()
     budget = ThreadBudget(app.config["GUNICORN_THREADS"], app.config["ADMISSION_RESERVE_THREADS"],
                           app.config["MAX_WEBSOCKET_CLIENTS"] if shared else None)
+    if app.config["MAX_SESSIONS_PER_ADDRESS"] is None:  # half the capacity, now that the websocket cap is known
+        app.config["MAX_SESSIONS_PER_ADDRESS"] = default_sessions_per_address(
+            app.config, app.config["MAX_WEBSOCKET_CLIENTS"] or 0)
+    limits = AddressLimits(app.config["MAX_SESSIONS_PER_ADDRESS"], app.config["CONNECT_RATE_PER_ADDRESS"],
+                           app.config["CONNECT_BURST_PER_ADDRESS"])
     admission = app.extensions["admission"] = Admission(budget, socketio.server.eio, lambda: readiness.draining,
-                                                        app.config["LONG_POLL_CAP_SECONDS"], tasks.start)
+                                                        app.config["LONG_POLL_CAP_SECONDS"], tasks.start, limits,
+                                                        app.config["TRUSTED_PROXIES"])
     readiness.add_check("capacity", admission.capacity_check)
     # The guard sits outside Flask-SocketIO's middleware: python-engineio raises gone-session errors before any
     # handler runs, so only a layer in front of it can answer them.
@@ -92,12 +101,25 @@ def register_extensions(app: Flask) -> None:
     app.extensions["drain"] = Drain(
         socketio.server, readiness, tasks, graceful_timeout=app.config["GUNICORN_GRACEFUL_TIMEOUT"],
         batch_size=app.config["DRAIN_BATCH_SIZE"], notice=app.config["DRAIN_NOTICE_SECONDS"])
+    register_edge_limits(app, admission)
     init_metrics(app)  # counts Socket.IO sessions and events; /metrics reads the runtime figures from this app
     # With WEBHOOK_URLS: lifecycle events batched, signed and POSTed by background deliverers; the hub raises them.
     webhooks = init_webhooks(app)
     # The hub on the backends REDIS_URL chose (memory, or Redis behind the cluster manager), the '/' namespace.
     init_realtime(app, events=webhooks.outbox if webhooks else None)
     init_cluster(app)  # the `flask publish` command (through Redis)
+
+
+def register_edge_limits(app: Flask, admission: Admission) -> None:
+    """What one address may hold: its sessions' slots (admission) and sessions that never join a namespace."""
+    observers = socket_observers(app)
+    observers.on_connect(admission.on_connect)
+    observers.on_disconnect(admission.on_disconnect)
+    if app.config["CONNECT_TIMEOUT_SECONDS"]:
+        timeout = app.extensions["connect_timeout"] = ConnectTimeout(
+            socketio.server, app.config["CONNECT_TIMEOUT_SECONDS"], app.extensions["background_tasks"].start)
+        observers.on_connect(timeout.on_connect)
+        observers.on_disconnect(timeout.on_disconnect)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -299,6 +299,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEBSOCKET_SEND_BUFFER", "1048576", _integer(65536, 1_000_000_000),
             "bytes that may wait to be sent to one client; one that stays over it 5 s, or goes over 4 times it, is "
             "dropped as a slow consumer"),
+    Setting("CONNECT_TIMEOUT_SECONDS", "10", _integer(0, 3600),
+            "an Engine.IO session that has joined no Socket.IO namespace this long after opening is closed "
+            "(reason `connect_timeout`); 0 disables"),
+    Setting("MAX_SESSIONS_PER_ADDRESS", "", _optional_integer(1, 1_000_000),
+            "open Engine.IO sessions one client address may hold (429 + Retry-After above); empty means half the "
+            "session capacity (the smaller of the polling and websocket capacities), at most 500"),
+    Setting("CONNECT_RATE_PER_ADDRESS", "20", _integer(0, 1_000_000),
+            "new Engine.IO sessions per second one client address may open on average (429 + Retry-After above; 0: "
+            "unlimited)"),
+    Setting("CONNECT_BURST_PER_ADDRESS", "200", _integer(1, 1_000_000),
+            "new Engine.IO sessions one client address may open at once (a reconnect storm behind one NAT)"),
+    Setting("MAX_CONNECTIONS_PER_ADDRESS", "", _optional_integer(1, 1_000_000),
+            "TCP connections one client address may hold open on the worker (429 at accept above; peers in "
+            "TRUSTED_PROXIES are exempt, limit them in the proxy); empty means half of GUNICORN_WORKER_CONNECTIONS"),
+    Setting("REQUEST_READ_TIMEOUT", "10", _integer(1, 3600),
+            "seconds a client gets to send a request's head and body, read off the thread pool (408 and closed after)"),
+    Setting("CLIENT_FLOOD_REFUSALS", "100", _integer(1, 1_000_000),
+            "Socket.IO messages one connection may have refused by CLIENT_RATE_LIMIT (not handled, no thread spent) "
+            "before it is closed as a flood"),
     Setting("GUNICORN_WORKER_CONNECTIONS", "4096", _integer(8, 100000),
             "open connections the worker accepts (long-poll GET and POST may use two per client)"),
     Setting("GUNICORN_TIMEOUT", "120", _integer(1, 3600),
@@ -333,7 +352,23 @@ def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str
     _check_keepalive(config)
     if config["REDIS_MIN_REPLICAS"] is None:
         config["REDIS_MIN_REPLICAS"] = default_min_replicas(config["REDIS_URL"])
+    _check_address_limits(config)
     return config
+
+
+def default_sessions_per_address(config: Mapping[str, Any], websocket_cap: int) -> int:
+    """MAX_SESSIONS_PER_ADDRESS when empty: one address must never fill the server, so it gets half the session
+    capacity (the smaller of the polling one and, with the shared transport, the websocket cap), at most 500. The
+    factory calls it once the websocket cap is known (it may be derived from the descriptor limit)."""
+    capacity = config["GUNICORN_THREADS"] - config["ADMISSION_RESERVE_THREADS"]
+    if config["WEBSOCKET_TRANSPORT"] == "shared":
+        capacity = min(capacity, websocket_cap)
+    return max(1, min(500, capacity // 2))
+
+
+def _check_address_limits(config: dict[str, Any]) -> None:
+    if config["MAX_CONNECTIONS_PER_ADDRESS"] is None:
+        config["MAX_CONNECTIONS_PER_ADDRESS"] = max(1, config["GUNICORN_WORKER_CONNECTIONS"] // 2)
 
 
 def _check_keepalive(config: dict[str, Any]) -> None:

@@ -5,7 +5,8 @@ from utils.logging_setup import ACCESS_LOG_FORMAT, gunicorn_logger_class
 
 _config = load_config()
 
-worker_class = "gthread"
+# gthread, with request heads and bodies read off the thread pool (integration/request_reader.py: slowloris defence)
+worker_class = "integration.request_reader.RequestReadingWorker"
 workers = 1  # Socket.IO sessions live in this process's memory; scale out with more instances (README)
 threads = _config["GUNICORN_THREADS"]
 worker_connections = _config["GUNICORN_WORKER_CONNECTIONS"]

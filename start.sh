@@ -13,4 +13,4 @@ python -m config
 # So does a library that is not the version integration/ was written for (integration/pins.py).
 python -m integration
 
-exec gunicorn --config gunicorn.conf.py --worker-class gthread --workers 1 "${SIGNALBOARD_APP:-app:create_app()}"
+exec gunicorn --config gunicorn.conf.py --workers 1 "${SIGNALBOARD_APP:-app:create_app()}"

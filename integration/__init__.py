@@ -26,6 +26,10 @@ Installed by `install_integration`, in this order:
    `_send_ping` thread, `_upgrade_websocket`, `Server._bad_request`, `_trigger_event(..., run_async=False)`,
    gunicorn gthread's StopIteration and the descriptor it closes).
 5. message guard slot, filled by utils/malformed_input.py: reads python-socketio's `_binary_packet`.
+6. inbound gate, in the adopted socket classes: `Socket.receive` (bounded_sockets.py) and the shared loop's
+   receive check each client packet (transport/inbound.py) before python-engineio starts a handler thread for it;
+   python-socketio's per-packet "not connected to namespace" warning is brought to DEBUG, and its namespace test
+   (`serves_namespace`) answers unknown namespaces as the Node reference does.
 
 Used by the log filters in utils/ (library_texts.py): python-engineio's gone-session KeyError texts, its "Cannot
 send to sid" warning, its log-once suffix, the module its decoder raises from and its writer thread's name.
@@ -36,6 +40,11 @@ gunicorn_keepalive.py replaces `gunicorn.http.wsgi.Response.should_close` so an 
 than gunicorn drains (`parser._DRAIN_MAX_BYTES`, read through `LengthReader.length`) says `Connection: close`;
 gunicorn_descriptors.py replaces gthread's `ThreadWorker.accept` (out of descriptors it answers 503 instead of
 raising EMFILE out of the worker's loop) and `TConn.wait_for_data` (poll(2) instead of a selector per connection).
+
+Named by gunicorn.conf.py's `worker_class`: request_reader.py subclasses gunicorn gthread's `ThreadWorker`
+(`accept`, `enqueue_req`, `handle`, `murder_pending`, `TConn`, the parser's `Unreader`) so request heads and bodies
+are read on the poller, never in the thread pool (slow requests, per-address connection cap); its `accept`
+keeps gunicorn_descriptors.py's answer when out of descriptors.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from integration.manager import build_client_manager
 from integration.observers import SocketObservers
 from integration.pins import LibraryVersionError, check_libraries
 from integration.websocket_transport import build_transport
+from transport.inbound import InboundPolicy, install_not_connected_filter
 
 __all__ = ["LibraryVersionError", "SocketObservers", "install_integration", "socket_observers"]
 
@@ -72,13 +82,23 @@ def install_integration(app: Flask, socketio: SocketIO, **socketio_options: Any)
     # 3. One dispatcher per Engine.IO handler slot and around Server.emit; everything below goes through them.
     install_lifecycle(server, observers)
     # 4. The websocket transport adopts each new socket first thing at connect (before python-socketio's handler).
+    #    Each adopted socket checks client packets with the inbound gate before a handler thread is spent.
+    inbound = InboundPolicy(app.config["CLIENT_RATE_LIMIT"], app.config["CLIENT_RATE_BURST"],
+                            app.config["CLIENT_FLOOD_REFUSALS"], lambda namespace: serves_namespace(server, namespace))
     transport, adopter = build_transport(server.eio, app.config["WEBSOCKET_TRANSPORT"],
-                                         app.config["WEBSOCKET_SEND_BUFFER"], start_task)
+                                         app.config["WEBSOCKET_SEND_BUFFER"], start_task, inbound)
     observers.set_adopter(adopter)
+    install_not_connected_filter()
     app.extensions["websocket_transport"] = transport
     # 5. The message guard slot is filled by utils/malformed_input.py (register_error_handlers in app.py).
     log.debug("library hooks installed (%s websocket transport)", app.config["WEBSOCKET_TRANSPORT"])
     return observers
+
+
+def serves_namespace(server: Any, namespace: str) -> bool:
+    """python-socketio's own test in Server._handle_connect (integration/pins.py checks it)."""
+    return (namespace in server.handlers or namespace in server.namespace_handlers or server.namespaces == "*"
+            or namespace in server.namespaces)
 
 
 def socket_observers(app: Flask) -> SocketObservers:

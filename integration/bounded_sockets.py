@@ -19,6 +19,7 @@ from typing import Any
 
 from engineio.socket import Socket
 
+from transport import inbound
 from transport.send_bound import SLOW_CONSUMER, Backlog, packet_size
 
 log = logging.getLogger(__name__)
@@ -68,9 +69,16 @@ class BoundedSendQueue(queue.Queue):
 
 class BoundedSocket(Socket):
     """python-engineio's Socket that remembers its threaded websocket, so a slow consumer's blocked writer can be
-    woken by shutting the TCP connection."""
+    woken by shutting the TCP connection, and that checks what a client sends before a handler thread is started
+    for it (transport/inbound.py)."""
 
     websocket: Any = None
+    inbound: Any = None  # an InboundGate, set by the adopter
+
+    def receive(self, pkt: Any) -> None:
+        # Replaces Socket.receive's first step: python-engineio starts a handler thread per MESSAGE right after.
+        if inbound.admit(self, pkt):
+            super().receive(pkt)
 
     def _websocket_handler(self, ws: Any, *args: Any, **kwargs: Any) -> Any:
         self.websocket = ws

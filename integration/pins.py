@@ -96,6 +96,7 @@ def internal_mismatches() -> list[str]:
     from gunicorn import util as gunicorn_util
     from gunicorn.http import body as gunicorn_body
     from gunicorn.http import parser as gunicorn_parser
+    from gunicorn.http import unreader as gunicorn_unreader
     from gunicorn.http import wsgi as gunicorn_wsgi
     from gunicorn.workers import base as gunicorn_base
     from gunicorn.workers import gthread
@@ -229,6 +230,39 @@ def internal_mismatches() -> list[str]:
         ("sock.shutdown(socket.SHUT_WR)" in _source(gunicorn_util.close_graceful)
          and "except OSError:\n            return" in _source(gunicorn_util.close_graceful),
          "gunicorn util.close_graceful gives up quietly when shutdown() fails"),
+        # --- the request reader (integration/request_reader.py): the gthread worker methods it replaces or extends ---
+        ("conn = TConn(self.cfg, client_sock, client_addr, listener.getsockname())"
+         in _source(gthread.ThreadWorker.accept)
+         and "self.nr_conns += 1" in _source(gthread.ThreadWorker.accept),
+         "gunicorn gthread ThreadWorker.accept counts nr_conns and builds TConn(cfg, sock, addr, server)"),
+        ("self.enqueue_req(conn)" in _source(gthread.ThreadWorker.on_client_socket_readable)
+         and "self.enqueue_req(conn)" in _source(gthread.ThreadWorker.finish_request)
+         and "conn.parser.unreader.buf.getvalue()" in _source(gthread.ThreadWorker.finish_request),
+         "gunicorn gthread hands kept-alive and read-ahead connections to the pool through enqueue_req"),
+        (_in_order(_source(gthread.ThreadWorker.run), "self.murder_keepalived()", "self.murder_pending()")
+         and "conn.close()" in _source(gthread.ThreadWorker.finish_request),
+         "gunicorn gthread ThreadWorker.run calls murder_pending every turn; finish_request closes with conn.close"),
+        ("if not conn.initialized and not conn.data_ready:" in _source(gthread.ThreadWorker.handle)
+         and "conn.init()" in _source(gthread.ThreadWorker.handle)
+         and "self.parser = http.get_parser(self.cfg, self.sock, self.client)" in _source(gthread.TConn.init),
+         "gunicorn gthread ThreadWorker.handle skips its data wait when data_ready; TConn.init makes the parser"),
+        (callable(getattr(gunicorn_unreader.Unreader, "take_buffered", None))
+         and "self.buf.write(data)\n        self.buf.write(rest)" in _source(gunicorn_unreader.Unreader.unread),
+         "gunicorn Unreader.take_buffered() and unread(data) putting data before what it holds"),
+        # --- the inbound gate (transport/inbound.py) and the connect timeout (utils/connect_timeout.py) ---
+        ("self.logger.warning('%s is not connected to namespace %s',"
+         in _source(sio_server.Server._handle_event),
+         "socketio Server._handle_event logs '%s is not connected to namespace %s' (brought to DEBUG)"),
+        ("if namespace in self.handlers or namespace in self.namespace_handlers \\\n"
+         "                or self.namespaces == '*' or namespace in self.namespaces:" in sio_connect,
+         "socketio Server._handle_connect serves a namespace in handlers/namespace_handlers/namespaces"),
+        ("for pkt in p.packets:" in _source(eio_socket.Socket.handle_post_request)
+         and "self.receive(pkt)" in _source(eio_socket.Socket.handle_post_request)
+         and "self.receive(pkt)" in _source(eio_socket.Socket._websocket_handler),
+         "engineio hands every polling and threaded-websocket packet to Socket.receive (the inbound gate)"),
+        ("return self.rooms[namespace][None]._invm[eio_sid]" in _source(base_manager.BaseManager.sid_from_eio_sid)
+         and "sid = self.manager.pre_connect(eio_sid, namespace)" in sio_connect,
+         "socketio BaseManager.sid_from_eio_sid knows a session from its pre_connect on (connect timeout)"),
         # --- the log lines and exceptions the log filters recognise ---
         (all(f"raise KeyError('{text}')" in _source(eio_base_server.BaseServer._get_socket)
              for text in library_texts.GONE_SESSION_MESSAGES),

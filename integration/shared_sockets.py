@@ -43,6 +43,7 @@ from engineio import packet as eio_packet
 from engineio.socket import Socket
 
 from integration.bounded_sockets import BoundedSendQueue, BoundedSocket, bound_socket
+from transport import inbound
 from transport.frames import HandshakeError, handshake_response, packet_frame
 from transport.loop import SharedLoop
 from transport.send_bound import SLOW_CONSUMER
@@ -169,6 +170,8 @@ class EngineIOWebSocket:
             self.conn.close()
 
     def _receive(self, pkt: eio_packet.Packet) -> None:
+        if not inbound.admit(self.socket, pkt):
+            return  # refused before it costs a thread (transport/inbound.py)
         if pkt.packet_type == eio_packet.PONG:
             self.socket.schedule_ping()  # a timer entry, cheap enough for the loop thread
         elif pkt.packet_type == eio_packet.MESSAGE and self.connecting:

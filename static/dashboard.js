@@ -281,10 +281,12 @@
     const body = $("clients");
     const rows = [];
     for (const client of snap.client_rows) {
-      const text = [client.sid, client.sub || "", client.transport, client.channels.join(" ")].join(" ").toLowerCase();
+      const text = [client.sid, client.sub || "", client.transport, client.channels.join(" "),
+        client.joined === false ? "unjoined" : ""].join(" ").toLowerCase();
       if (filter && !text.includes(filter)) continue;
       const row = el("tr");
-      row.append(el("td", null, client.sid), el("td", null, client.sub || (snap.subs_known ? "anonymous" : "–")),
+      const who = client.joined === false ? "no namespace joined" : client.sub || (snap.subs_known ? "anonymous" : "–");
+      row.append(el("td", null, client.sid), el("td", null, who),
         el("td", null, client.transport),
         el("td", "channels", client.channels.join(", ") || "–"), el("td", null, fmtTime(client.since)));
       const cell = el("td", "actions");

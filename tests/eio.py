@@ -37,12 +37,14 @@ class PollingSession:
         return requests.get(self.url, timeout=self.timeout)
 
 
-def raw_connection(port: int, receive_buffer: int = 0) -> socket.socket:
-    """`receive_buffer` sets a small receive window, before connecting (it cannot grow afterwards)."""
-    if not receive_buffer:
-        return socket.create_connection(("127.0.0.1", port), timeout=5)
+def raw_connection(port: int, receive_buffer: int = 0, source: str | None = None) -> socket.socket:
+    """`receive_buffer` sets a small receive window, before connecting (it cannot grow afterwards); `source` is the
+    loopback address to connect from (127.0.0.2, ...), so a test can play several clients."""
     sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    if receive_buffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    if source:
+        sock.bind((source, 0))
     sock.settimeout(5)
     sock.connect(("127.0.0.1", port))
     return sock
@@ -64,8 +66,8 @@ def websocket_request(port: int, sid: str | None = None) -> bytes:
 class RawWebSocket:
     """A websocket client built from bytes; enough of RFC 6455 for text frames under 64 KiB."""
 
-    def __init__(self, port: int, sid: str | None = None, receive_buffer: int = 0) -> None:
-        self.sock = raw_connection(port, receive_buffer)
+    def __init__(self, port: int, sid: str | None = None, receive_buffer: int = 0, source: str | None = None) -> None:
+        self.sock = raw_connection(port, receive_buffer, source)
         self.sock.sendall(websocket_request(port, sid))
         head = b""
         while b"\r\n\r\n" not in head:

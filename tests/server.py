@@ -34,6 +34,12 @@ TEST_ENV = {
     # connection just as gunicorn reaps it gets a reset (the HTTP race every client meets), and a loaded machine
     # pauses tests that long. Production keeps 45 s; 30 s is clear of the 1 s ping interval either way.
     "GUNICORN_KEEPALIVE": "30",
+    # Every test client comes from 127.0.0.1, so the per-address limits and the connect timeout are off here;
+    # tests/reliability/test_attacks.py runs them at their defaults (EDGE_DEFAULTS) with clients on other addresses.
+    "MAX_SESSIONS_PER_ADDRESS": "1000000",
+    "MAX_CONNECTIONS_PER_ADDRESS": "1000000",
+    "CONNECT_RATE_PER_ADDRESS": "0",
+    "CONNECT_TIMEOUT_SECONDS": "0",
 }
 
 # What a clean log must never contain: error lines from any logger, raw tracebacks, or the origin's KeyError.
@@ -164,17 +170,19 @@ def module_server(*, clean_log: bool = True, timeout: float = 60.0, **env: Any) 
 class LivezWatcher:
     """Asks /livez every few milliseconds in a thread while a test runs; records every slow or failed answer."""
 
-    def __init__(self, server: ServerProcess, interval: float = 0.05, slow: float = 1.0) -> None:
+    def __init__(self, server: ServerProcess, interval: float = 0.05, slow: float = 1.0,
+                 session: requests.Session | None = None) -> None:
         import threading
 
         self.server, self.interval, self.slow = server, interval, slow
+        self.session = session or requests.Session()  # one bound to another source address, for attack tests
         self.failures: list[str] = []
         self.latencies: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        session = requests.Session()
+        session = self.session
         while not self._stop.is_set():
             started = time.monotonic()
             try:

@@ -90,19 +90,25 @@ class WebSocketConnection:
         with self._lock:
             if self._close_requested or self._closed:
                 return False
-            backlog = len(self._out) + len(data)
-            if self._backlog.too_slow(backlog):
-                log.warning("websocket %s dropped as a slow consumer: %d bytes waiting to be sent (bound %d)",
-                            self.peer, backlog, self._max_buffered)
-                self.slow_consumer = self._close_requested = True
-                self._out.clear()
-                self._loop.call_soon(lambda: self._finish("slow consumer"))
+            if self._over_bound(len(data)):
                 return False
             self._out += data
             if self._flush_pending:
                 return True
             self._flush_pending = True
         self._loop.flush_soon(self)
+        return True
+
+    def _over_bound(self, adding: int) -> bool:
+        """The slow-consumer rule for a frame about to be queued (under _lock): True when the client was dropped."""
+        backlog = len(self._out) + adding
+        if not self._backlog.too_slow(backlog):
+            return False
+        log.warning("websocket %s dropped as a slow consumer: %d bytes waiting to be sent (bound %d)",
+                    self.peer, backlog, self._max_buffered)
+        self.slow_consumer = self._close_requested = True
+        self._out.clear()
+        self._loop.call_soon(lambda: self._finish("slow consumer"))
         return True
 
     def close(self, code: int = CloseReason.NORMAL_CLOSURE, reason: str | None = None) -> None:
@@ -155,9 +161,11 @@ class WebSocketConnection:
             self._loop.modify(self._sock, self._on_ready, READ_WRITE if backlog else READ)
 
     def _send_control(self, frame: bytes) -> None:
-        """Control frames bypass the closing check (they are how a close is said) but keep the buffer's order."""
+        """Control frames bypass the closing check (they are how a close is said) but keep the buffer's order, and
+        count against the send bound like any frame: a client that sends PINGs and never reads their PONGs is a
+        slow consumer too."""
         with self._lock:
-            if self._closed:
+            if self._closed or (not self._close_requested and self._over_bound(len(frame))):
                 return
             self._out += frame
             if self._ws.state.name in ("LOCAL_CLOSING", "CLOSED"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -22,7 +23,9 @@ from typing import Any
 from engineio import packet as eio_packet
 from prometheus_client import Counter
 
+from utils.address_limits import AddressLimits
 from utils.background import StartTask
+from utils.client_address import Network, client_address
 from utils.metrics import PREFIX
 from utils.runtime_stats import connected_clients
 
@@ -31,8 +34,6 @@ log = logging.getLogger(__name__)
 ADMISSION_REFUSALS = Counter(f"{PREFIX}_admission_refusals", "Socket.IO connections refused before taking a thread",
                              ["reason"])
 LONG_POLLS_CUT_SHORT = Counter(f"{PREFIX}_long_polls_cut_short", "Long-polls answered early to free a thread")
-for _reason in ("capacity", "draining", "descriptors"):
-    ADMISSION_REFUSALS.labels(_reason)
 
 HOLD_KINDS = ("websocket", "long_poll", "http")
 
@@ -137,27 +138,112 @@ class LongPollCap:
                     LONG_POLLS_CUT_SHORT.inc()
 
 
+class Reservation:
+    """A handshake's place in the budget and in its address's slots, taken in one step with the check.
+
+    The session python-engineio creates takes it over (`bind`, from the connect observer); a handshake that made no
+    session gives it back when its request ends (`release`)."""
+
+    __slots__ = ("admission", "address", "pending")
+
+    def __init__(self, admission: Admission, address: str) -> None:
+        self.admission = admission
+        self.address = address
+        self.pending = True
+
+    def bind(self, sid: str) -> None:
+        self.admission._settle(self, sid)
+
+    def release(self) -> None:
+        self.admission._settle(self, None)
+
+
+RESERVATION_KEY = "signalboard.admission"
+
+# reason -> status, message; per-address refusals are the client's doing (429), the others the server's state (503).
+REFUSALS = {
+    "capacity": ("503 SERVICE UNAVAILABLE", "Server at capacity"),
+    "draining": ("503 SERVICE UNAVAILABLE", "Server is shutting down"),
+    "descriptors": ("503 SERVICE UNAVAILABLE", "Server out of connections"),
+    "connect_rate": ("429 TOO MANY REQUESTS", "Too many new sessions from this address"),
+    "sessions_per_address": ("429 TOO MANY REQUESTS", "Too many open sessions from this address"),
+    "connections_per_address": ("429 TOO MANY REQUESTS", "Too many connections from this address"),
+}
+for _reason in REFUSALS:
+    ADMISSION_REFUSALS.labels(_reason)
+
+
 class Admission:
     """Decides whether a new Engine.IO session may start; answers the refusal itself when not."""
 
     def __init__(self, budget: ThreadBudget, engineio_server: Any, draining: Callable[[], bool],
-                 long_poll_cap_seconds: float, start_task: StartTask) -> None:
+                 long_poll_cap_seconds: float, start_task: StartTask, limits: AddressLimits | None = None,
+                 trusted_proxies: tuple[Network, ...] = ()) -> None:
         self.budget = budget
         self.engineio_server = engineio_server
         self.draining = draining
         self.poll_cap = LongPollCap(budget, engineio_server, long_poll_cap_seconds, start_task)
+        self.limits = limits
+        self.trusted_proxies = trusted_proxies
+        # Guards _pending: handshakes admitted whose session python-engineio has not yet registered. Counting them
+        # makes the check and the registration one step (a burst can no longer pass the cap).
+        self._lock = threading.Lock()
+        self._pending = 0
 
-    def refusal_reason(self, websocket: bool = False) -> str | None:
-        """Why a new session must be refused, if it must; `websocket` for a direct websocket handshake."""
+    def admit(self, environ: dict, websocket: bool = False) -> tuple[Reservation | None, str | None, float]:
+        """(reservation, None, 0) for a handshake that may run, or (None, reason, retry_after) for a refusal."""
+        if self.draining():
+            return None, "draining", 0.0
+        address = client_address(environ, self.trusted_proxies)
+        if self.limits is not None:
+            wait = self.limits.rate_wait(address)
+            if wait:
+                return None, "connect_rate", wait
+        with self._lock:
+            reason = self.refusal_reason(websocket, self._pending)
+            if reason:
+                return None, reason, 0.0
+            if self.limits is not None and not self.limits.try_take(address):
+                return None, "sessions_per_address", 0.0
+            self._pending += 1
+        return Reservation(self, address), None, 0.0
+
+    def _settle(self, reservation: Reservation, sid: str | None) -> None:
+        with self._lock:
+            if not reservation.pending:
+                return
+            reservation.pending = False
+            self._pending -= 1
+        if self.limits is None:
+            return
+        if sid is None:
+            self.limits.give_back(reservation.address)
+        else:
+            self.limits.bind(sid, reservation.address)
+
+    def on_connect(self, sid: str, environ: dict) -> None:
+        """Connect observer: the new session takes over its handshake's reservation."""
+        reservation = environ.get(RESERVATION_KEY)
+        if reservation is not None:
+            reservation.bind(sid)
+
+    def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        """Disconnect observer: the session's address slot is free again."""
+        if self.limits is not None:
+            self.limits.session_closed(sid)
+
+    def refusal_reason(self, websocket: bool = False, pending: int = 0) -> str | None:
+        """Why a new session must be refused, if it must; `websocket` for a direct websocket handshake, `pending`
+        handshakes admitted but not yet registered."""
         if self.draining():
             return "draining"
         report = self.budget.report(self.engineio_server)
         if self.budget.websocket_limit is None:
-            full = report["free"] <= 0
+            full = report["free"] - pending <= 0
         else:
             # A websocket holds no thread; a polling handshake is refused at the websocket cap too, as most
             # clients upgrade a moment later.
-            full = report["websocket_free"] <= 0 or (report["free"] <= 0 and not websocket)
+            full = report["websocket_free"] - pending <= 0 or (report["free"] - pending <= 0 and not websocket)
         return "capacity" if full else None
 
     def capacity_check(self) -> str | None:
@@ -171,21 +257,21 @@ class Admission:
         return None
 
     @staticmethod
-    def refuse(reason: str, start_response: Callable) -> Iterable[bytes]:
-        status, headers, body = refusal(reason)
+    def refuse(reason: str, start_response: Callable, retry_after: float = 0.0) -> Iterable[bytes]:
+        status, headers, body = refusal(reason, retry_after)
         start_response(status, headers)
         return [body]
 
 
-def refusal(reason: str) -> tuple[str, list[tuple[str, str]], bytes]:
-    """A refused new session's 503 answer (status, headers, body), counted; also for a shortage met past admission
-    (`descriptors`: the process is out of file descriptors, see utils/descriptors.py)."""
+def refusal(reason: str, retry_after: float = 0.0) -> tuple[str, list[tuple[str, str]], bytes]:
+    """A refused new session's answer (status, headers, body), counted: 429 for what one address did, 503 for the
+    server's state; also for a shortage met past admission (`descriptors`: the process is out of file descriptors,
+    see utils/descriptors.py). `retry_after`: seconds until it would pass (0: jittered 1 to 5 s)."""
     ADMISSION_REFUSALS.labels(reason).inc()
     log.debug("refused a new Socket.IO session: %s", reason)
-    message = {"draining": "Server is shutting down", "descriptors": "Server out of connections"}.get(
-        reason, "Server at capacity")
+    status, message = REFUSALS[reason]
     body = json.dumps({"code": 5, "message": message, "reason": reason}).encode()
     # Jittered so refused clients do not all come back in the same second.
-    retry_after = str(random.randint(1, 5))
-    return "503 SERVICE UNAVAILABLE", [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                                       ("Retry-After", retry_after)], body
+    seconds = str(max(1, math.ceil(retry_after)) if retry_after else random.randint(1, 5))
+    return status, [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                    ("Retry-After", seconds)], body

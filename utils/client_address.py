@@ -42,3 +42,8 @@ def client_address(environ: Mapping[str, Any], trusted_proxies: Sequence[Network
         if not _trusted(address, trusted_proxies):
             return str(address)
     return str(_parse(hops[0])) if hops else peer  # every hop a trusted proxy: the first is the origin
+
+
+def is_trusted(address: str, trusted_proxies: Sequence[Network]) -> bool:
+    """Whether a peer address (as the socket gives it) is one of the trusted proxies."""
+    return _trusted(_parse(address), trusted_proxies)

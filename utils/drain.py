@@ -23,15 +23,16 @@ sources of new work to what carries it out (each one's work is done by the time 
   2. token expiry           (blueprints/realtime/expiry.py) would warn or disconnect clients that are gone
   3. control listener       (hub/control.py, Redis mode) applies user-level actions other instances ask for
   4. long-poll cap          (utils/admission.py) ends long-polls, and there are none left
-  5. dashboard sampler      (blueprints/dashboard/live.py) emits snapshots to dashboards, gone too
-  6. fan-out worker         (hub/fanout.py, memory mode) hands over what was queued before its stop, then returns
-  7. webhook outbox         (blueprints/webhooks/outbox.py) queues the lifecycle events the drain raised (one try)
-  8. webhook deliverer: URL (blueprints/webhooks/delivery.py, one per receiver) ends its batch or retry wait; with
+  5. connect timeout        (utils/connect_timeout.py) closes sessions that joined no namespace, all closed by now
+  6. dashboard sampler      (blueprints/dashboard/live.py) emits snapshots to dashboards, gone too
+  7. fan-out worker         (hub/fanout.py, memory mode) hands over what was queued before its stop, then returns
+  8. webhook outbox         (blueprints/webhooks/outbox.py) queues the lifecycle events the drain raised (one try)
+  9. webhook deliverer: URL (blueprints/webhooks/delivery.py, one per receiver) ends its batch or retry wait; with
                             Redis, what it had not delivered waits in the stream for another instance
-  9. redis health monitor   (utils/redis_health.py, Redis mode) probes the listener and beats presence; this
+ 10. redis health monitor   (utils/redis_health.py, Redis mode) probes the listener and beats presence; this
                             instance's presence then expires from Redis after PRESENCE_TTL like a crashed one's
- 10. message-queue listener (integration/redis_manager.py, Redis mode) python-socketio's pub/sub thread
- 11. shared websocket loop  (transport/loop.py, WEBSOCKET_TRANSPORT=shared) every websocket and every ping timer,
+ 11. message-queue listener (integration/redis_manager.py, Redis mode) python-socketio's pub/sub thread
+ 12. shared websocket loop  (transport/loop.py, WEBSOCKET_TRANSPORT=shared) every websocket and every ping timer,
                             last: until the sessions are closed it is what carries their goodbyes
 Each logs `background task <name> started` and `... stopped` at INFO (or `did not stop` at WARNING).
 """
@@ -54,9 +55,9 @@ from utils.socketio_error_handler import swallow_disconnected_session
 log = logging.getLogger(__name__)
 
 # By kind: a task's name is its kind, or "<kind>: <which>" when there are several (one deliverer per receiver).
-STOP_ORDER = ("demo publisher", "token expiry", "control listener", "long-poll cap", "dashboard sampler",
-              "fan-out worker", "webhook outbox", "webhook deliverer", "redis health monitor", "message-queue listener",
-              "shared websocket loop")
+STOP_ORDER = ("demo publisher", "token expiry", "control listener", "long-poll cap", "connect timeout",
+              "dashboard sampler", "fan-out worker", "webhook outbox", "webhook deliverer", "redis health monitor",
+              "message-queue listener", "shared websocket loop")
 STOP_WAIT = 1.5  # how long the stopped tasks get, together, to return
 
 RECONNECT_EVENT = "signalboard:reconnect"

@@ -54,12 +54,29 @@ def redact(text: str) -> str:
     return text
 
 
+# C0 and C1 controls, DEL and the Unicode line separators: text a client chose must never start a line of its own.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char) or (
+        f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def escape_control(text: str) -> str:
+    """Newlines and every other control character written as escapes, so one record is always one line."""
+    return _CONTROL.sub(_escaped, text)
+
+
 class RedactingFormatter(logging.Formatter):
-    """Text lines; context fields a call passed with `extra=` follow the message as `key=value`."""
+    """Text lines; context fields a call passed with `extra=` follow the message as `key=value`. The message and
+    the fields are escaped (escape_control): clients choose parts of them (namespaces, request lines, names)."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        context = " ".join(f"{field}={value}" for field in CONTEXT_FIELDS
+        context = " ".join(f"{field}={escape_control(str(value))}" for field in CONTEXT_FIELDS
                            if (value := getattr(record, field, None)) is not None)
+        record.message = escape_control(record.message)
         line = super().formatMessage(record)
         return f"{line} [{context}]" if context else line
 

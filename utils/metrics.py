@@ -72,8 +72,10 @@ class LabelCap:
             return value
 
 
+# One cap per label set: names clients send can never crowd out the names the server emits, or channel namespaces.
 _channel_namespaces = LabelCap(50)
 _event_names = LabelCap(50)
+_received_event_names = LabelCap(50)
 
 
 def channel_namespace(channel: str) -> str:
@@ -84,8 +86,13 @@ def channel_namespace(channel: str) -> str:
 
 
 def event_label(event: str) -> str:
-    """The label for a Socket.IO event name, capped to 50 distinct values."""
+    """The label for a Socket.IO event name the server emits, capped to 50 distinct values."""
     return _event_names(event)
+
+
+def received_event_label(event: str) -> str:
+    """The label for an event name a client sent (from a joined namespace), capped to 50 distinct values."""
+    return _received_event_names(event)
 
 
 OBSERVER_ERRORS = Counter(f"{PREFIX}_observer_errors", "Socket.IO lifecycle observers that raised (logged at ERROR; "
@@ -96,7 +103,7 @@ CONNECTS = Counter(f"{PREFIX}_socketio_connects", "Engine.IO sessions opened, by
                    ["transport"])
 DISCONNECTS = Counter(f"{PREFIX}_socketio_disconnects", "Engine.IO sessions closed, by reason", ["reason"])
 DISCONNECT_REASONS = ("client_disconnect", "server_disconnect", "ping_timeout", "transport_close", "transport_error",
-                      "slow_consumer")
+                      "slow_consumer", "connect_timeout")
 for _transport in ("polling", "websocket"):
     CONNECTS.labels(_transport)
 for _reason in DISCONNECT_REASONS:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
-from utils.admission import Admission
+from utils.admission import RESERVATION_KEY, Admission
 from utils.socketio_error_handler import count_disconnect_race, is_disconnected_session_error
 
 # The body the reference Node.js server answers for a sid it does not know; clients treat it as "reconnect".
@@ -37,11 +37,19 @@ class SocketGuard:
         sid = query_sid(environ)
         websocket = environ.get("HTTP_UPGRADE", "").lower() == "websocket"
         if sid is None:
-            if self.admission is not None and environ.get("REQUEST_METHOD") == "GET":
-                reason = self.admission.refusal_reason(websocket)
-                if reason:
-                    return self.admission.refuse(reason, start_response)
             kind = "websocket" if websocket else "http"
+            problem = _handshake_problem(environ)
+            if problem is not None:
+                return _bad_handshake(start_response, problem)
+            if self.admission is not None and environ.get("REQUEST_METHOD") == "GET":
+                reservation, reason, retry_after = self.admission.admit(environ, websocket)
+                if reservation is None:
+                    return self.admission.refuse(reason, start_response, retry_after)
+                environ[RESERVATION_KEY] = reservation
+                try:
+                    return self._serve(environ, start_response, kind)
+                finally:
+                    reservation.release()  # a no-op once the session took it over
         else:
             socket = self.engineio_server.sockets.get(sid)
             if socket is None or socket.closed:
@@ -64,8 +72,25 @@ class SocketGuard:
         with self.admission.budget.hold(kind):
             if kind == "long_poll":
                 with self.admission.poll_cap.track(sid):
-                    return self.wsgi_app(environ, start_response)
+                    return self._long_poll(environ, start_response, sid)
             return self.wsgi_app(environ, start_response)
+
+    def _long_poll(self, environ: dict, start_response: Callable, sid: str | None) -> Iterable[bytes]:
+        """A long-poll ended by the session closing (the client POSTed `1`) gets a NOOP (`6`), as from the Node
+        reference server; python-engineio answers it with an empty body, which clients read as a broken poll."""
+        answered: dict[str, Any] = {}
+
+        def capture(status: str, headers: list, exc_info: Any = None) -> Callable[[bytes], None]:
+            answered.update(status=status, headers=headers)
+            return lambda data: None  # python-engineio returns its body; it never writes
+
+        body = b"".join(self.wsgi_app(environ, capture))
+        socket = self.engineio_server.sockets.get(sid)
+        if answered["status"].startswith("200") and not body and (socket is None or socket.closed):
+            body = b"6"
+        headers = [(k, v) for k, v in answered["headers"] if k.lower() != "content-length"]
+        start_response(answered["status"], [*headers, ("Content-Length", str(len(body)))])
+        return [body]
 
     @staticmethod
     def _session_unknown(environ: dict, start_response: Callable, kind: str, sid: str | None) -> list[bytes]:
@@ -84,3 +109,28 @@ def query_sid(environ: dict) -> str | None:
         return None
     values = parse_qs(query).get("sid")
     return values[0] if values else None
+
+
+# The Node reference server's answers to a handshake it cannot start (python-engineio starts a polling session
+# without `transport`, and answers another method than GET with 405).
+_TRANSPORT_UNKNOWN = {"code": 0, "message": "Transport unknown"}
+_BAD_HANDSHAKE_METHOD = {"code": 2, "message": "Bad handshake method"}
+
+
+def _handshake_problem(environ: dict) -> dict | None:
+    method = environ.get("REQUEST_METHOD")
+    if method == "OPTIONS":
+        return None  # a CORS preflight, which python-engineio answers
+    if method != "GET":
+        return _BAD_HANDSHAKE_METHOD
+    query = environ.get("QUERY_STRING", "")
+    transports = parse_qs(query).get("transport") if "transport=" in query else None
+    if not transports or transports[0] not in ("polling", "websocket"):
+        return _TRANSPORT_UNKNOWN
+    return None
+
+
+def _bad_handshake(start_response: Callable, problem: dict) -> list[bytes]:
+    body = json.dumps(problem).encode()
+    start_response("400 BAD REQUEST", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]

@@ -24,6 +24,7 @@ from hub import Hub
 from hub.errors import Unavailable
 from integration import SocketObservers
 from utils.background import StartTask
+from utils.connect_timeout import joined_a_namespace
 from utils.metrics import MESSAGES_DELIVERED, MESSAGES_PUBLISHED, disconnect_race_counts
 from utils.runtime_stats import thread_counts, uptime_seconds
 
@@ -348,24 +349,31 @@ class Sampler:
         return {"pending": stats["pending"], "failed": stats["failed"], "refused": sum(self.hub.refusals().values())}
 
     def client_rows(self) -> list[dict[str, Any]]:
-        """Realtime ('/') connections, newest first, each with the text a table filter searches."""
+        """Realtime ('/') connections, and Engine.IO sessions that have joined no namespace yet (`joined` false:
+        until CONNECT_TIMEOUT_SECONDS closes them, they hold capacity too), newest first, each with the text a
+        table filter searches."""
         server = self.socketio.server
         rows = []
         for sid, eio_sid in list(server.manager.get_participants("/", None)):
             session = server.eio.sockets.get(eio_sid)
             if session is None or session.closed:
                 continue
-            row = {
-                "sid": sid,
-                "sub": self.sub_of(sid) if self.sub_of else None,
-                "transport": "websocket" if session.upgraded else "polling",
-                "channels": sorted(self.hub.presence.channels_of(sid)),
-                "since": self.tally.connected_since(eio_sid),
-            }
-            row["search"] = " ".join([sid, row["sub"] or "", row["transport"], *row["channels"]]).lower()
-            rows.append(row)
+            rows.append(self._row(sid, eio_sid, session, self.sub_of(sid) if self.sub_of else None,
+                                  sorted(self.hub.presence.channels_of(sid)), True))
+        for eio_sid, session in list(server.eio.sockets.items()):
+            if session.closed or joined_a_namespace(server, eio_sid):
+                continue
+            rows.append(self._row(eio_sid, eio_sid, session, None, [], False))
         rows.sort(key=lambda row: row["since"] or 0, reverse=True)
         return rows
+
+    def _row(self, sid: str, eio_sid: str, session: Any, sub: str | None, channels: list[str],
+             joined: bool) -> dict[str, Any]:
+        row = {"sid": sid, "sub": sub, "transport": "websocket" if session.upgraded else "polling",
+               "channels": channels, "since": self.tally.connected_since(eio_sid), "joined": joined}
+        words = [sid, sub or "", row["transport"], *channels, "" if joined else "unjoined"]
+        row["search"] = " ".join(words).lower()
+        return row
 
     def emit_new_events(self) -> None:
         """Each dashboard gets what is new in its channels since its last tick; a new watcher the last few first."""

@@ -15,6 +15,7 @@ from hub import Hub, TokenIssuer
 from hub.channels import validate_channel
 from hub.errors import InvalidPayload, NotFound, Unauthorized
 from hub.users import UserControl
+from utils.connect_timeout import joined_a_namespace
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,16 @@ class DashboardNamespace(Namespace):
         """Disconnect one realtime client; it may reconnect (a ban is not the dashboard's business)."""
         self._logged_in()
         sid = _body(payload).get("sid")
-        if not isinstance(sid, str) or not self.socketio.server.manager.is_connected(sid, "/"):
+        server = self.socketio.server
+        if isinstance(sid, str) and not server.manager.is_connected(sid, "/") and sid in server.eio.sockets \
+                and not joined_a_namespace(server, sid):
+            # An Engine.IO session that joined no namespace (its row's sid is the Engine.IO one): end it there.
+            server.eio.disconnect(sid)
+            log.info("dashboard disconnected a session that had joined no namespace", extra={"sid": sid})
+            return {"ok": True, "sid": sid}
+        if not isinstance(sid, str) or not server.manager.is_connected(sid, "/"):
             raise NotFound("no such client (it may have left already)")
-        self.socketio.server.disconnect(sid, namespace="/")
+        server.disconnect(sid, namespace="/")
         log.info("dashboard disconnected a client", extra={"sid": sid})
         return {"ok": True, "sid": sid}
+

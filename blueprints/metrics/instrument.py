@@ -9,12 +9,21 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from extensions import socketio
 from integration import SocketObservers
-from utils.metrics import CONNECTS, DISCONNECT_REASONS, DISCONNECTS, EVENTS_RECEIVED, EVENTS_SENT, event_label
+from utils.metrics import (
+    CONNECTS,
+    DISCONNECT_REASONS,
+    DISCONNECTS,
+    EVENTS_RECEIVED,
+    EVENTS_SENT,
+    event_label,
+    received_event_label,
+)
 
 # A Socket.IO EVENT (2) or BINARY_EVENT (5, with its attachment count) packet, optional namespace and ack id, then
 # the event name as the first element of the JSON array. Only the name is read; the payload is never parsed here.
-_EVENT_PACKET = re.compile(r'[25](?:\d+-)?(?:/[^,]*,)?\d*\["([A-Za-z0-9_.:\-]{1,64})"')
+_EVENT_PACKET = re.compile(r'[25](?:\d+-)?(?:(/[^,]*),)?\d*\["([A-Za-z0-9_.:\-]{1,64})"')
 
 
 def instrument_socketio(observers: SocketObservers) -> None:
@@ -33,7 +42,10 @@ def count_connect(eio_sid: str, environ: dict) -> None:
 def count_message(eio_sid: str, data: Any) -> None:
     if isinstance(data, str) and data[:1] in ("2", "5"):
         match = _EVENT_PACKET.match(data)
-        EVENTS_RECEIVED.labels(event_label(match.group(1)) if match else "other").inc()
+        # A name becomes a label only from a session in the event's namespace: names sent before any CONNECT (or
+        # to a namespace that refused it) must not take the label cap's places.
+        joined = match is not None and socketio.server.manager.sid_from_eio_sid(eio_sid, match.group(1) or "/")
+        EVENTS_RECEIVED.labels(received_event_label(match.group(2)) if joined else "other").inc()
 
 
 def count_disconnect(eio_sid: str, reason: Any) -> None:

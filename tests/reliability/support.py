@@ -114,8 +114,9 @@ def _mask_fast(payload: bytes, mask: bytes) -> bytes:
 class RawSocketIO(RawWebSocket):
     """A raw websocket that has done the Engine.IO and Socket.IO handshakes ('0' open, '40' connect)."""
 
-    def __init__(self, port: int, token: str | None = None, timeout: float = 10.0, receive_buffer: int = 0) -> None:
-        super().__init__(port, receive_buffer=receive_buffer)
+    def __init__(self, port: int, token: str | None = None, timeout: float = 10.0, receive_buffer: int = 0,
+                 source: str | None = None) -> None:
+        super().__init__(port, receive_buffer=receive_buffer, source=source)
         assert self.status == 101, self.status
         self.sock.settimeout(timeout)
         opening = self.recv()

@@ -121,7 +121,7 @@ def test_malformed_polling_payload(server, token, one_client_at_most_one_warning
         ("EIO=5&transport=polling", "unsupported version"),
         ("EIO=four&transport=polling", "unsupported version"),
         ("transport=polling", "unsupported version"),
-        ("EIO=4&transport=carrier-pigeon", "Invalid transport"),
+        ("EIO=4&transport=carrier-pigeon", "Transport unknown"),  # the Node reference's answer (docs/conformance.md)
         ("EIO=4&transport=websocket", "Invalid websocket upgrade"),  # websocket transport without the upgrade
         ("EIO=4&transport=polling&j=abc", "Invalid JSONP"),
     ],

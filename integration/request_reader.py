@@ -1,0 +1,238 @@
+"""gunicorn's gthread worker, with every request's head and body read on its poller thread, never in the pool.
+
+Stock gthread hands a connection to a pool thread as soon as it is accepted or a byte arrives, and that thread then
+reads the head and the body with no deadline: 70 connections sending one header byte every 2 s (or 70 slow
+`POST /login` bodies) held all 64 threads and `/livez` stopped answering. Here the poller reads what each
+connection sends, without blocking, until the head and a body of known length (up to PREREAD_BODY_LIMIT) are in;
+only then does a pool thread get the request, with those bytes handed to gunicorn's own parser. So:
+
+- a slow head or body costs a descriptor and its bytes, no thread; one not complete within REQUEST_READ_TIMEOUT
+  seconds (from the connection's accept, or the first byte of a kept-alive connection's next request) is answered
+  408 and closed;
+- one address holds at most MAX_CONNECTIONS_PER_ADDRESS connections (refused with 429 at accept); peers in
+  TRUSTED_PROXIES are exempt, as every client behind them shares their address (limit them in the proxy);
+- bodies over PREREAD_BODY_LIMIT and chunked bodies still go to the pool after their head, as gunicorn reads them
+  (the app refuses oversize bodies from their Content-Length without reading them).
+
+TLS terminated by gunicorn and HTTP/2 take gunicorn's own path unchanged.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import selectors
+import socket
+import time
+from collections import deque
+from functools import partial
+from typing import Any
+
+from gunicorn.workers import gthread
+from prometheus_client import Counter
+
+from config import load_config
+from integration.gunicorn_descriptors import refuse_waiting_connection
+from utils.admission import ADMISSION_REFUSALS
+from utils.client_address import is_trusted
+from utils.descriptors import is_exhausted
+from utils.metrics import PREFIX
+
+log = logging.getLogger(__name__)
+
+SLOW_REQUESTS_CLOSED = Counter(f"{PREFIX}_slow_requests_closed", "Connections closed because their request head "
+                               "and body were not in within REQUEST_READ_TIMEOUT")
+
+MAX_HEAD_BYTES = 65536  # far above any request our clients send (gunicorn's own limits apply after)
+PREREAD_BODY_LIMIT = 1 << 20  # bodies up to this are read before a thread is given (MAX_HTTP_BUFFER_SIZE default)
+RECEIVE_BYTES = 65536
+
+
+def _response(status: str, extra: str = "") -> bytes:
+    return (f"HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n{extra}\r\n").encode()
+
+
+TIMEOUT_RESPONSE = _response("408 Request Timeout")
+TOO_LARGE_RESPONSE = _response("431 Request Header Fields Too Large")
+TOO_MANY_RESPONSE = _response("429 Too Many Requests", "Retry-After: 5\r\n")
+
+
+def body_length(head: bytes) -> int | None:
+    """The Content-Length of a complete request head; None when the body must be left to gunicorn (chunked, or a
+    length it will refuse itself)."""
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"transfer-encoding":
+            return None
+        if name == b"content-length":
+            try:
+                length = int(value.strip())
+            except ValueError:
+                return None
+    return length if 0 <= length <= PREREAD_BODY_LIMIT else None
+
+
+class ReadingConn(gthread.TConn):
+    """gunicorn's connection, with the bytes the poller read for its next request and a close that is counted."""
+
+    def __init__(self, *args: Any, on_close: Any = None, address: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.address = address
+        self.on_close = on_close
+        self.buffer = bytearray()
+        self.deadline = 0.0
+        self.ready = False  # the buffer holds a whole request: the next enqueue goes to the pool
+
+    def close(self, graceful: bool = False) -> None:
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            on_close(self)
+        super().close(graceful)
+
+
+class RequestReadingWorker(gthread.ThreadWorker):
+    """See the module docstring. Everything here runs on the worker's main (poller) thread except `handle`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        settings = load_config()
+        self.read_timeout = float(settings["REQUEST_READ_TIMEOUT"])
+        self.max_per_address = settings["MAX_CONNECTIONS_PER_ADDRESS"]
+        self.trusted_proxies = settings["TRUSTED_PROXIES"]
+        self.connections: dict[str, int] = {}  # address -> open connections (poller thread only)
+        self.reading: deque[ReadingConn] = deque()  # connections being read, in deadline order
+
+    # Replaces ThreadWorker.accept: the per-address cap, and the new connection is read here instead of in a thread.
+    def accept(self, listener: socket.socket) -> None:
+        try:
+            client_sock, client_addr = listener.accept()
+        except OSError as exc:
+            if is_exhausted(exc):  # out of descriptors: 503 with the spare one (integration/gunicorn_descriptors.py)
+                refuse_waiting_connection(listener)
+            elif exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        address = client_addr[0] if isinstance(client_addr, tuple) else str(client_addr)
+        if self.cfg.is_ssl:  # gunicorn's own path: the handshake needs a blocking socket in a thread
+            self.nr_conns += 1
+            client_sock.setblocking(True)
+            super().enqueue_req(gthread.TConn(self.cfg, client_sock, client_addr, listener.getsockname()))
+            return
+        held = self.connections.get(address, 0)
+        if held >= self.max_per_address and not is_trusted(address, self.trusted_proxies):
+            ADMISSION_REFUSALS.labels("connections_per_address").inc()
+            _send_and_close(client_sock, TOO_MANY_RESPONSE)
+            return
+        self.connections[address] = held + 1
+        self.nr_conns += 1
+        conn = ReadingConn(self.cfg, client_sock, client_addr, listener.getsockname(), on_close=self._closed,
+                           address=address)
+        self._read_request(conn)
+
+    # Replaces ThreadWorker.enqueue_req: only a connection whose request is all here gets a thread.
+    def enqueue_req(self, conn: Any) -> None:
+        if not isinstance(conn, ReadingConn) or conn.ready or conn.is_http2:
+            super().enqueue_req(conn)
+            return
+        self._read_request(conn)
+
+    def _read_request(self, conn: ReadingConn) -> None:
+        if conn.parser is not None:
+            conn.buffer += conn.parser.unreader.take_buffered()  # read ahead by the previous request's body
+        conn.sock.setblocking(False)
+        conn.deadline = time.monotonic() + self.read_timeout
+        self.reading.append(conn)
+        if not self._complete(conn):
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
+
+    def _on_readable(self, conn: ReadingConn, _sock: Any) -> None:
+        try:
+            data = conn.sock.recv(RECEIVE_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client went away before its request was in
+            self._drop(conn)
+            return
+        conn.buffer += data
+        self._complete(conn, registered=True)
+
+    def _complete(self, conn: ReadingConn, registered: bool = False) -> bool:
+        """Hand the connection to the pool when its request is in; True when it left the reading state."""
+        end = conn.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(conn.buffer) > MAX_HEAD_BYTES:
+                self._drop(conn, TOO_LARGE_RESPONSE)
+                return True
+            return False
+        length = body_length(bytes(conn.buffer[:end]))
+        if length is not None and len(conn.buffer) < end + 4 + length:
+            return False
+        if registered:  # before a pool thread owns the socket: the poller must never read it again
+            self.poller.unregister(conn.sock)
+        self.reading.remove(conn)
+        conn.ready = True
+        conn.data_ready = True
+        super().enqueue_req(conn)
+        return True
+
+    def _drop(self, conn: ReadingConn, response: bytes = b"") -> None:
+        try:
+            self.poller.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass  # not registered (yet)
+        try:
+            self.reading.remove(conn)
+        except ValueError:
+            pass
+        self.nr_conns -= 1
+        if response:
+            try:
+                conn.sock.send(response)
+            except OSError:
+                pass
+        conn.close()
+
+    def _closed(self, conn: ReadingConn) -> None:
+        # Called from close(), on the poller thread (every close path of gthread runs there).
+        held = self.connections.get(conn.address, 0) - 1
+        if held > 0:
+            self.connections[conn.address] = held
+        else:
+            self.connections.pop(conn.address, None)
+
+    # Extends ThreadWorker.murder_pending (run by both of its loops, at least once a second): late requests end too.
+    def murder_pending(self) -> None:
+        super().murder_pending()
+        now = time.monotonic()
+        while self.reading and self.reading[0].deadline <= now:
+            conn = self.reading[0]
+            SLOW_REQUESTS_CLOSED.inc()
+            self._drop(conn, TIMEOUT_RESPONSE if conn.buffer else b"")
+
+    # Extends ThreadWorker.handle (in a pool thread): the bytes read on the poller go to gunicorn's parser first.
+    def handle(self, conn: Any) -> Any:
+        if isinstance(conn, ReadingConn) and conn.ready:
+            conn.ready = False
+            conn.sock.setblocking(True)
+            conn.init()
+            if conn.buffer and conn.parser is not None and not conn.is_http2:
+                conn.parser.unreader.unread(bytes(conn.buffer))
+            conn.buffer = bytearray()
+        return super().handle(conn)
+
+
+def _send_and_close(sock: socket.socket, response: bytes) -> None:
+    try:
+        sock.setblocking(False)
+        sock.send(response)
+    except OSError:
+        pass
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
