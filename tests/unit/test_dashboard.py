@@ -381,3 +381,24 @@ def test_logout_says_so_when_the_revocation_cannot_be_stored(app, dashboard_clie
     assert response.status_code == 503 and response.json["error"]["code"] == "unavailable"
     app.extensions["hub"] = dataclasses.replace(app.extensions["hub"], revocations=MemoryRevocations())
     assert dashboard_client.get("/", base_url=HTTPS).status_code == 200  # the session was kept: logout can be retried
+
+
+def test_sessions_that_joined_no_namespace_are_listed_and_can_be_ended(app, dashboard_client, monkeypatch):
+    """Issue 14: 20 such websockets showed as "websocket: 20" with no row, so an operator could not see or kick them."""
+    from types import SimpleNamespace
+
+    sampler = app.extensions["dashboard"]["sampler"]
+    sampler.stop()
+    closed = []
+    lurker = SimpleNamespace(closed=False, upgraded=True)
+    monkeypatch.setitem(socketio.server.eio.sockets, "eio-lurker", lurker)
+    monkeypatch.setattr(socketio.server.eio, "disconnect", lambda sid: closed.append(sid))
+    log_in(dashboard_client)
+    sock = dashboard_socket(app, dashboard_client, {"csrf": page_token(dashboard_client)})
+    rows = sampler.client_rows()
+    assert [(r["sid"], r["joined"], r["transport"]) for r in rows] == [("eio-lurker", False, "websocket")]
+    assert "unjoined" in rows[0]["search"]
+    assert sock.emit("kick", {"sid": "eio-lurker"}, namespace="/dashboard", callback=True) == {
+        "ok": True, "sid": "eio-lurker"}
+    assert closed == ["eio-lurker"]
+    sock.disconnect(namespace="/dashboard")
