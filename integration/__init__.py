@@ -31,6 +31,10 @@ Installed by `install_integration`, in this order:
    python-socketio's per-packet "not connected to namespace" warning is brought to DEBUG, and its namespace test
    (`serves_namespace`) answers unknown namespaces as the Node reference does.
 
+Part of both managers (2.): the broadcast fast path (broadcast.py) replaces python-socketio's `Manager.emit` for
+emits without a callback: frames appended straight to each shared-loop websocket of the room, one flush request
+for all of them; every other recipient keeps `_send_eio_packet`.
+
 Used by the log filters in utils/ (library_texts.py): python-engineio's gone-session KeyError texts, its "Cannot
 send to sid" warning, its log-once suffix, the module its decoder raises from and its writer thread's name.
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import socketio
 
+from integration.broadcast import BroadcastManager
 from utils.background import StartTask
 
 # The manager methods every membership change goes through (Manager, and the Redis manager via its base).
@@ -66,8 +67,8 @@ class SerializedMembership:
         return self.rooms.get(namespace, {}).get(room, ())  # type: ignore[attr-defined]
 
 
-class SerializedManager(SerializedMembership, socketio.Manager):
-    """python-socketio's in-memory manager with serialized membership changes."""
+class SerializedManager(SerializedMembership, BroadcastManager):
+    """python-socketio's in-memory manager with serialized membership changes and the broadcast fast path."""
 
 
 def build_client_manager(config: Mapping[str, Any], start_task: StartTask) -> socketio.Manager:

@@ -160,6 +160,20 @@ def internal_mismatches() -> list[str]:
         ("eio_pkt = [eio_packet.Packet(" in _source(manager.Manager.emit)
          and "self.server._send_eio_packet(eio_sid, p)" in _source(manager.Manager.emit),
          "socketio Manager.emit sends one shared Engine.IO packet object to every recipient"),
+        # --- broadcast.py: Manager.emit rebuilt for shared websockets ---
+        (_in_order(_source(manager.Manager.emit), "pkt = self.server.packet_class(",
+                   "packet.EVENT, namespace=namespace, data=[event] + data)", "encoded_packet = pkt.encode()",
+                   "eio_pkt = [eio_packet.Packet(eio_packet.MESSAGE, p)",
+                   "for sid, eio_sid in self.get_participants(namespace, room):", "if sid not in skip_sid:")
+         and _params(base_manager.BaseManager.get_participants) == ["self", "namespace", "room"]
+         and "self.eio.send_packet(eio_sid, eio_pkt)" in _source(sio_server.Server._send_eio_packet)
+         and "super().emit(message['event'], data," in _source(pubsub_manager.PubSubManager._handle_emit)
+         and "if last_ping and time.time() - last_ping > self.server.ping_timeout:"
+         in _source(eio_socket.Socket.check_ping_timeout)
+         and "if not self.check_ping_timeout():" in _source(eio_socket.Socket.send),
+         "socketio Manager.emit builds one packet per encoded part and walks get_participants(namespace, room) "
+         "with skip_sid; _send_eio_packet sends through eio.send_packet; PubSubManager._handle_emit calls "
+         "super().emit; engineio Socket.send checks check_ping_timeout's last_ping rule"),
         # The queue.Queue internals the bounded and sink queues rewrite (Python's own queue module).
         (all(part in _source(queue.Queue.put) for part in ("self._put(item)", "self.unfinished_tasks += 1",
                                                          "self.not_empty.notify()"))

@@ -31,6 +31,7 @@ from redis.retry import Retry
 from hub.errors import Unavailable
 from hub.redis_client import CONNECT_TIMEOUT, OUTAGE_ERRORS, client_for
 from hub.redis_history import BROADCAST_HOST_ID, RedisHistoryStore
+from integration.broadcast import BroadcastManager
 from integration.manager import SerializedMembership
 from integration.pubsub_packets import SIGNALBOARD_KEY, callback_id, callback_prefix, emit_packet
 from utils.background import StartTask
@@ -55,7 +56,9 @@ class _ListenerStopped(BaseException):
     every Exception, and logs an ERROR when _listen() simply returns."""
 
 
-class ClusterQueueManager(SerializedMembership, socketio.RedisManager):
+# BroadcastManager after RedisManager: right above Manager in the MRO, where PubSubManager._handle_emit's
+# super().emit lands (integration/broadcast.py).
+class ClusterQueueManager(SerializedMembership, socketio.RedisManager, BroadcastManager):
     """RedisManager with a supervised listener, catch-up after outages and in-order markers (module docstring)."""
 
     name = "signalboard-redis"

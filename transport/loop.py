@@ -84,6 +84,15 @@ class SharedLoop:
         if wake:
             self._wake()
 
+    def flush_all(self, connections: list[Flushable]) -> None:
+        """flush_soon for many connections at once: one lock and at most one wake-up for a whole broadcast."""
+        with self._lock:
+            self._flushes.extend(connections)
+            wake = not self._woken
+            self._woken = True
+        if wake:
+            self._wake()
+
     def call_later(self, delay: float, callback: Callable[[], None]) -> None:
         """Run `callback` on the loop thread in about `delay` seconds (no cancel: callbacks check their own state)."""
         entry = (time.monotonic() + delay, next(self._order), callback)

@@ -99,6 +99,19 @@ class WebSocketConnection:
         self._loop.flush_soon(self)
         return True
 
+    def queue_frames(self, data: bytes) -> bool:
+        """Append ready-made frames like write() but leave the flush to the caller: True when the caller must have
+        the loop flush this connection (SharedLoop.flush_all), as nothing was pending; False when a flush already
+        is, or the frames were dropped (closing, gone, or a slow consumer now)."""
+        with self._lock:
+            if self._close_requested or self._closed or self._over_bound(len(data)):
+                return False
+            self._out += data
+            if self._flush_pending:
+                return False
+            self._flush_pending = True
+            return True
+
     def _over_bound(self, adding: int) -> bool:
         """The slow-consumer rule for a frame about to be queued (under _lock): True when the client was dropped."""
         backlog = len(self._out) + adding

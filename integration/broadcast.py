@@ -1,0 +1,80 @@
+"""The broadcast fast path: one encoded frame handed to every shared-loop websocket of a room in one tight loop.
+
+python-socketio's `Manager.emit` already encodes a broadcast once, then walks the room calling, per recipient,
+`Server._send_eio_packet` -> `engineio.Server.send_packet` (`_get_socket`) -> `Socket.send` (`check_ping_timeout`,
+an INFO log call) -> `queue.put` -> the shared transport's sink -> `packet_frame` -> the connection's buffer ->
+a wake-up of the loop. docs/profiles.md measured that chain as most of a delivery's CPU.
+
+`BroadcastManager.emit` replaces `Manager.emit` (it sits right above it in every manager's MRO, so python-socketio's
+`PubSubManager._handle_emit` reaches it with Redis too, for local publishes and for packets from the queue alike).
+For an emit without a callback it builds the same Engine.IO packets, then for each participant not skipped
+(`skip_sid`: echo suppression) whose session is on a shared-loop websocket and passes `check_ping_timeout`'s
+test, appends the frames to that connection's buffer itself (`WebSocketConnection.queue_frames`: same lock, same
+slow-consumer bound as `write`), and after the loop asks the loop thread to flush every connection that had
+nothing pending, with one lock and one wake-up. The loop thread then sends what piled up per connection in one
+send() per turn. Every other participant (polling, upgrading, threaded transport, a session whose ping has
+timed out or that is closed) takes python-socketio's own path, `_send_eio_packet`, unchanged; emits with a
+callback go to `Manager.emit` itself. Each participant gets the packets once, in emit order (the fan-out worker
+emits a channel's messages one after the other, and a connection's buffer keeps the order it is appended in).
+
+Internals it relies on (integration/pins.py checks them): `Manager.emit`'s packet building (`packet_class`,
+`encode()`, one `eio_packet.Packet(MESSAGE, p)` per encoded part), `get_participants(namespace, room)` yielding
+`(sid, eio_sid)`, `Server._send_eio_packet`, `engineio.Server.sockets`, `Socket.closed`/`last_ping` and the rule
+in `Socket.check_ping_timeout`, `PubSubManager._handle_emit` calling `super().emit`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import socketio
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
+
+from transport.frames import packet_frame
+
+
+class BroadcastManager(socketio.Manager):
+    """python-socketio's Manager whose callback-less emits skip the per-recipient calls for shared websockets."""
+
+    def emit(self, event: Any, data: Any, namespace: Any, room: Any = None, skip_sid: Any = None,
+             callback: Any = None, to: Any = None, **kwargs: Any) -> None:
+        if callback:
+            return super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, to=to,
+                                **kwargs)
+        room = to or room
+        if namespace not in self.rooms:
+            return None
+        if isinstance(data, tuple):  # as Manager.emit: a tuple is several arguments
+            data = list(data)
+        elif data is not None:
+            data = [data]
+        else:
+            data = []
+        skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
+        encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event] + data).encode()
+        eio_pkts = [eio_packet.Packet(eio_packet.MESSAGE, part)
+                    for part in (encoded if isinstance(encoded, list) else [encoded])]
+        frames = b"".join(packet_frame(pkt) for pkt in eio_pkts)
+        sockets = self.server.eio.sockets
+        ping_timeout = self.server.eio.ping_timeout
+        now = time.time()
+        to_flush = []
+        loop = None
+        for sid, eio_sid in self.get_participants(namespace, room):
+            if sid in skip:
+                continue
+            eio_socket = sockets.get(eio_sid)
+            sink = getattr(getattr(eio_socket, "queue", None), "sink", None)
+            last_ping = eio_socket.last_ping if sink is not None else None
+            if sink is None or eio_socket.closed or (last_ping and now - last_ping > ping_timeout):
+                for pkt in eio_pkts:  # python-socketio's own path (it also closes a timed-out session)
+                    self.server._send_eio_packet(eio_sid, pkt)
+                continue
+            if sink.conn.queue_frames(frames):
+                to_flush.append(sink.conn)
+                loop = sink.transport.loop
+        if loop is not None:
+            loop.flush_all(to_flush)
+        return None
