@@ -258,7 +258,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEBHOOK_RETRY_MAX_MS", "60000", _integer(100, 3_600_000),
             "longest pause between retries (exponential backoff from 250 ms, with jitter)"),
     Setting("WEBHOOK_QUEUE_SIZE", "10000", _integer(1, 10_000_000),
-            "without REDIS_URL: events held in memory per receiver (overflow counted; lost on restart)"),
+            "without REDIS_URL: events held in memory per receiver (overflow counted; lost on restart); with it, "
+            "events waiting in memory while Redis cannot take them"),
     Setting("AUTH_HOOK_URL", "", _http_url,
             "optional backend asked, signed like webhooks, who a token-less connection is and whether it may "
             "subscribe to channels its identity does not grant (docs/webhooks.md)"),
