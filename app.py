@@ -129,10 +129,12 @@ def register_blueprints(app: Flask) -> None:
     from blueprints.demo import init_demo
     from blueprints.health import bp as health
     from blueprints.metrics import bp as metrics
+    from blueprints.realtime.stream import bp as stream
 
     app.register_blueprint(health)
     app.register_blueprint(metrics)
     app.register_blueprint(api)
+    app.register_blueprint(stream)  # GET /api/v1/stream: SSE, authenticated by connection tokens, not API keys
     app.register_blueprint(api_reference)  # /api/v1/openapi.json and /api/v1/docs, outside the API key check
     init_dashboard(app, hub_services(app).hub)  # the page at /, its '/dashboard' namespace and sampler task
     init_demo(app)  # development: demo feeds and the dashboard's first watch; `flask demo` everywhere

@@ -32,14 +32,28 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from integration.room_taps import RoomTaps
 from transport.frames import packet_frame
 
 
 class BroadcastManager(socketio.Manager):
-    """python-socketio's Manager whose callback-less emits skip the per-recipient calls for shared websockets."""
+    """python-socketio's Manager whose callback-less emits skip the per-recipient calls for shared websockets, and
+    whose every local emit on '/' also reaches the room's taps (SSE streams, integration/room_taps.py)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.taps = RoomTaps()
 
     def emit(self, event: Any, data: Any, namespace: Any, room: Any = None, skip_sid: Any = None,
              callback: Any = None, to: Any = None, **kwargs: Any) -> None:
+        # The one local delivery of every message, in memory mode and from the Redis queue: the taps get the same.
+        result = self._emit_to_sessions(event, data, namespace, room, skip_sid, callback, to, **kwargs)
+        if namespace in (None, "/"):
+            self.taps.deliver(to or room, event, data, skip_sid)
+        return result
+
+    def _emit_to_sessions(self, event: Any, data: Any, namespace: Any, room: Any = None, skip_sid: Any = None,
+                          callback: Any = None, to: Any = None, **kwargs: Any) -> None:
         if callback:
             return super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, to=to,
                                 **kwargs)

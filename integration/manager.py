@@ -63,8 +63,10 @@ class SerializedMembership:
 
     def room_members(self, namespace: str, room: str) -> Collection[str]:
         """The sids in `room` now, read without the lock from python-socketio's `rooms[namespace][room]` (a size off
-        by a client that is leaving is fine for counting)."""
-        return self.rooms.get(namespace, {}).get(room, ())  # type: ignore[attr-defined]
+        by a client that is leaving is fine for counting), with the room's taps (SSE streams) on '/'."""
+        members = self.rooms.get(namespace, {}).get(room, ())  # type: ignore[attr-defined]
+        taps = self.taps.members(room) if namespace == "/" and len(self.taps) else ()
+        return [*members, *taps] if taps else members
 
 
 class SerializedManager(SerializedMembership, BroadcastManager):

@@ -7,8 +7,12 @@ from flask import Flask
 from blueprints.realtime.control import LocalUserControl
 from blueprints.realtime.namespace import RealtimeNamespace
 from blueprints.realtime.services import EXTENSION_KEY, HubServices, build_services, hub_services
+from blueprints.realtime.stream import EXTENSION_KEY as STREAMS_KEY
+from blueprints.realtime.stream import SseStreams
 from extensions import socketio
 from hub.events import EventSink
+from integration.stream_takeover import StreamTakeover
+from transport.loop import SharedLoop
 from utils.metrics import FANOUT
 
 __all__ = ["HubServices", "hub_services", "init_realtime"]
@@ -33,4 +37,18 @@ def init_realtime(app: Flask, events: EventSink | None = None) -> HubServices:
     app.extensions["readiness"].add_check(backends.readiness_name, backends.readiness)
     if backends.on_request is not None:
         app.before_request(backends.on_request)
+    init_streams(app, services)
     return services
+
+
+def init_streams(app: Flask, services: HubServices) -> SseStreams:
+    """SSE streams (GET /api/v1/stream) on the websockets' shared loop (or one of their own), drained at SIGTERM."""
+    shared = app.extensions.get("websocket_transport")
+    loop = (shared.loop if shared is not None
+            else SharedLoop(socketio.server.eio.start_background_task, "signalboard-sse"))
+    streams = app.extensions[STREAMS_KEY] = SseStreams(
+        services, socketio.server.manager.taps, loop, socketio.start_background_task,
+        app.config["WEBSOCKET_SEND_BUFFER"], app.config["MAX_WEBSOCKET_CLIENTS"])
+    app.extensions["drain"].add_stop_callback("sse streams", streams.drain)
+    app.wsgi_app = StreamTakeover(app.wsgi_app)  # type: ignore[method-assign]
+    return streams

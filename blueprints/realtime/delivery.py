@@ -57,9 +57,14 @@ class SocketIODelivery:
                           to=presence_room(change.channel, PRESENCE_ANONYMOUS), namespace=self._namespace)
 
     def add(self, sid: str, channel: str, presence: PresenceView | None) -> None:
+        rooms = [channel_room(channel)] + ([presence_room(channel, presence)] if presence else [])
+        taps = self._server.manager.taps  # SSE streams (integration/room_taps.py): rooms of their own
+        if taps.known(sid):
+            if not all(taps.enter(sid, room) for room in rooms):
+                self.remove(sid, channel)  # the stream ended while the subscription was queued
+            return
         if not self._connected(sid):
             return  # it left while the subscription was queued; its disconnect already cleaned up
-        rooms = [channel_room(channel)] + ([presence_room(channel, presence)] if presence else [])
         try:
             for room in rooms:
                 self._server.enter_room(sid, room, namespace=self._namespace)
@@ -73,5 +78,9 @@ class SocketIODelivery:
             self.remove(sid, channel)
 
     def remove(self, sid: str, channel: str) -> None:
+        taps = self._server.manager.taps
         for room in (channel_room(channel), presence_room(channel), presence_room(channel, PRESENCE_ANONYMOUS)):
-            self._server.leave_room(sid, room, namespace=self._namespace)
+            if taps.known(sid):
+                taps.leave(sid, room)
+            else:
+                self._server.leave_room(sid, room, namespace=self._namespace)

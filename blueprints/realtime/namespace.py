@@ -184,7 +184,7 @@ class RealtimeNamespace(Namespace):
     def _still_connected(self, sid: str) -> bool:
         return self.socketio.server.manager.is_connected(sid, self.namespace)
 
-    def _grants_for(self, identity: Identity, channel: Any) -> tuple[str, ...]:
+    def grants_for(self, identity: Identity, channel: Any) -> tuple[str, ...]:
         """The identity's subscribe grants, plus `channel` when the authorization hook allows what they do not."""
         hook = self.services.auth_hook
         if hook is None or can_subscribe(identity.channels, validate_channel(channel)):
@@ -236,7 +236,7 @@ class RealtimeNamespace(Namespace):
         result = hub.subscribe(
             sid,
             identity.sub,
-            self._grants_for(identity, body.get("channel")),
+            self.grants_for(identity, body.get("channel")),
             body.get("channel"),
             since=body.get("since"),
             epoch=body.get("epoch"),

@@ -1,0 +1,239 @@
+"""SSE streams (GET /api/v1/stream) against the real server: curl, requests + sseclient-py, and a Socket.IO
+subscriber on the same channel; delivery, order, exactly-once, Last-Event-ID recovery, resync, refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+from tests.hub.realtime_client import Api, HubClient, unique
+from tests.server import ServerProcess
+from tests.sse_client import SseStream
+
+pytestmark = pytest.mark.integration
+
+HISTORY = 20
+
+
+@pytest.fixture(scope="module")
+def server():
+    env = {"HISTORY_MAX_MESSAGES": HISTORY, "API_RATE_LIMIT": 0, "CLIENT_RATE_LIMIT": 0, "ALLOW_ANONYMOUS": 1,
+           "WEBSOCKET_SEND_BUFFER": 65536}
+    with ServerProcess(**env) as running:
+        yield running
+        assert running.bad_log_lines() == []
+
+
+@pytest.fixture(scope="module")
+def api(server):
+    return Api(server)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def error_of(response: requests.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    return response.json()["error"]
+
+
+def test_curl_receives_messages_as_sse_events(server, api):
+    channel = unique("orders")
+    token = api.token("alice", [channel])
+    curl = subprocess.Popen(["curl", "-sN", "--max-time", "20", "-H", f"Authorization: Bearer {token}",
+                             f"{server.url}/api/v1/stream?channel={channel}"], stdout=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(curl.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not any("signalboard:subscribed" in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        published = api.publish(channel, "created", {"n": 1})
+        while not any(published["id"] in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        curl.terminate()
+        curl.wait(10)
+        reader.join(5)
+        curl.stdout.close()
+    text = "".join(lines)
+    epoch = api.get(f"/channels/{channel}/history").json()["epoch"]
+    assert (f"id: {epoch};{channel}=1\nevent: created\n"
+            f'data: {{"channel":"{channel}","offset":1,"id":"{published["id"]}","ts":{published["ts"]},'
+            f'"data":{{"n":1}}}}\n\n') in text
+
+
+def test_sse_and_socketio_get_every_message_once_in_order(server, api):
+    channel = unique("orders")
+    token = api.token("alice", [channel])
+    stream = SseStream(server.url, {"channel": channel}, bearer(token))
+    client = HubClient(server.url).connect({"token": token})
+    try:
+        stream.wait_event("signalboard:subscribed")
+        assert client.call("subscribe", {"channel": channel})["ok"]
+        count = 200
+        for n in range(count):
+            api.publish(channel, "tick", {"n": n})
+        assert stream.wait_offsets(channel, count) == list(range(1, count + 1))
+        assert client.wait_offsets(channel, count) == list(range(1, count + 1))
+        time.sleep(0.3)  # nothing more arrives: exactly once
+        assert stream.offsets(channel) == list(range(1, count + 1))
+        assert [e.data["data"]["n"] for e in stream.messages(channel)] == list(range(count))
+    finally:
+        stream.close()
+        client.disconnect()
+
+
+def test_two_channels_and_the_channels_parameter(server, api):
+    first, second = unique("a"), unique("b")
+    token = api.token("alice", [first, second])
+    stream = SseStream(server.url, {"channels": f"{first},{second}"}, bearer(token))
+    try:
+        acks = stream.wait_event("signalboard:subscribed").data["channels"]
+        assert [ack["channel"] for ack in acks] == [first, second]
+        api.publish(first, "x", 1)
+        api.publish(second, "y", 2)
+        api.publish(first, "x", 3)
+        stream.wait_offsets(first, 2)
+        stream.wait_offsets(second, 1)
+        epoch = acks[0]["epoch"]
+        assert stream.last_id() in (f"{epoch};{first}=2;{second}=1",)
+    finally:
+        stream.close()
+
+
+def test_last_event_id_replays_what_was_missed_then_live(server, api):
+    channel = unique("orders")
+    token = api.token("alice", [channel])
+    stream = SseStream(server.url, {"channel": channel}, bearer(token))
+    stream.wait_event("signalboard:subscribed")
+    for n in range(3):
+        api.publish(channel, "tick", n)
+    stream.wait_offsets(channel, 3)
+    last = stream.last_id()
+    stream.close()  # dropped connection
+    for n in range(3, 7):
+        api.publish(channel, "tick", n)
+    again = SseStream(server.url, {"channel": channel}, {**bearer(token), "Last-Event-ID": last})
+    try:
+        ack = again.wait_event("signalboard:subscribed").data["channels"][0]
+        assert ack["recovered"] is True
+        api.publish(channel, "tick", 7)
+        assert again.wait_offsets(channel, 5) == [4, 5, 6, 7, 8]
+        assert not again.of("signalboard:resync")
+    finally:
+        again.close()
+
+
+def test_since_parameter_and_token_in_the_query(server, api):
+    channel = unique("orders")
+    token = api.token("alice", [channel])
+    for n in range(5):
+        api.publish(channel, "tick", n)
+    stream = SseStream(server.url, {"channel": channel, "since": f"{channel}:3", "token": token})
+    try:
+        assert stream.wait_offsets(channel, 2) == [4, 5]
+    finally:
+        stream.close()
+    assert token not in server.log()
+
+
+def test_resync_when_history_no_longer_covers_the_position(server, api):
+    channel = unique("orders")
+    token = api.token("alice", [channel])
+    for n in range(HISTORY + 5):
+        api.publish(channel, "tick", n)
+    stream = SseStream(server.url, {"channel": channel, "since": f"{channel}:1"}, bearer(token))
+    try:
+        resync = stream.wait_event("signalboard:resync").data
+        assert resync["channel"] == channel and resync["offset"] == HISTORY + 5
+        assert stream.wait_event("signalboard:subscribed").data["channels"][0]["recovered"] is False
+        api.publish(channel, "tick", "live")
+        assert stream.wait_offsets(channel, 1) == [HISTORY + 6]  # nothing replayed, live from there
+    finally:
+        stream.close()
+
+
+def test_anonymous_streams_get_public_channels_only(server, api):
+    channel = "public:" + unique("news")
+    stream = SseStream(server.url, {"channel": channel})
+    try:
+        stream.wait_event("signalboard:subscribed")
+        api.publish(channel, "news", "hello")
+        stream.wait_offsets(channel, 1)
+    finally:
+        stream.close()
+    error = error_of(requests.get(server.url + "/api/v1/stream", params={"channel": unique("private")}), 403)
+    assert error["code"] == "forbidden"
+
+
+@pytest.mark.parametrize("params, headers, status, code", [
+    ({}, {}, 400, "invalid_payload"),
+    ({"channel": "bad name"}, {}, 400, "invalid_channel"),
+    ({"channel": "orders.eu", "token": "not-a-token"}, {}, 401, "unauthorized"),
+    ({"channel": "orders.eu"}, {"Last-Event-ID": "garbage id with spaces"}, 400, "invalid_payload"),
+    ({"channel": "orders.eu"}, {"Last-Event-ID": "abc;orders.eu=-1"}, 400, "invalid_payload"),
+    ({"channel": "orders.eu"}, {"Last-Event-ID": "abc;orders.eu"}, 400, "invalid_payload"),
+    ({"channel": "orders.eu"}, {"Last-Event-ID": "abc;bad name=1"}, 400, "invalid_channel"),
+    ({"channel": "orders.eu", "since": "orders.eu:x"}, {}, 400, "invalid_payload"),
+    ({"channel": "orders.eu", "epoch": "no spaces allowed"}, {}, 400, "invalid_payload"),
+])
+def test_bad_requests_answer_the_error_shape(server, api, params, headers, status, code):
+    token = api.token("alice", ["orders.*"])
+    merged = {"Authorization": f"Bearer {token}", **headers} if "token" not in params else headers
+    assert error_of(requests.get(server.url + "/api/v1/stream", params=params, headers=merged), status)["code"] == code
+
+
+def test_forbidden_channel_refuses_the_whole_stream(server, api):
+    allowed, other = unique("orders"), unique("secret")
+    token = api.token("alice", [allowed])
+    response = requests.get(server.url + "/api/v1/stream", params={"channel": [allowed, other]},
+                            headers=bearer(token))
+    assert error_of(response, 403)["code"] == "forbidden"
+    assert api.get(f"/channels/{allowed}/presence").json()["connections"] == 0
+
+
+def test_presence_counts_sse_subscribers(server, api):
+    channel = unique("room")
+    stream = SseStream(server.url, {"channel": channel}, bearer(api.token("carol", [channel])))
+    try:
+        stream.wait_event("signalboard:subscribed")
+        who = api.get(f"/channels/{channel}/presence").json()
+        assert who["connections"] == 1 and who["subscribers"] == [{"sub": "carol", "connections": 1}]
+    finally:
+        stream.close()
+    server.wait_until(lambda: api.get(f"/channels/{channel}/presence").json()["connections"] == 0,
+                      what="presence gone after the stream closed")
+
+
+def test_expired_token_ends_the_stream_with_a_reason(server, api):
+    channel = unique("orders")
+    stream = SseStream(server.url, {"channel": channel}, bearer(api.token("dave", [channel], ttl=2)))
+    try:
+        assert stream.ended.wait(10)
+        expired = stream.of("signalboard:token_expired")
+        assert expired and expired[0].data["reason"] == "token_expired"
+    finally:
+        stream.close()
+
+
+def test_livez_answers_while_streams_are_open(server, api):
+    channel = "public:" + unique("many")
+    streams = [SseStream(server.url, {"channel": channel}) for _ in range(80)]  # more than a few threads' worth
+    try:
+        for stream in streams:
+            stream.wait_event("signalboard:subscribed")
+        assert requests.get(server.url + "/livez", timeout=2).status_code == 200
+        api.publish(channel, "all", 1)
+        for stream in streams:
+            stream.wait_offsets(channel, 1)
+    finally:
+        for stream in streams:
+            stream.close()
