@@ -164,6 +164,8 @@ class ControlListener:
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self._bus.channel)
                 self.subscribed.set()
+                if retry != RETRY_MIN_SECONDS:
+                    log.info("control listener subscribed again to %s", self._bus.channel)
                 self._on_subscribed()
                 retry = RETRY_MIN_SECONDS
                 while not self._stop.is_set():
@@ -172,7 +174,9 @@ class ControlListener:
                         self._handle(message["data"])
             except (*OUTAGE_ERRORS, Unavailable) as exc:
                 self.subscribed.clear()
-                log.warning("control listener lost redis (%s); retrying in %.1fs", exc, retry)
+                # One warning per outage; the retries that follow are DEBUG (the reconnect is logged at INFO).
+                level = logging.WARNING if retry == RETRY_MIN_SECONDS else logging.DEBUG
+                log.log(level, "control listener lost redis (%s); retrying in %.1fs", exc, retry)
                 self._stop.wait(retry)
                 retry = min(retry * 2, RETRY_MAX_SECONDS)
             finally:

@@ -206,7 +206,9 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager, Broadcast
                     self._count(packet)
                     yield packet
             except (*OUTAGE_ERRORS, Unavailable) as exc:
-                log.warning("message queue listener lost redis (%s); retrying in %.1fs", exc, retry)
+                # One warning per outage; the retries that follow are DEBUG (the reconnect is logged at INFO).
+                level = logging.WARNING if retry == RETRY_MIN_SECONDS else logging.DEBUG
+                log.log(level, "message queue listener lost redis (%s); retrying in %.1fs", exc, retry)
                 self._close_pubsub()
                 self._stopping.wait(retry)
                 retry = min(retry * 2, RETRY_MAX_SECONDS)

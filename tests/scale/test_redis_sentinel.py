@@ -247,6 +247,9 @@ def test_master_killed_mid_stream_loses_no_acknowledged_publish(cluster, key_pre
         for server in (a, b):
             log = server.log()
             assert server.bad_log_lines() == [], log[-3000:]
+            # One warning per listener for the failover, not one per retry.
+            for who in ("message queue listener lost redis", "control listener lost redis"):
+                assert 1 <= log.count(who) <= 2, [line for line in log.splitlines() if who in line]
         gaps = [later - earlier for earlier, later in zip(steady, steady[1:], strict=False)]
         record({"test": "kill-master", "old_master_back": old_master_back, "replicas": cluster.replica_count,
                 "promoted_after_s": round(promoted - killed, 2),
