@@ -266,7 +266,7 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager, Broadcast
                 log.warning("redis lost the history of %s during the outage; its subscribers are told to resync",
                             channel)
                 del self._delivered[channel]
-                yield self._resync_packet(channel)
+                yield self._resync_packet(channel, offset)
                 continue
             if not complete:
                 log.warning("catch-up of %s: some messages after offset %d were already evicted", channel, offset)
@@ -287,9 +287,10 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager, Broadcast
             log.warning("redis lost offsets this instance saw handed out (failover to a replica behind its master); "
                         "new epoch %s, recovering clients resync", after)
 
-    def _resync_packet(self, channel: str) -> dict[str, Any]:
-        """`signalboard:resync` to the channel's local subscribers: what they hold cannot be continued."""
-        body = {"channel": channel, "epoch": self.history.epoch, "reason": "history lost"}
+    def _resync_packet(self, channel: str, offset: int) -> dict[str, Any]:
+        """`signalboard:resync` to the channel's local subscribers (Socket.IO and SSE alike, as
+        blueprints/realtime/stream.py names it): what they hold, up to `offset`, cannot be continued."""
+        body = {"channel": channel, "offset": offset, "epoch": self.history.epoch, "reason": "history_lost"}
         return emit_packet(RESYNC_EVENT, [body], self.room_prefix + channel, BROADCAST_HOST_ID, {})
 
     # --- markers (hub.redis_fanout.JoinMarkers) -------------------------------------------------------------

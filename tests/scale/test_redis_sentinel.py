@@ -301,7 +301,9 @@ def test_failover_to_a_replica_behind_changes_the_epoch_and_never_reuses_an_offs
             assert publisher.publish(f"m{n}", n, deadline, rotate=n) is not None
         for client in clients:
             client.wait_for(lambda c=client: resyncs(c), timeout=20, what="the resync notice")
-            assert resyncs(client)[0]["channel"] == channel
+            notice = resyncs(client)[0]
+            assert notice["channel"] == channel and notice["reason"] == "history_lost" and notice["offset"] == 13
+            assert notice["epoch"] != epoch
         changed = [check_delivery(client, server, channel, publisher, epoch)
                    for client, server in zip(clients, (a, b), strict=True)]
         assert changed == [True, True]
