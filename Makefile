@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: setup run demo test test-unit lint bench
+.PHONY: setup run demo test test-unit lint typecheck bench
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,10 @@ run: setup
 demo: setup
 	SIGNALBOARD_ENV=development LOG_LEVEL=ERROR $(VENV)/bin/flask --app app demo
 
-# Installs everything the whole suite needs (Python, Debian and npm packages), then runs it
+# Installs everything the whole suite needs (Python, Debian and npm packages), then lints, type-checks and runs it
 test:
 	./scripts/setup_test_env.sh
+	$(MAKE) lint typecheck
 	$(VENV)/bin/pytest
 
 test-unit:
@@ -29,6 +30,11 @@ test-unit:
 
 lint:
 	$(VENV)/bin/ruff check .
+
+# mypy as pyproject.toml configures it; bench/ is a second run (its scripts import each other from their folder)
+typecheck:
+	$(VENV)/bin/mypy
+	MYPYPATH=bench $(VENV)/bin/mypy --no-explicit-package-bases bench/*.py bench/anchors/*.py
 
 bench: setup
 	$(VENV)/bin/python bench/run.py

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
 from flask_socketio import SocketIO
 
 from integration import install_integration
@@ -38,3 +38,10 @@ def init_socketio(app: Flask) -> None:
         logger=logging.getLogger("socketio.server"),
         engineio_logger=logging.getLogger("engineio.server"),
     )
+
+
+def client_sid() -> str:
+    """The sid of the Socket.IO client whose event is being handled (Flask-SocketIO sets `request.sid`, an attribute
+    Flask's Request type does not declare)."""
+    sid: str = request.sid  # type: ignore[attr-defined]
+    return sid

@@ -18,6 +18,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import socketio
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from blueprints.realtime.services import build_services  # noqa: E402
@@ -37,12 +39,17 @@ def figures(label: str, baseline: int) -> dict[str, float | str]:
     return {"step": label, "heap_mib": round((heap - baseline) / 2**20, 1), "rss_mib": round(rss_mib(), 1)}
 
 
+def _no_tasks(name: str, target: object, stop: object) -> None:
+    raise RuntimeError(f"the measurement starts no background task ({name})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--channels", type=int, default=100_000)
     args = parser.parse_args()
     config = load_config(environ={"SIGNALBOARD_ENV": "development", "HISTORY_MAX_AGE": "1"})
-    hub = build_services(config).hub
+    # The hub alone, on a server that never runs: appends start no background task.
+    hub = build_services(config, socketio.Server(async_mode="threading"), _no_tasks).hub
     tracemalloc.start()
     gc.collect()
     baseline, _ = tracemalloc.get_traced_memory()

@@ -443,7 +443,7 @@ class LoadGen:
     def __init__(self, processes: int = 4) -> None:
         ctx = multiprocessing.get_context("fork")
         self.pipes: list[Connection] = []
-        self.procs: list[multiprocessing.Process] = []
+        self.procs: list[multiprocessing.process.BaseProcess] = []
         for _ in range(processes):
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)

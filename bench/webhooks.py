@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
@@ -56,7 +57,7 @@ def main() -> int:
     down.control(delay=30)  # accepts, then never answers in time: every attempt times out
     hook.control(auth={"connect": {"status": 200, "body": {"sub": "bench", "channels": ["bench.*"],
                                                            "publish": ["bench.*"]}}})
-    common = {"WEBHOOK_SECRET": SECRET, "CLIENT_RATE_LIMIT": 0, "LOG_LEVEL": "WARNING"}
+    common: dict[str, Any] = {"WEBHOOK_SECRET": SECRET, "CLIENT_RATE_LIMIT": 0, "LOG_LEVEL": "WARNING"}
     servers = [
         ServerProcess(**common),
         ServerProcess(WEBHOOK_URLS=down.hook_url, WEBHOOK_TIMEOUT_MS=1000, **common),

@@ -57,8 +57,10 @@ class Fanout(Protocol):
     def announce(self, change: PresenceChange) -> None:
         """Tell the channel's presence listeners that a user joined or left."""
 
-    def attach(self, sid: str, channel: str, backlog: Sequence[Message], *, presence: bool = False) -> threading.Event:
-        """Send `backlog` to `sid`, then make it a live recipient; the event is set once that happened (or failed)."""
+    def attach(self, sid: str, channel: str, backlog: Sequence[Message], *,
+               presence: PresenceView | None = None) -> threading.Event:
+        """Send `backlog` to `sid`, then make it a live recipient (of the channel's presence events too, as `presence`
+        shows them); the event is set once that happened (or failed)."""
 
     def detach(self, sid: str, channel: str) -> None:
         """Stop sending `channel` to `sid`."""

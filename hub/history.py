@@ -54,7 +54,8 @@ class HistoryStore(Protocol):
     a flushed Redis), its epoch changes, so a client's old offsets are recognised as meaningless.
     """
 
-    epoch: str
+    @property
+    def epoch(self) -> str: ...
 
     def append(self, channel: str, event: str, data: Any) -> Message:
         """Store a message and return it with its new offset, id and timestamp."""
@@ -140,7 +141,7 @@ class MemoryHistoryStore(HistoryStore):
         self.max_messages = max_messages
         self.max_age_ms = int(max_age_seconds * 1000)
         self.window_ms = int(idempotency_window * 1000)
-        self.epoch = uuid.uuid4().hex[:12]
+        self._epoch = uuid.uuid4().hex[:12]
         self._clock = clock
         self._in_use = in_use
         # Guards _logs, _floor, _seen and _expiry: offset assignment, the idempotency decision, appends and evictions
@@ -155,6 +156,10 @@ class MemoryHistoryStore(HistoryStore):
         # all, so insertion order is expiry order) and lets each append drop the expired ones from the front.
         self._seen: dict[tuple[str, str], _Seen] = {}
         self._expiry: deque[tuple[int, tuple[str, str]]] = deque()
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)

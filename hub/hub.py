@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from hub.channels import can_publish, can_subscribe, validate_channel, validate_event
 from hub.errors import Forbidden, InvalidPayload, NotFound, PayloadTooLarge, Unavailable
@@ -131,6 +131,10 @@ class Published:
         return self.messages[0].answer()
 
 
+@overload
+def _check_offset(name: str, value: object, default: int) -> int: ...
+@overload
+def _check_offset(name: str, value: object, default: None) -> int | None: ...
 def _check_offset(name: str, value: object, default: int | None) -> int | None:
     if value is None:
         return default
@@ -228,13 +232,13 @@ class Hub:
 
     def publish(
         self,
-        channel: str,
-        event: str,
+        channel: object,
+        event: object,
         data: Any,
         *,
         grants: Iterable[str] | None = None,
-        idempotency_key: str | None = None,
-        exclude: str | None = None,
+        idempotency_key: object = None,
+        exclude: object = None,
         sub: str | None = None,
     ) -> Message:
         """Store and queue one message; it is acknowledged once stored, answering after its fan-out (see _pace).
@@ -242,32 +246,33 @@ class Hub:
         `grants` are the caller's publish patterns (a client's token); None means a trusted publisher. A repeated
         `idempotency_key` answers the first message (marked duplicate) and delivers nothing; `exclude` is a
         connection the live delivery skips (history keeps the message for everyone). `sub` is a client
-        publisher's user, for message.published.
+        publisher's user, for message.published. Client values are checked here, whatever their type.
         """
         return self.publish_to([channel], event, data, grants=grants, idempotency_key=idempotency_key,
                                exclude=exclude, sub=sub)[0]
 
     def publish_to(
         self,
-        channels: Sequence[str],
-        event: str,
+        channels: object,
+        event: object,
         data: Any,
         *,
         grants: Iterable[str] | None = None,
-        idempotency_key: str | None = None,
-        exclude: str | None = None,
+        idempotency_key: object = None,
+        exclude: object = None,
         sub: str | None = None,
     ) -> list[Message]:
         """publish() to several distinct channels at once, each with its own offset: every channel is checked
         (names, grants, size) before anything is stored, and all are stored in one atomic step, or none."""
-        channels = check_channels(channels)
-        for channel in channels:
+        names = check_channels(channels)
+        for channel in names:
             check_message(channel, event, data, self.max_payload_bytes, grants)
+        event = validate_event(event)
         key = check_idempotency_key(idempotency_key)
-        exclude = check_exclude(exclude)
-        self._admit(len(channels))
+        skip = check_exclude(exclude)
+        self._admit(len(names))
         client = None if grants is None else (sub,)
-        messages, handed_over = self._store_and_queue(channels, event, data, key, exclude, client)
+        messages, handed_over = self._store_and_queue(names, event, data, key, skip, client)
         self._pace(handed_over)
         return messages
 
@@ -292,7 +297,7 @@ class Hub:
                                sub=sub)
         return Published((message,), several=False)
 
-    def publish_batch(self, items: Sequence[Mapping[str, Any]]) -> list[Message]:
+    def publish_batch(self, items: object) -> list[Message]:
         """Publish several messages, in order, for a trusted publisher; nothing is stored unless all are valid.
 
         Each message may carry its own `idempotency_key`; a repeated one answers as publish() does.
@@ -317,7 +322,7 @@ class Hub:
         sid: str,
         sub: str | None,
         grants: Iterable[str],
-        channel: str,
+        channel: object,
         *,
         since: int | None = None,
         epoch: str | None = None,
@@ -330,7 +335,7 @@ class Hub:
         resync. An `epoch` from an earlier ack that no longer matches also means resync. With `presence`, it gets
         the channel's presence events; an anonymous one without the `sub`s unless `anonymous_presence_subs`.
         """
-        validate_channel(channel)
+        channel = validate_channel(channel)
         since = _check_offset("since", since, None)
         if epoch is not None and not isinstance(epoch, str):
             raise InvalidPayload("epoch must be a string")
@@ -381,8 +386,8 @@ class Hub:
             if not change.joined and change.channel_edge:
                 raise_event("channel.vacated", channel=channel)
 
-    def unsubscribe(self, sid: str, channel: str, *, reason: str = "unsubscribe") -> None:
-        validate_channel(channel)
+    def unsubscribe(self, sid: str, channel: object, *, reason: str = "unsubscribe") -> None:
+        channel = validate_channel(channel)
         with self._lock_for(channel):
             change = self.presence.remove(sid, channel)
             if change is None:

@@ -49,6 +49,11 @@ def client_for(url: str, **options: Any) -> redis.Redis:
     return sentinel.master_for(target.service, db=target.db, **auth, **options)
 
 
+def text(value: bytes | str) -> str:
+    """A reply of a `connect()` client as the str it is: redis-py types replies `bytes | str` whatever the client."""
+    return value if isinstance(value, str) else value.decode()
+
+
 def connect(url: str, *, timeout: float = COMMAND_TIMEOUT) -> redis.Redis:
     """A client that fails fast instead of retrying: appends are not idempotent, so the caller decides."""
     return client_for(

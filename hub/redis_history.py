@@ -352,12 +352,13 @@ class RedisHistoryStore(HistoryStore):
         return last[2] if last is not None and last[1] == channel else None
 
     @property
-    def epoch(self) -> str:  # type: ignore[override]
+    def epoch(self) -> str:
         if self._epoch is None:
             candidate = self._epoch_candidate()
             with unavailable_on_outage("epoch"):
                 current = self.client.set(self.keys.epoch, candidate, nx=True, get=True)
-            self._epoch = current if current is not None else candidate
+            # SET ... GET answers the value already there (decoded: this client decodes responses), or None.
+            self._epoch = current if isinstance(current, str) else candidate
         return self._epoch
 
     def append_all(

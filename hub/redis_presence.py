@@ -24,7 +24,7 @@ import redis
 
 from hub.errors import HubError
 from hub.presence import PresenceChange, PresenceRegistry
-from hub.redis_client import OUTAGE_ERRORS, RedisKeys, unavailable_on_outage
+from hub.redis_client import OUTAGE_ERRORS, RedisKeys, text, unavailable_on_outage
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class RedisPresenceRegistry:
 
     def counts(self) -> dict[str, int]:
         with unavailable_on_outage("presence read"):
-            channels = sorted(self.client.smembers(self._channels))
+            channels = sorted(text(channel) for channel in self.client.smembers(self._channels))
             pipe = self.client.pipeline(transaction=False)
             for channel in channels:
                 pipe.hvals(self._subs_prefix + channel)
@@ -217,7 +217,8 @@ class RedisPresenceRegistry:
     def who(self, channel: str) -> dict[str, int]:
         with unavailable_on_outage("presence read"):
             raw = self.client.hgetall(self._subs_prefix + channel)
-        return {key[2:]: int(n) for key, n in raw.items() if key.startswith("u:") and int(n) > 0}
+        subkeys = {text(key): int(n) for key, n in raw.items()}
+        return {key[2:]: n for key, n in subkeys.items() if key.startswith("u:") and n > 0}
 
     def heartbeat(self) -> list[PresenceChange]:
         """Mark this instance alive (re-publishing its state if Redis lost it) and reap silent instances.

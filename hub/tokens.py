@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,13 +112,14 @@ class TokenIssuer:
 
     def issue(
         self,
-        sub: str,
-        channels: Sequence[str],
-        ttl: int,
-        publish: Sequence[str] | None = None,
+        sub: object,
+        channels: object,
+        ttl: object,
+        publish: object = None,
     ) -> str:
-        """Return a signed token; raises InvalidPayload/InvalidChannel on bad arguments."""
-        check_sub(sub)
+        """Return a signed token; raises InvalidPayload/InvalidChannel on bad arguments (checked here, whatever
+        their type: they come from clients)."""
+        sub = check_sub(sub)
         if isinstance(ttl, float) and ttl.is_integer():
             ttl = int(ttl)  # JSON has one number type: 600.0 is the whole number JSON Schema calls an integer
         # bool is an int subclass; ttl=True is a client mistake, not one second.

@@ -55,9 +55,10 @@ class BoundedSendQueue(queue.Queue):
             return  # the session is being ended; nothing more is kept for it (None still wakes its reader)
         self.queue.append(item)
         self.bytes += packet_size(item)
-        if self.backlog is not None and not self.dropping and self.backlog.too_slow(self.bytes):
+        backlog, on_slow = self.backlog, self.on_slow  # both set by bound()
+        if backlog is not None and on_slow is not None and not self.dropping and backlog.too_slow(self.bytes):
             self.dropping = True
-            self.on_slow(self.bytes)
+            on_slow(self.bytes)
 
     def _get(self) -> Any:
         item = self.queue.popleft()

@@ -228,8 +228,9 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager, Broadcast
         if not isinstance(info, dict):
             return True
         channel, epoch, offset = info.get("channel"), info.get("epoch"), info.get("offset")
-        if isinstance(channel, str) and isinstance(epoch, str) and isinstance(offset, int):
-            self.history.high_water.saw(channel, epoch, offset)  # what a failover must not hand out again
+        if not isinstance(channel, str) or not isinstance(epoch, str) or not isinstance(offset, int):
+            return True  # not one of our numbered messages (history.append_all writes all three)
+        self.history.high_water.saw(channel, epoch, offset)  # what a failover must not hand out again
         if not self._has_local_members(channel):
             # Nobody here to deliver to, nothing to catch up later: forget it, so memory follows local channels.
             self._delivered.pop(channel, None)

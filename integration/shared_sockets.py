@@ -100,6 +100,7 @@ class SharedSocket(BoundedSocket):
     """
 
     transport: SharedTransport
+    last_ping: float | None  # python-engineio's: when the pending ping went out, None while none is pending
 
     def schedule_ping(self) -> None:
         # Same rule as python-engineio: one ping cycle at a time, started by the previous pong.
@@ -128,17 +129,27 @@ class SharedSocket(BoundedSocket):
 class EngineIOWebSocket:
     """The Engine.IO side of one shared-loop websocket: the upgrade dance, then packets in and out."""
 
-    __slots__ = ("socket", "transport", "conn", "state", "connecting", "held")
+    __slots__ = ("socket", "transport", "_conn", "state", "connecting", "held")
 
     PROBING, UPGRADING, OPEN = "probing", "upgrading", "open"
 
     def __init__(self, eio_socket: SharedSocket, transport: SharedTransport, upgrading: bool) -> None:
         self.socket = eio_socket
         self.transport = transport
-        self.conn: WebSocketConnection | None = None
+        self._conn: WebSocketConnection | None = None  # set by take_over right after (it needs this handler)
         self.state = self.PROBING if upgrading else self.OPEN
         self.connecting = False  # a Socket.IO namespace connect is being handled; later messages wait
         self.held: list[eio_packet.Packet] = []
+
+    @property
+    def conn(self) -> WebSocketConnection:
+        if self._conn is None:
+            raise RuntimeError(f"{self.socket.sid}: websocket session used before its connection was attached")
+        return self._conn
+
+    @conn.setter
+    def conn(self, conn: WebSocketConnection) -> None:
+        self._conn = conn
 
     def deliver(self, item: Any) -> None:
         """From SinkQueue: a packet to send, or None when Engine.IO closed the socket."""

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from tests.server import ServerProcess  # noqa: E402
 
 JS_DIR = ROOT / "tests" / "js"
 
-UNIT_CONFIG = {
+UNIT_CONFIG: dict[str, Any] = {
     "SIGNALBOARD_ENV": "production",
     "SECRET_KEY": "unit-test-secret-key-0123456789",
     "API_KEYS": ("unit-test-api-key-0001",),

@@ -109,6 +109,12 @@ class RawWebSocket:
             return None
         return payload.decode()
 
+    def recv_text(self) -> str:
+        """Next text frame, failing the test if the server closed the websocket instead."""
+        text = self.recv()
+        assert text is not None, "the server closed the websocket"
+        return text
+
     def reset(self) -> None:
         reset(self.sock)
 

@@ -43,9 +43,9 @@ class SharedLoop:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._lock = threading.Lock()  # guards _calls, _flushes, _timers, _woken, _thread_started and _stopped
-        self._calls: list[Callable[[], None]] = []
+        self._calls: list[Callable[[], object]] = []
         self._flushes: list[Flushable] = []
-        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timers: list[tuple[float, int, Callable[[], object]]] = []
         self._order = itertools.count()  # tie-breaker so equal due times never compare callables
         self._woken = False
         self._thread_started = False
@@ -66,7 +66,7 @@ class SharedLoop:
             self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._start(self.TASK, self._run, self.stop)
 
-    def call_soon(self, callback: Callable[[], None]) -> None:
+    def call_soon(self, callback: Callable[[], object]) -> None:
         """Run `callback` on the loop thread, after the callbacks asked for before it."""
         with self._lock:
             self._calls.append(callback)
@@ -93,7 +93,7 @@ class SharedLoop:
         if wake:
             self._wake()
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+    def call_later(self, delay: float, callback: Callable[[], object]) -> None:
         """Run `callback` on the loop thread in about `delay` seconds (no cancel: callbacks check their own state)."""
         entry = (time.monotonic() + delay, next(self._order), callback)
         with self._lock:
@@ -119,15 +119,20 @@ class SharedLoop:
 
     # ---- loop thread only ---------------------------------------------------------------------------------------
 
+    def _started_selector(self) -> selectors.BaseSelector:
+        if self._selector is None:
+            raise RuntimeError(f"{self.name}: the loop is used before it started")
+        return self._selector
+
     def register(self, sock: socket.socket, handler: Handler, events: int = selectors.EVENT_READ) -> None:
-        self._selector.register(sock, events, handler)
+        self._started_selector().register(sock, events, handler)
 
     def modify(self, sock: socket.socket, handler: Handler, events: int) -> None:
-        self._selector.modify(sock, events, handler)
+        self._started_selector().modify(sock, events, handler)
 
     def unregister(self, sock: socket.socket) -> None:
         try:
-            self._selector.unregister(sock)
+            self._started_selector().unregister(sock)
         except (KeyError, ValueError):
             pass  # never registered, or its fd is already closed
 
@@ -135,6 +140,9 @@ class SharedLoop:
         return threading.get_ident() == self.thread_ident
 
     def _run(self) -> None:
+        selector, wake_r, wake_w = self._started_selector(), self._wake_r, self._wake_w
+        if wake_r is None or wake_w is None:
+            raise RuntimeError(f"{self.name}: the loop runs without its wake-up pair")
         self.thread_ident = threading.get_ident()
         threading.current_thread().name = self.name
         log.debug("%s loop started", self.name)
@@ -145,24 +153,24 @@ class SharedLoop:
                 timeout = 0.0 if self._calls or self._flushes else None
                 if timeout is None and self._timers:
                     timeout = max(0.0, self._timers[0][0] - time.monotonic())
-            for key, mask in self._selector.select(timeout):
+            for key, mask in selector.select(timeout):
                 if key.data is None:
-                    self._drain_wake()
+                    self._drain_wake(wake_r)
                 else:
                     self._guarded(key.data, mask)
             self._run_calls()
             self._run_flushes()
             self._run_timers()
-        self._selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        selector.close()
+        wake_r.close()
+        wake_w.close()
 
-    def _drain_wake(self) -> None:
+    def _drain_wake(self, wake_r: socket.socket) -> None:
         # Drain first, then clear the flag: cleared first, a wake-up sent in between would be drained with the flag
         # left set, and every later call_soon()/flush_soon() would skip waking a sleeping loop. Work asked for
         # between the two steps is still seen: the lists are read after this returns.
         try:
-            while self._wake_r.recv(4096):
+            while wake_r.recv(4096):
                 pass
         except BlockingIOError:
             pass
@@ -190,7 +198,7 @@ class SharedLoop:
         for callback in due:
             self._guarded(callback)
 
-    def _guarded(self, callback: Callable[..., None], *args: Any) -> None:
+    def _guarded(self, callback: Callable[..., object], *args: Any) -> None:
         # The one thread serving every websocket must outlive any single connection's failure, whatever it is.
         try:
             callback(*args)

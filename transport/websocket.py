@@ -218,7 +218,8 @@ class WebSocketConnection:
     def _on_event(self, event: object) -> bool:
         """Handle one wsproto event; False once the connection is finished."""
         if isinstance(event, (TextMessage, BytesMessage)):
-            self._parts.append(event.data)
+            # bytes() keeps bytes as they are and copies a bytearray, so what is kept cannot change under us.
+            self._parts.append(event.data if isinstance(event.data, str) else bytes(event.data))
             self._parts_size += len(event.data)
             if self._parts_size > self._max_message:
                 self._parts, self._parts_size = [], 0
@@ -226,7 +227,7 @@ class WebSocketConnection:
                 return True
             if event.message_finished:
                 parts, self._parts, self._parts_size = self._parts, [], 0
-                message = parts[0] if len(parts) == 1 else ("" if isinstance(event, TextMessage) else b"").join(parts)
+                message = parts[0] if len(parts) == 1 else _joined(parts)
                 if not self._close_requested:
                     self._handler.on_message(message)
         elif isinstance(event, Ping):
@@ -285,3 +286,10 @@ def _close_without_reset(loop: SharedLoop, sock: socket.socket) -> None:
 
     loop.register(sock, discard)
     loop.call_later(LINGER_SECONDS, close)
+
+
+def _joined(parts: list[str | bytes]) -> str | bytes:
+    """One message from its fragments: all text or all bytes, as a message never mixes the two."""
+    if isinstance(parts[0], str):
+        return "".join(part for part in parts if isinstance(part, str))
+    return b"".join(part for part in parts if isinstance(part, bytes))

@@ -118,7 +118,7 @@ def _access_fields(atoms: Mapping[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {"method": atoms.get("m")}
     for name, atom in (("status", "s"), ("duration_ms", "M")):
         try:
-            fields[name] = int(atoms.get(atom))
+            fields[name] = int(atoms.get(atom, "-"))
         except (TypeError, ValueError):  # gunicorn's '-' for a value it does not know
             pass
     return fields

@@ -180,7 +180,7 @@ class ClientErrorLogFilter(logging.Filter):
             return True
         if record.name == "engineio.server" and isinstance(record.msg, str) and record.msg.endswith(LOG_ONCE_SUFFIX):
             record.msg = record.msg[: -len(LOG_ONCE_SUFFIX)].rstrip()
-        elif record.name == "gunicorn.error" and _raised_by_engineio_decoder(record.exc_info):
+        elif record.name == "gunicorn.error" and record.exc_info and _raised_by_engineio_decoder(record.exc_info):
             record.msg, record.args = "closed a websocket that sent an undecodable Engine.IO packet: %s", (
                 record.exc_info[1],)
             record.exc_info, record.exc_text = None, None

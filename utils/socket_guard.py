@@ -70,7 +70,7 @@ class SocketGuard:
         if self.admission is None:
             return self.wsgi_app(environ, start_response)
         with self.admission.budget.hold(kind):
-            if kind == "long_poll":
+            if kind == "long_poll" and sid is not None:
                 with self.admission.poll_cap.track(sid):
                     return self._long_poll(environ, start_response, sid)
             return self.wsgi_app(environ, start_response)

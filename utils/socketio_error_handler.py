@@ -132,6 +132,6 @@ def install_thread_excepthook() -> None:
                 and args.exc_value.errno in _SOCKET_GONE:
             count_disconnect_race("thread", f"thread={name} {args.exc_value}")
             return
-        log.error("thread %s died", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+        log.error("thread %s died", name, exc_info=args.exc_value or True)
 
     threading.excepthook = excepthook

@@ -7,6 +7,7 @@ import math
 from functools import partial
 
 from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request, session, url_for
+from werkzeug.wrappers import Response as BaseResponse  # what redirect() gives: a Flask Response is one too
 
 from blueprints.dashboard.live import NAMESPACE, ConnectionTally, Sampler, Watchers
 from blueprints.dashboard.namespace import DashboardNamespace
@@ -72,7 +73,7 @@ def _login_page(status: int = 200, error: str | None = None, retry_after: int | 
 
 
 @bp.get("/")
-def index() -> Response:
+def index() -> BaseResponse:
     if current_login() is None:
         return redirect(url_for("dashboard.login"))
     initial_watch = current_app.extensions[EXTENSION_KEY]["initial_watch"]
@@ -81,14 +82,14 @@ def index() -> Response:
 
 
 @bp.get("/login")
-def login() -> Response:
+def login() -> BaseResponse:
     if current_login() is not None:
         return redirect(url_for("dashboard.index"))
     return _login_page()
 
 
 @bp.post("/login")
-def login_submit() -> Response:
+def login_submit() -> BaseResponse:
     if not origin_allowed(request):
         return json_error(403, "forbidden_origin", "This form may only be sent from the dashboard's own pages.")
     if not login_configured():
@@ -108,7 +109,7 @@ def login_submit() -> Response:
 
 
 @bp.post("/logout")
-def logout() -> Response:
+def logout() -> BaseResponse:
     if not origin_allowed(request):
         return json_error(403, "forbidden_origin", "This form may only be sent from the dashboard's own pages.")
     if not csrf_valid(request.form.get("csrf_token")):

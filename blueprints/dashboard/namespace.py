@@ -11,6 +11,7 @@ from flask_socketio import ConnectionRefusedError, Namespace
 from blueprints.dashboard.live import MAX_FILTER_LENGTH, MAX_WATCHED_CHANNELS, Sampler, Watchers
 from blueprints.dashboard.security import csrf_valid, current_login, origin_allowed, own_url
 from blueprints.demo.snippets import client_snippets
+from extensions import client_sid
 from hub import Hub, TokenIssuer
 from hub.channels import validate_channel
 from hub.errors import InvalidPayload, NotFound, Unauthorized
@@ -49,16 +50,16 @@ class DashboardNamespace(Namespace):
         if login_id is None or not csrf_valid(token, session) or not origin_allowed(request):
             log.info("dashboard connection refused (logged in: %s)", login_id is not None)
             raise ConnectionRefusedError("unauthorized", {"code": "unauthorized", "message": "log in again"})
-        self.watchers.join(request.sid, login_id)
+        self.watchers.join(client_sid(), login_id)
         self.sampler.ensure_started()
 
     def on_disconnect(self, reason: Any = None) -> None:
-        self.watchers.leave(request.sid)
+        self.watchers.leave(client_sid())
 
     def _logged_in(self) -> None:
         """Every event checks the login again: it may have logged out (on any instance) since this socket opened."""
         if current_login(session) is None:
-            self.socketio.server.disconnect(request.sid, namespace=self.namespace)
+            self.socketio.server.disconnect(client_sid(), namespace=self.namespace)
             raise Unauthorized("logged out; log in again", reason="logged_out")
 
     def on_watch(self, payload: Any = None) -> dict[str, Any]:
@@ -68,7 +69,7 @@ class DashboardNamespace(Namespace):
         if not isinstance(channels, list) or len(channels) > MAX_WATCHED_CHANNELS:
             raise InvalidPayload(f"channels must be a list of at most {MAX_WATCHED_CHANNELS} names")
         names = tuple(dict.fromkeys(validate_channel(channel) for channel in channels))
-        self.watchers.watch(request.sid, names)
+        self.watchers.watch(client_sid(), names)
         return {"ok": True, "channels": list(names)}
 
     def on_filter_clients(self, payload: Any = None) -> dict[str, Any]:
@@ -78,7 +79,7 @@ class DashboardNamespace(Namespace):
         text = _body(payload).get("text")
         if not isinstance(text, str) or len(text) > MAX_FILTER_LENGTH:
             raise InvalidPayload(f"text must be a string of at most {MAX_FILTER_LENGTH} characters")
-        self.watchers.filter_clients(request.sid, text.strip())
+        self.watchers.filter_clients(client_sid(), text.strip())
         return {"ok": True}
 
     def on_publish(self, payload: Any = None) -> dict[str, Any]:

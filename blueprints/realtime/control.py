@@ -106,7 +106,7 @@ class LocalUserControl:
         count = 0
         for sid, _ in self.namespace.matching(self._of_sub(action.get("sub")), refuse_connecting=False):
             try:
-                hub.unsubscribe(sid, channel, reason="server")  # type: ignore[arg-type]
+                hub.unsubscribe(sid, channel, reason="server")
             except NotFound:
                 continue  # not subscribed to it (here); its later subscribes are refused by the revocation
             count += 1

@@ -14,6 +14,7 @@ from flask_socketio import ConnectionRefusedError, Namespace
 
 from blueprints.realtime.expiry import TokenExpiry, drop_ungranted, refreshed_claims
 from blueprints.realtime.services import HubServices, charge_channels
+from extensions import client_sid
 from hub.channels import can_subscribe, validate_channel
 from hub.errors import Forbidden, HubError, InvalidPayload, NotFound, Unauthorized, Unavailable
 from hub.revocations import channel_revoked, token_revoked
@@ -102,7 +103,7 @@ class RealtimeNamespace(Namespace):
         return super().trigger_event(event, *args)
 
     def on_connect(self, auth: Any = None) -> None:
-        sid = request.sid
+        sid = client_sid()
         try:
             identity = authenticate(self.services, auth, request.headers)
             # Registered before the revocation check: a revocation recorded after the check reaches this connection
@@ -132,7 +133,7 @@ class RealtimeNamespace(Namespace):
         self.services.hub.connect(sid, identity.sub, transport)
 
     def on_disconnect(self, reason: Any = None) -> None:
-        sid = request.sid
+        sid = client_sid()
         with self._lock:
             self._identities.pop(sid, None)
         self.expiry.forget(sid)
@@ -165,7 +166,7 @@ class RealtimeNamespace(Namespace):
 
     def _connected_caller(self) -> tuple[str, Identity]:
         """The calling connection and its identity, after its rate limit is checked."""
-        sid = request.sid
+        sid = client_sid()
         with self._lock:
             identity = self._identities.get(sid)
         if identity is None:

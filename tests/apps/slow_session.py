@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import time
 
-from flask import request
-
 from app import create_app as create_real_app
-from extensions import socketio
+from extensions import client_sid, socketio
 
 HOLD_SECONDS = 1.5
 
@@ -18,9 +16,9 @@ def create_app():
     @socketio.on("slow_session")
     def slow_session():
         # Started in the background too: a thread outside any handler meets the same gone session.
-        socketio.start_background_task(_touch_session_later, request.sid)
+        socketio.start_background_task(_touch_session_later, client_sid())
         time.sleep(HOLD_SECONDS)
-        return {"ok": True, "session": socketio.server.get_session(request.sid)}
+        return {"ok": True, "session": socketio.server.get_session(client_sid())}
 
     return app
 

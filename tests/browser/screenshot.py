@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 import socketio
@@ -35,7 +36,7 @@ LONG_TASK_PROBE = """() => { window.__longTasks = []; new PerformanceObserver(li
 
 
 def token_for(server: ServerProcess, sub: str, channel: str) -> str:
-    body = {"sub": sub, "channels": [channel], "ttl": 3600}
+    body: dict[str, Any] = {"sub": sub, "channels": [channel], "ttl": 3600}
     response = requests.post(server.url + "/api/v1/tokens", json=body, headers=AUTH, timeout=5)
     response.raise_for_status()
     return response.json()["token"]
@@ -48,7 +49,7 @@ def publish_steadily(server: ServerProcess, rate: int, stop: threading.Event, se
     sequence = 0
     next_batch = time.monotonic()
     while not stop.is_set():
-        messages = []
+        messages: list[dict[str, Any]] = []
         for _ in range(per_batch):
             channel = random.choice(list(EVENTS))
             sequence += 1

@@ -21,15 +21,22 @@ def logged_in_cookie_and_token(server) -> tuple[str, str]:
     """Log in like the browser would; the cookie is Secure, so it is passed by hand over plain http."""
     session = requests.Session()
     page = session.get(server.url + "/login", timeout=5).text
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    token = csrf_in(page, r'name="csrf_token" value="([^"]+)"')
     cookie = session.cookies["session"]
     response = session.post(server.url + "/login", timeout=5, allow_redirects=False,
                             headers={"Origin": server.url, "Cookie": f"session={cookie}"},
                             data={"csrf_token": token, "password": API_KEY})
     assert response.status_code == 302
     cookie = response.cookies["session"]
+    assert cookie is not None
     page = requests.get(server.url + "/", timeout=5, headers={"Cookie": f"session={cookie}"}).text
-    return cookie, re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+    return cookie, csrf_in(page, r'name="csrf-token" content="([^"]+)"')
+
+
+def csrf_in(page: str, pattern: str) -> str:
+    match = re.search(pattern, page)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
 
 
 def try_dashboard_socket(server, transport: str, origin: str | None, cookie: str | None, token: str | None) -> str:
@@ -47,12 +54,12 @@ def try_dashboard_socket(server, transport: str, origin: str | None, cookie: str
         except websocket.WebSocketBadStatusException as exc:
             return str(exc.status_code)
         try:
-            assert ws.recv().startswith("0{")  # Engine.IO open
+            assert str(ws.recv()).startswith("0{")  # Engine.IO open (text frames: str)
             ws.send(connect_packet)
-            answer = ws.recv()
+            answer = str(ws.recv())
             while answer == "2":  # a ping got there first (busy machine)
                 ws.send("3")
-                answer = ws.recv()
+                answer = str(ws.recv())
         finally:
             ws.close()
     else:

@@ -107,7 +107,7 @@ class HubClient:
         return [e for e in entries if channel is None or (e.meta or {}).get("channel") == channel]
 
     def offsets(self, channel: str) -> list[int]:
-        return [d.meta["offset"] for d in self.deliveries(channel)]
+        return [d.meta["offset"] for d in self.deliveries(channel) if d.meta is not None]
 
     def wait_for(self, predicate: Any, timeout: float = 10.0, what: str = "deliveries") -> None:
         deadline = time.monotonic() + timeout

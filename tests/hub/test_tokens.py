@@ -50,6 +50,7 @@ def reason_of(issuer: TokenIssuer, token) -> str:
         issuer.verify(token)
     assert info.value.status == 401
     assert SECRET not in json.dumps(info.value.to_dict())
+    assert info.value.reason is not None
     return info.value.reason
 
 

@@ -31,14 +31,14 @@ class RawSubscriber:
         self.closed_by_server = False
         if self.status != 101:
             return
-        assert self.ws.recv().startswith("0{")
+        assert self.ws.recv_text().startswith("0{")
         self.ws.send("40")
-        assert self.ws.recv().startswith("40")
+        assert self.ws.recv_text().startswith("40")
         self.ws.send(f'420["subscribe",{{"channel":"{CHANNEL}"}}]')
-        ack = self.ws.recv()
+        ack = self.ws.recv_text()
         while ack == "2":  # a ping may come first
             self.ws.send("3")
-            ack = self.ws.recv()
+            ack = self.ws.recv_text()
         assert ack.startswith("430") and json.loads(ack[3:])[0]["ok"], ack
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()

@@ -31,7 +31,9 @@ def development(tmp_path: Path, **env) -> dict:
 
 
 def banner_field(log: str, name: str) -> str:
-    return re.search(rf"^  {name} +(.+)$", log, re.MULTILINE).group(1)
+    match = re.search(rf"^  {name} +(.+)$", log, re.MULTILINE)
+    assert match, f"no {name} line in the start-up block"
+    return match.group(1)
 
 
 def receive(url: str, token: str, channels: list[str], count: int, timeout: float = 10) -> list[tuple]:

@@ -53,8 +53,8 @@ def log_length(server: ServerProcess) -> int:
 class PollingHubClient(HubClient):
     """HubClient over long-polling only, so bystanders cover both transports."""
 
-    def connect(self, auth: Any = None) -> HubClient:
-        self.sio.connect(self.url, auth=auth, transports=["polling"], wait_timeout=10)
+    def connect(self, auth: Any = None, transports: tuple[str, ...] = ("polling",)) -> HubClient:
+        self.sio.connect(self.url, auth=auth, transports=list(transports), wait_timeout=10)
         return self
 
 
@@ -179,7 +179,9 @@ class Figures:
     def read(self) -> dict[str, int]:
         ready = requests.get(self.server.url + "/readyz", timeout=10).json()
         status = Path(f"/proc/{self.worker}/status").read_text()
-        rss_kib = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+        rss = re.search(r"VmRSS:\s+(\d+)", status)
+        assert rss, status
+        rss_kib = int(rss.group(1))
         return {
             "sessions": ready["clients"]["websocket"] + ready["clients"]["polling"],
             "threads_total": ready["threads"]["total"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 
 from transport.loop import SharedLoop
 
@@ -15,8 +16,11 @@ def wait_for(event: threading.Event, what: str) -> None:
 def test_call_soon_runs_in_order_on_the_loop_thread(loop: SharedLoop):
     seen: list[tuple[int, bool]] = []
     done = threading.Event()
+    def record(i: int) -> None:
+        seen.append((i, loop.on_loop_thread()))
+
     for i in range(100):
-        loop.call_soon(lambda i=i: seen.append((i, loop.on_loop_thread())))
+        loop.call_soon(partial(record, i))
     loop.call_soon(done.set)
     wait_for(done, "callbacks")
     assert seen == [(i, True) for i in range(100)]
@@ -25,7 +29,11 @@ def test_call_soon_runs_in_order_on_the_loop_thread(loop: SharedLoop):
 def test_timers_fire_by_due_time_not_by_arrival(loop: SharedLoop):
     order: list[str] = []
     done = threading.Event()
-    loop.call_later(0.3, lambda: (order.append("late"), done.set()))
+    def late() -> None:
+        order.append("late")
+        done.set()
+
+    loop.call_later(0.3, late)
     loop.call_later(0.1, lambda: order.append("early"))
     started = time.monotonic()
     wait_for(done, "timers")
@@ -42,11 +50,11 @@ def test_a_failing_callback_is_logged_and_the_loop_goes_on(loop: SharedLoop, cap
 
 
 def test_many_timers_share_one_thread(loop: SharedLoop):
-    fired = []
+    fired: list[int] = []
     done = threading.Event()
     before = threading.active_count()
     for i in range(2000):
-        loop.call_later(0.05, lambda i=i: fired.append(i))
+        loop.call_later(0.05, partial(fired.append, i))
     loop.call_later(0.1, done.set)
     assert threading.active_count() == before  # no thread per timer, unlike python-engineio's pings
     wait_for(done, "2000 timers")

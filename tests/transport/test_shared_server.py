@@ -19,10 +19,10 @@ CHANNEL = "public:transport"
 API_KEY = "test-api-key-1-0123456789"
 
 
-def recv(ws: RawWebSocket) -> str | None:
+def recv(ws: RawWebSocket) -> str:
     """The next packet that is not a ping; pings are answered, as a real client does."""
     while True:
-        text = ws.recv()
+        text = ws.recv_text()
         if text != "2":
             return text
         ws.send("3")

@@ -194,6 +194,7 @@ def test_every_frame_of_many_broadcasts_reaches_every_connection(loop: SharedLoo
         deadline = time.monotonic() + 10
         while min(received) < 200 * len(frame) and time.monotonic() < deadline:
             for key, _ in sel.select(0.05):
+                assert isinstance(key.fileobj, socket.socket)
                 received[key.data] += len(key.fileobj.recv(65536))
         assert received == [200 * len(frame)] * len(pairs)
     finally:

@@ -213,7 +213,9 @@ def dashboard_socket(app, client, auth):
 
 def page_token(client) -> str:
     html = client.get("/", base_url=HTTPS).get_data(as_text=True)
-    return re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
+    match = re.search(r'name="csrf-token" content="([^"]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
 
 
 def test_namespace_refuses_anonymous_and_tokenless(app, dashboard_client):
