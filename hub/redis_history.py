@@ -35,7 +35,7 @@ import redis
 
 from hub.errors import Unavailable
 from hub.history import DEFAULT_IDEMPOTENCY_WINDOW, HistoryStore, Message, new_message_id
-from hub.redis_client import RedisKeys, unavailable_on_outage, warn_outage
+from hub.redis_client import RedisKeys, text, unavailable_on_outage, warn_outage
 from utils.redis_urls import default_min_replicas
 
 # Shared Lua helpers, prepended to each script. Entry fields: e (event), d (data as JSON), i (id), t (ms).
@@ -424,16 +424,17 @@ class RedisHistoryStore(HistoryStore):
         """Send every high-water mark to Redis (after a reconnect): a new epoch if it lost offsets seen here."""
         marks = self.high_water.snapshot()
         with unavailable_on_outage("reconcile"):
-            epoch = seen_in = self.client.get(self.keys.epoch) or ""
+            stored = self.client.get(self.keys.epoch)
+            epoch = seen_in = text(stored) if stored is not None else ""
             for start in range(0, len(marks), _RECONCILE_BATCH):
                 batch = [(c, o) for c, e, o in marks[start:start + _RECONCILE_BATCH] if e == seen_in]
                 if not batch:
                     continue
                 # A new epoch started by one batch is this caller's own: later batches' marks count as seen in it.
-                epoch = self._reconcile(
+                epoch = text(self._reconcile(
                     keys=[self.keys.epoch, self.keys.offsets],
                     args=[self._epoch_candidate(), epoch, len(batch), *(c for c, _ in batch), *(o for _, o in batch)],
-                )
+                ))
                 for channel, offset in batch:
                     self.high_water.saw(channel, epoch, offset)
         self._epoch = epoch or None

@@ -73,14 +73,14 @@ def _accept(self: Any, listener: socket.socket) -> None:
         refuse_waiting_connection(listener)
 
 
-def _wait_for_data(self: Any, timeout: float) -> bool:
+def _wait_for_data(self: Any, timeout: float | None) -> bool:
     """gunicorn's TConn.wait_for_data (same answers: True once readable, False on timeout or a closed socket)."""
     if self.data_ready:
         return True
     try:
         poller = select.poll()
         poller.register(self.sock, select.POLLIN)
-        if poller.poll(timeout * 1000):
+        if poller.poll(None if timeout is None else timeout * 1000):
             self.data_ready = True
             return True
         return False

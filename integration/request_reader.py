@@ -139,8 +139,9 @@ class RequestReadingWorker(gthread.ThreadWorker):
         self._read_request(conn)
 
     def _read_request(self, conn: ReadingConn) -> None:
-        if conn.parser is not None:
-            conn.buffer += conn.parser.unreader.take_buffered()  # read ahead by the previous request's body
+        unreader = getattr(conn.parser, "unreader", None)  # (an HTTP/2 connection has none)
+        if unreader is not None:
+            conn.buffer += unreader.take_buffered()  # read ahead by the previous request's body
         conn.sock.setblocking(False)
         conn.deadline = time.monotonic() + self.read_timeout
         self.reading.append(conn)
@@ -219,8 +220,9 @@ class RequestReadingWorker(gthread.ThreadWorker):
             conn.ready = False
             conn.sock.setblocking(True)
             conn.init()
-            if conn.buffer and conn.parser is not None and not conn.is_http2:
-                conn.parser.unreader.unread(bytes(conn.buffer))
+            unreader = getattr(conn.parser, "unreader", None)  # (an HTTP/2 connection has none)
+            if conn.buffer and unreader is not None and not conn.is_http2:
+                unreader.unread(bytes(conn.buffer))
             conn.buffer = bytearray()
         return super().handle(conn)
 

@@ -41,6 +41,6 @@ def build_transport(engineio_server: Any, mode: str, max_buffered: int, start_ta
     def adopt(eio_socket: Socket) -> None:
         adopt_class(eio_socket)
         if inbound_policy is not None:
-            eio_socket.inbound = InboundGate(inbound_policy)  # type: ignore[attr-defined]
+            eio_socket.inbound = InboundGate(inbound_policy)
 
     return transport, adopt

@@ -147,7 +147,7 @@ def admit(eio_socket: Any, pkt: eio_packet.Packet) -> bool:
     verdict, detail = gate.check(pkt.data)
     if verdict == "pass":
         return True
-    if verdict == "drop":
+    if verdict == "drop" or detail is None:  # (a close always names its problem: InboundGate.check)
         if detail is not None:
             eio_socket.send(eio_packet.Packet(eio_packet.MESSAGE, data=detail))
         return False

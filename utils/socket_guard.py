@@ -44,7 +44,8 @@ class SocketGuard:
             if self.admission is not None and environ.get("REQUEST_METHOD") == "GET":
                 reservation, reason, retry_after = self.admission.admit(environ, websocket)
                 if reservation is None:
-                    return self.admission.refuse(reason, start_response, retry_after)
+                    # admit() names the reason of every refusal
+                    return self.admission.refuse(reason or "capacity", start_response, retry_after)
                 environ[RESERVATION_KEY] = reservation
                 try:
                     return self._serve(environ, start_response, kind)

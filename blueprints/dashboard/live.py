@@ -369,9 +369,10 @@ class Sampler:
 
     def _row(self, sid: str, eio_sid: str, session: Any, sub: str | None, channels: list[str],
              joined: bool) -> dict[str, Any]:
-        row = {"sid": sid, "sub": sub, "transport": "websocket" if session.upgraded else "polling",
-               "channels": channels, "since": self.tally.connected_since(eio_sid), "joined": joined}
-        words = [sid, sub or "", row["transport"], *channels, "" if joined else "unjoined"]
+        transport = "websocket" if session.upgraded else "polling"
+        row = {"sid": sid, "sub": sub, "transport": transport, "channels": channels,
+               "since": self.tally.connected_since(eio_sid), "joined": joined}
+        words = [sid, sub or "", transport, *channels, "" if joined else "unjoined"]
         row["search"] = " ".join(words).lower()
         return row
 

@@ -45,7 +45,7 @@ def count_message(eio_sid: str, data: Any) -> None:
         # A name becomes a label only from a session in the event's namespace: names sent before any CONNECT (or
         # to a namespace that refused it) must not take the label cap's places.
         joined = match is not None and socketio.server.manager.sid_from_eio_sid(eio_sid, match.group(1) or "/")
-        EVENTS_RECEIVED.labels(received_event_label(match.group(2)) if joined else "other").inc()
+        EVENTS_RECEIVED.labels(received_event_label(match.group(2)) if match is not None and joined else "other").inc()
 
 
 def count_disconnect(eio_sid: str, reason: Any) -> None:

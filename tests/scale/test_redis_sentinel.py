@@ -152,7 +152,7 @@ class ReadyzWatcher:
 
 
 def received(client: HubClient, channel: str) -> list[tuple[int, str]]:
-    return [(d.meta["offset"], d.meta["id"]) for d in client.deliveries(channel)]
+    return [(d.meta["offset"], d.meta["id"]) for d in client.deliveries(channel) if d.meta is not None]
 
 
 def resyncs(client: HubClient) -> list[dict]:
