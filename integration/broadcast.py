@@ -47,10 +47,9 @@ class BroadcastManager(socketio.Manager):
     def emit(self, event: Any, data: Any, namespace: Any, room: Any = None, skip_sid: Any = None,
              callback: Any = None, to: Any = None, **kwargs: Any) -> None:
         # The one local delivery of every message, in memory mode and from the Redis queue: the taps get the same.
-        result = self._emit_to_sessions(event, data, namespace, room, skip_sid, callback, to, **kwargs)
+        self._emit_to_sessions(event, data, namespace, room, skip_sid, callback, to, **kwargs)
         if namespace in (None, "/"):
             self.taps.deliver(to or room, event, data, skip_sid)
-        return result
 
     def _emit_to_sessions(self, event: Any, data: Any, namespace: Any, room: Any = None, skip_sid: Any = None,
                           callback: Any = None, to: Any = None, **kwargs: Any) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import socketio
 
 from integration.broadcast import BroadcastManager
+from integration.room_taps import RoomTaps
 from utils.background import StartTask
 
 # The manager methods every membership change goes through (Manager, and the Redis manager via its base).
@@ -31,6 +32,8 @@ MEMBERSHIP_METHODS = ("connect", "pre_disconnect", "basic_disconnect", "basic_en
 class SerializedMembership:
     """Mixin for a python-socketio manager: each membership change holds one re-entrant lock (connect calls
     basic_enter_room, and so on). Replaces the six MEMBERSHIP_METHODS; integration/pins.py checks they exist."""
+
+    taps: RoomTaps  # BroadcastManager's: every manager here is one too (SerializedManager, ClusterQueueManager)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -116,10 +116,11 @@ class SseConnection:
     # ---- loop thread --------------------------------------------------------------------------------------------
 
     def _start(self) -> None:
-        if self._closed:
+        sock = self._sock
+        if self._closed or sock is None:
             return
         try:
-            self._loop.register(self._sock, self._on_ready)
+            self._loop.register(sock, self._on_ready)
         except (ValueError, OSError):
             self._finish("socket unusable")
             return
@@ -156,8 +157,11 @@ class SseConnection:
             self._loop.modify(self._sock, self._on_ready, READ_WRITE if backlog else READ)
 
     def _read(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return  # not attached (yet, or any more): nothing to read
         try:
-            data = self._sock.recv(RECEIVE_BYTES)
+            data = sock.recv(RECEIVE_BYTES)
         except BlockingIOError:
             return
         except OSError as exc:
