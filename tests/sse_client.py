@@ -43,7 +43,8 @@ class SseStream:
             source = iter(lambda: self.response.raw.read1(65536), b"")
             for event in sseclient.SSEClient(source).events():
                 with self._lock:
-                    self.events.append(SseEvent(event.event, event.id, json.loads(event.data), event.retry))
+                    self.events.append(SseEvent(event.event, event.id, json.loads(event.data),
+                                               int(event.retry) if event.retry else None))
         except (requests.RequestException, OSError, ValueError, AttributeError):
             pass  # the connection was closed (by us or the server)
         finally:

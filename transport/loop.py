@@ -99,7 +99,9 @@ class SharedLoop:
         with self._lock:
             heapq.heappush(self._timers, entry)
             # Pings are all scheduled one interval ahead, so a new timer is rarely the earliest: no wake needed then.
-            wake = self._timers[0] is entry and not self._woken
+            # Before the loop started there is nothing to wake (and flagging it would make the next call_soon skip
+            # its wake-up while the new loop sleeps until this timer).
+            wake = self._timers[0] is entry and not self._woken and self._wake_w is not None
             self._woken = self._woken or wake
         if wake:
             self._wake()

@@ -44,11 +44,12 @@ def init_realtime(app: Flask, events: EventSink | None = None) -> HubServices:
 def init_streams(app: Flask, services: HubServices) -> SseStreams:
     """SSE streams (GET /api/v1/stream) on the websockets' shared loop (or one of their own), drained at SIGTERM."""
     shared = app.extensions.get("websocket_transport")
-    loop = (shared.loop if shared is not None
-            else SharedLoop(socketio.server.eio.start_background_task, "signalboard-sse"))
+    tasks = app.extensions["background_tasks"]
+    loop = shared.loop if shared is not None else SharedLoop(tasks.start, "signalboard-sse")
     streams = app.extensions[STREAMS_KEY] = SseStreams(
         services, socketio.server.manager.taps, loop, socketio.start_background_task,
         app.config["WEBSOCKET_SEND_BUFFER"], app.config["MAX_WEBSOCKET_CLIENTS"])
     app.extensions["drain"].add_stop_callback("sse streams", streams.drain)
+    app.extensions["user_control"].streams = streams  # revoke, disconnect, unsubscribe and list reach streams too
     app.wsgi_app = StreamTakeover(app.wsgi_app)  # type: ignore[method-assign]
     return streams

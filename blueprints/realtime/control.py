@@ -19,13 +19,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from blueprints.realtime.namespace import Identity, RealtimeNamespace
 from blueprints.realtime.services import HubServices
 from hub.errors import NotFound
 from hub.revocations import jti_key, revoked_by, sub_key
 from utils.socketio_error_handler import swallow_disconnected_session
+
+if TYPE_CHECKING:
+    from blueprints.realtime.stream import SseStream, SseStreams
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,7 @@ class LocalUserControl:
         self.services = services
         self.instance_id = instance_id
         self.log = ControlLog()
+        self.streams: SseStreams | None = None  # this instance's SSE streams (init_streams), acted on alike
 
     def _server(self) -> Any:
         return self.namespace.socketio.server
@@ -74,19 +78,27 @@ class LocalUserControl:
             return {"instance": self.instance_id, "count": 0}
         return {"instance": self.instance_id, **handler(action)}
 
+    def _matching(self, wanted: Callable[[Identity], bool], *, refuse_connecting: bool) -> list[tuple[str, Identity]]:
+        """Socket.IO connections and SSE streams whose identity is `wanted` (see RealtimeNamespace.matching)."""
+        found = self.namespace.matching(wanted, refuse_connecting=refuse_connecting)
+        if self.streams is not None:
+            found += [(stream.sid, stream.identity) for stream in self.streams.matching(wanted)]
+        return found
+
     def _of_sub(self, sub: Any) -> Callable[[Identity], bool]:
         return lambda identity: identity.sub is not None and identity.sub == sub
 
     def _list(self, action: dict[str, Any]) -> dict[str, Any]:
         server = self._server()
         rows = []
-        for sid, identity in self.namespace.matching(self._of_sub(action.get("sub")), refuse_connecting=False):
+        for sid, identity in self._matching(self._of_sub(action.get("sub")), refuse_connecting=False):
             eio_sid = server.manager.eio_sid_from_sid(sid, self.namespace.namespace)
             session = server.eio.sockets.get(eio_sid) if eio_sid else None
+            transport = "websocket" if session is not None and session.upgraded else "polling"
             rows.append({
                 "sid": sid,
                 "instance": self.instance_id,
-                "transport": "websocket" if session is not None and session.upgraded else "polling",
+                "transport": "sse" if self._stream(sid) is not None else transport,
                 "channels": sorted(self.services.hub.presence.channels_of(sid)),
                 "connected_since": round(identity.since, 3),
                 "token_expires_at": identity.exp,
@@ -94,7 +106,7 @@ class LocalUserControl:
         return {"connections": rows}
 
     def _disconnect(self, action: dict[str, Any]) -> dict[str, Any]:
-        found = self.namespace.matching(self._of_sub(action.get("sub")), refuse_connecting=True)
+        found = self._matching(self._of_sub(action.get("sub")), refuse_connecting=True)
         body = {"reason": action.get("reason"), "reconnect": bool(action.get("reconnect"))}
         count = sum(self._end(sid, DISCONNECT_EVENT, body) for sid, _ in found)
         self._record("disconnect user", f"sub {action.get('sub')}", count)
@@ -104,7 +116,7 @@ class LocalUserControl:
         channel = action.get("channel")
         hub = self.services.hub
         count = 0
-        for sid, _ in self.namespace.matching(self._of_sub(action.get("sub")), refuse_connecting=False):
+        for sid, _ in self._matching(self._of_sub(action.get("sub")), refuse_connecting=False):
             try:
                 hub.unsubscribe(sid, channel, reason="server")
             except NotFound:
@@ -116,7 +128,7 @@ class LocalUserControl:
 
     def _revoke(self, action: dict[str, Any]) -> dict[str, Any]:
         wanted = _revoked_by(action)
-        found = self.namespace.matching(wanted, refuse_connecting=True)
+        found = self._matching(wanted, refuse_connecting=True)
         body = {"code": "unauthorized", "reason": "token_revoked",
                 "message": "Your token has been revoked: get a new one before reconnecting."}
         count = sum(self._end(sid, TOKEN_REVOKED_EVENT, body) for sid, _ in found)
@@ -126,7 +138,7 @@ class LocalUserControl:
 
     def sweep(self) -> None:
         """Disconnect local holders of tokens revoked while this instance could not hear (a Redis outage)."""
-        held = self.namespace.matching(lambda identity: identity.sub is not None, refuse_connecting=False)
+        held = self._matching(lambda identity: identity.sub is not None, refuse_connecting=False)
         if not held:
             return
         keys = [key for _, identity in held for key in (sub_key(identity.sub or ""), jti_key(identity.jti or ""))]
@@ -140,12 +152,22 @@ class LocalUserControl:
         if count:
             self._record("revoke tokens", "missed during an outage", count)
 
+    def _stream(self, sid: str) -> SseStream | None:
+        return self.streams.get(sid) if self.streams is not None else None
+
     @swallow_disconnected_session
     def _emit(self, sid: str, event: str, body: dict[str, Any]) -> None:
+        stream = self._stream(sid)
+        if stream is not None:
+            stream.tell(event, body)
+            return
         self._server().emit(event, body, to=sid, namespace=self.namespace.namespace, ignore_queue=True)
 
     def _end(self, sid: str, event: str, body: dict[str, Any]) -> int:
         """Tell `sid` why, then disconnect it; 1 if it was still connected."""
+        stream = self._stream(sid)
+        if stream is not None:
+            return stream.end(event, body)
         server = self._server()
         if not server.manager.is_connected(sid, self.namespace.namespace):
             return 0

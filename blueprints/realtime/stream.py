@@ -133,8 +133,15 @@ class SseStream:
             self.positions[channel] = offset
         self.conn.write(sse_frame(event, {**meta, "data": data}, self.event_id()))
 
-    def end(self, event: str, body: dict[str, Any], *, retry_ms: int | None = None) -> None:
+    def tell(self, event: str, body: dict[str, Any]) -> None:
+        self.conn.write(sse_frame(event, body))
+
+    def end(self, event: str, body: dict[str, Any], *, retry_ms: int | None = None) -> int:
+        """Send `event` last and end the stream; 1 if it was still open."""
+        if self.conn.closed:
+            return 0
         self.conn.close(sse_frame(event, body, retry_ms=retry_ms), reason=event)
+        return 1
 
     def _closed(self, reason: str) -> None:
         # Called on the loop thread: the hub's bookkeeping may reach Redis, so it runs elsewhere.
@@ -158,6 +165,10 @@ class SseStreams:
 
     def count(self) -> int:
         return len(self._streams)
+
+    def get(self, sid: str) -> SseStream | None:
+        with self._lock:
+            return self._streams.get(sid)
 
     def matching(self, wanted: Callable[[Identity], bool]) -> list[SseStream]:
         with self._lock:
@@ -186,6 +197,7 @@ class SseStreams:
             raise Unavailable("this instance is shutting down: connect to another one", retry_after=1)
         if self.count() >= self.max_streams:
             raise Unavailable("too many SSE streams on this instance", retry_after=1)
+        self.loop.ensure_started()
         hub = self.services.hub
         sid = "sse-" + secrets.token_urlsafe(15)
         stream = SseStream(self, sid, identity, channels, hub.history.epoch)
@@ -194,13 +206,17 @@ class SseStreams:
             self._streams[sid] = stream
         hub.connect(sid, identity.sub, "sse")
         try:
+            # Checked once registered, as at a Socket.IO connect: a revocation recorded after this check finds the
+            # stream through its control action.
+            if identity.sub is not None and token_revoked(self.services.revocations, identity.sub, identity.jti,
+                                                          identity.iat):
+                raise revoked_error()
             acks = [self._subscribe(stream, channel, epoch, since, grants_for) for channel in channels]
         except BaseException:
             stream.conn.close(reason="refused")
             raise
         stream.conn.write(sse_frame(SUBSCRIBED_EVENT, {"channels": acks}, stream.event_id()))
         if identity.exp is not None:
-            self.loop.ensure_started()
             self.loop.call_later(max(0.0, identity.exp - time.time()), lambda: self._expire(stream))
         stream.conn.heartbeat_every(HEARTBEAT_SECONDS)
         return stream
@@ -260,8 +276,8 @@ def stream() -> Response:
             raise InvalidPayload("epoch must be the epoch of an earlier subscription")
     token = _token()
     identity = authenticate(services, {"token": token} if token else None, request.headers)
-    if identity.sub is not None and token_revoked(services.revocations, identity.sub, identity.jti, identity.iat):
-        raise revoked_error()
+    if current_app.extensions["readiness"].draining:
+        raise Unavailable("this instance is shutting down: connect to another one", retry_after=1)
     if services.client_limiter is not None:
         services.client_limiter.check(f"sse {request.remote_addr}")
     namespace = current_app.extensions["user_control"].namespace

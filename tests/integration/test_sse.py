@@ -3,6 +3,8 @@ subscriber on the same channel; delivery, order, exactly-once, Last-Event-ID rec
 
 from __future__ import annotations
 
+import signal
+import socket
 import subprocess
 import threading
 import time
@@ -237,3 +239,84 @@ def test_livez_answers_while_streams_are_open(server, api):
     finally:
         for stream in streams:
             stream.close()
+
+
+def test_revoking_the_token_ends_the_stream_and_refuses_it_again(server, api):
+    channel = unique("orders")
+    token = api.token("erin", [channel])
+    stream = SseStream(server.url, {"channel": channel}, bearer(token))
+    other = SseStream(server.url, {"channel": channel}, bearer(api.token("frank", [channel])))
+    try:
+        stream.wait_event("signalboard:subscribed")
+        other.wait_event("signalboard:subscribed")
+        listed = api.get("/users/erin").json()["connections"]
+        assert [row["transport"] for row in listed] == ["sse"] and listed[0]["channels"] == [channel]
+        answer = api.post("/tokens/revoke", {"sub": "erin"}).json()
+        assert answer["disconnected"] == 1
+        assert stream.ended.wait(10)
+        assert stream.of("signalboard:token_revoked")[-1].data["reason"] == "token_revoked"
+        again = requests.get(server.url + "/api/v1/stream", params={"channel": channel}, headers=bearer(token))
+        assert error_of(again, 401)["reason"] == "token_revoked"
+        api.publish(channel, "still", 1)
+        other.wait_offsets(channel, 1)  # the other user's stream is untouched
+    finally:
+        stream.close()
+        other.close()
+
+
+def test_disconnect_and_unsubscribe_of_a_user_reach_their_streams(server, api):
+    first, second = unique("a"), unique("b")
+    token = api.token("gina", [first, second])
+    stream = SseStream(server.url, {"channel": [first, second]}, bearer(token))
+    try:
+        stream.wait_event("signalboard:subscribed")
+        assert api.post("/users/gina/unsubscribe", {"channel": first}).json()["unsubscribed"] == 1
+        assert stream.wait_event("signalboard:unsubscribed").data["channel"] == first
+        api.publish(first, "gone", 1)
+        api.publish(second, "kept", 2)
+        stream.wait_offsets(second, 1)
+        assert stream.offsets(first) == []
+        assert api.post("/users/gina/disconnect", {"reason": "maintenance"}).json()["disconnected"] == 1
+        assert stream.ended.wait(10)
+        assert stream.of("signalboard:disconnect")[-1].data["reason"] == "maintenance"
+    finally:
+        stream.close()
+
+
+def test_a_stalled_reader_is_dropped_as_a_slow_consumer_without_affecting_others(server, api):
+    channel = "public:" + unique("firehose")
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window from the start
+    stalled.connect(("127.0.0.1", server.port))
+    stalled.sendall(f"GET /api/v1/stream?channel={channel} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    reader = SseStream(server.url, {"channel": channel})
+    try:
+        reader.wait_event("signalboard:subscribed")
+        server.wait_until(lambda: api.get(f"/channels/{channel}/presence").json()["connections"] == 2,
+                          what="both streams subscribed")
+        blob = "x" * 8000
+        for n in range(400):  # ~3.2 MB, far over the 64 KiB bound (and the kernel's buffers) for the one not reading
+            api.publish(channel, "big", {"n": n, "blob": blob})
+        assert reader.wait_offsets(channel, 400, timeout=30) == list(range(1, 401))
+        server.wait_until(lambda: api.get(f"/channels/{channel}/presence").json()["connections"] == 1,
+                          what="the stalled stream dropped")
+        assert "SSE stream" in server.log() and "dropped as a slow consumer" in server.log()
+    finally:
+        stalled.close()
+        reader.close()
+
+
+def test_sigterm_tells_streams_to_retry_and_ends_them(server_factory):
+    running = server_factory(ALLOW_ANONYMOUS=1)
+    channel = "public:" + unique("drain")
+    stream = SseStream(running.url, {"channel": channel})
+    assert stream.response.status_code == 200, stream.response.text
+    stream.wait_event("signalboard:subscribed")
+    running.process.send_signal(signal.SIGTERM)
+    try:
+        assert stream.ended.wait(15)
+        last = stream.of("signalboard:reconnect")
+        assert last and last[-1].retry == 3000 and last[-1].data["reason"] == "server_shutdown"
+        assert running.process.wait(20) == 0
+    finally:
+        stream.close()
