@@ -209,6 +209,7 @@ def internal_mismatches() -> list[str]:
          and _dict_keys(pubsub_manager.PubSubManager._return_callback, "callback") == pubsub_packets.CALLBACK_KEYS
          and "for message in self._listen():" in _source(pubsub_manager.PubSubManager._thread)
          and "if data['method'] == 'callback':" in _source(pubsub_manager.PubSubManager._thread)
+         and "BaseException" not in _source(pubsub_manager.PubSubManager._thread)
          and all(f"message['{key}']" in _source(pubsub_manager.PubSubManager._handle_callback)
                  for key in ("sid", "id", "args")),
          "socketio PubSubManager's packet format (integration/pubsub_packets.py EMIT_KEYS, CALLBACK_KEYS) and its "

@@ -100,6 +100,7 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager, Broadcast
         self.thread = self._start_task(self.TASK, self._run_listener, self.stop)
 
     def _run_listener(self) -> None:
+        # `_thread` only catches Exception, so _ListenerStopped (a BaseException) ends it (integration/pins.py).
         try:
             self._thread()  # python-socketio's dispatch loop over _listen()
         except _ListenerStopped:
@@ -139,7 +140,8 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager, Broadcast
         )
 
     def _redis_connect(self) -> None:
-        """The publishing connection only: fail fast, a publish must never hang."""
+        """Replaces RedisManager's (which also opens the pub/sub): the publishing connection only, failing fast, so a
+        publish never hangs; the listener has its own (`_listener_connect`)."""
         self.redis = self._client(2.0)
         self.connected = True
 
@@ -148,6 +150,7 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager, Broadcast
         self.pubsub = self._client(10.0, health_check_interval=5).pubsub(ignore_subscribe_messages=True)
 
     def _publish(self, data: Any) -> Any:
+        """Replaces RedisManager's retrying publish, which logs every failure at ERROR: one try, one WARNING."""
         try:
             if not self.connected:
                 self._redis_connect()
@@ -180,7 +183,8 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager, Broadcast
     # --- the listener -------------------------------------------------------------------------------------
 
     def _listen(self) -> Iterator[dict[str, Any]]:
-        """Yield queue packets (as dicts) forever, reconnecting and catching up after any failure."""
+        """Replaces RedisManager._listen (blocking, backoff to 60 s): packets (as dicts) until stop(), polling 1 s,
+        reconnecting within seconds and catching up after any failure."""
         retry = RETRY_MIN_SECONDS
         while True:
             if self._stopping.is_set():
@@ -296,6 +300,8 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager, Broadcast
 
     # --- markers (hub.redis_fanout.JoinMarkers) -------------------------------------------------------------
 
+    # Markers ride python-socketio's own callback machinery: an id from `_generate_ack_id`, filed in `callbacks`
+    # under MARKER_SID, run by the listener when the `callback` packet comes back through Redis.
     def _marker_prefix(self, marker_id: int) -> str:
         return callback_prefix(self.host_id, MARKER_SID, marker_id)
 
