@@ -502,6 +502,12 @@ class LoadGen:
             "wall": time.time() - t0,
         }
 
+    def cpu_seconds(self) -> float:
+        """utime + stime of the worker processes so far: the load generator's own CPU, to show next to the server's."""
+        from servers import tree_cpu_seconds  # bench/servers.py reads /proc the same way for the servers
+
+        return sum(tree_cpu_seconds(proc.pid) for proc in self.procs if proc.pid is not None)
+
     def reset(self, min_seq: int = 0) -> None:
         """Forget receipts; from now on ignore (count as stale) events numbered below min_seq."""
         self._ask_all({"cmd": "reset", "min_seq": min_seq}, 10)

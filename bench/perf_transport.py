@@ -35,7 +35,7 @@ from loadgen import LoadGen  # noqa: E402
 
 log = logging.getLogger("bench.perf_transport")
 
-SIGNALBOARD_ENV = {"LOG_LEVEL": "WARNING", "MAX_WEBSOCKET_CLIENTS": "20000"}
+SIGNALBOARD_ENV = {"LOG_LEVEL": "WARNING"}  # MAX_WEBSOCKET_CLIENTS: derived from the descriptor limit
 CAPACITY_STEPS = [100, 500, 1000, 1500, 2000, 2500, 3000, 4000, 5000]
 
 

@@ -146,12 +146,13 @@ def _broadcasts(
         lg.reset(min_seq=cfg.spaced)
         publisher.call_ms = []
         tree0 = set(servers.process_tree(server.pid))
-        cpu0, t0 = servers.tree_cpu_seconds(server.pid), time.time()
+        cpu0, lg_cpu0, t0 = servers.tree_cpu_seconds(server.pid), lg.cpu_seconds(), time.time()
         for seq in range(cfg.spaced, cfg.spaced + cfg.burst):
             publisher.publish(seq)
         published_s = time.time() - t0
         lg.wait_received(n * cfg.burst, timeout=120)
         cpu = servers.tree_cpu_seconds(server.pid) - cpu0
+        loadgen_cpu = lg.cpu_seconds() - lg_cpu0
         if tree0 - set(servers.process_tree(server.pid)):
             # A process of the tree died (gunicorn killed its worker): its CPU time left the sum with it.
             cpu = float("nan")
@@ -163,6 +164,9 @@ def _broadcasts(
     span = col["last_recv"] - t0 if col["received"] else float("nan")
     burst["delivered_per_s"] = col["received"] / span if col["received"] else 0.0
     burst["cpu_s_per_10k"] = cpu / col["received"] * 1e4 if col["received"] else float("nan")
+    # The clients' own cost over the same span: a load generator near a core per process would be the bottleneck.
+    burst["loadgen_cpu_s_per_10k"] = loadgen_cpu / col["received"] * 1e4 if col["received"] else float("nan")
+    burst["loadgen_cpu_s"], burst["server_cpu_s"], burst["span_s"] = loadgen_cpu, cpu, span
     burst["publish_calls_s"] = published_s
     calls = sorted(publisher.call_ms)
     burst["publish_call_p50_ms"] = percentile(calls, 50)
@@ -273,6 +277,7 @@ FIGURES: list[tuple[str, tuple[str, ...], bool]] = [
     ("delivered msgs/s (burst)", ("burst", "delivered_per_s"), False),
     ("delivered % (burst)", ("burst", "delivered_pct"), False),
     ("server CPU s per 10k deliveries", ("burst", "cpu_s_per_10k"), True),
+    ("load generator CPU s per 10k deliveries", ("burst", "loadgen_cpu_s_per_10k"), True),
     ("publish call p50 (ms, burst)", ("burst", "publish_call_p50_ms"), True),
     ("RSS per connection (KiB)", ("rss_kib_per_conn",), True),
     ("OS threads per connection", ("threads_per_conn",), True),

@@ -248,6 +248,10 @@ def start_signalboard(extra_env: dict[str, str] | None = None) -> Server:
         "API_KEYS": BENCH_API_KEY,
         "ALLOW_ANONYMOUS": "1",
         "METRICS_PUBLIC": "1",  # the benchmarks read /readyz's figures
+        # Every benchmark client comes from 127.0.0.1: the per-address limits (one NAT's worth) would refuse them.
+        "CONNECT_RATE_PER_ADDRESS": "0",
+        "MAX_SESSIONS_PER_ADDRESS": "1000000",
+        "MAX_CONNECTIONS_PER_ADDRESS": "100000",
     }
     env |= extra_env or {}
     server = _spawn(

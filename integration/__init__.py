@@ -59,6 +59,7 @@ from typing import Any
 from flask import Flask
 from flask_socketio import SocketIO
 
+from integration.broadcast import BroadcastManager
 from integration.lifecycle import install_lifecycle
 from integration.manager import build_client_manager
 from integration.observers import SocketObservers
@@ -92,6 +93,8 @@ def install_integration(app: Flask, socketio: SocketIO, **socketio_options: Any)
     transport, adopter = build_transport(server.eio, app.config["WEBSOCKET_TRANSPORT"],
                                          app.config["WEBSOCKET_SEND_BUFFER"], start_task, inbound)
     observers.set_adopter(adopter)
+    if transport is not None and isinstance(server.manager, BroadcastManager):
+        server.manager.use_shared_transport(transport.direct, transport.loop)  # the broadcast fast path
     install_not_connected_filter()
     app.extensions["websocket_transport"] = transport
     # 5. The message guard slot is filled by utils/malformed_input.py (register_error_handlers in app.py).

@@ -8,24 +8,26 @@ a wake-up of the loop. docs/profiles.md measured that chain as most of a deliver
 `BroadcastManager.emit` replaces `Manager.emit` (it sits right above it in every manager's MRO, so python-socketio's
 `PubSubManager._handle_emit` reaches it with Redis too, for local publishes and for packets from the queue alike).
 For an emit without a callback it builds the same Engine.IO packets, then for each participant not skipped
-(`skip_sid`: echo suppression) whose session is on a shared-loop websocket and passes `check_ping_timeout`'s
-test, appends the frames to that connection's buffer itself (`WebSocketConnection.queue_frames`: same lock, same
-slow-consumer bound as `write`), and after the loop asks the loop thread to flush every connection that had
-nothing pending, with one lock and one wake-up. The loop thread then sends what piled up per connection in one
-send() per turn. Every other participant (polling, upgrading, threaded transport, a session whose ping has
-timed out or that is closed) takes python-socketio's own path, `_send_eio_packet`, unchanged; emits with a
-callback go to `Manager.emit` itself. Each participant gets the packets once, in emit order (the fan-out worker
-emits a channel's messages one after the other, and a connection's buffer keeps the order it is appended in).
+(`skip_sid`: echo suppression) whose session is on a shared-loop websocket (the transport's `direct` map, filled
+when a session's queue is attached to its websocket and emptied when the websocket closes), appends the frames to
+that connection's buffer itself (`WebSocketConnection.queue_frames`: same lock, same slow-consumer bound as
+`write`), and after the loop asks the loop thread to flush every connection that had nothing pending, with one
+lock and one wake-up. The loop thread then sends what piled up per connection in one send() per turn. Every
+other participant (polling, upgrading, threaded transport) takes python-socketio's own path, `_send_eio_packet`,
+unchanged; emits with a callback go to `Manager.emit` itself. A closed session's connection drops the frames as
+`Socket.send` would; a session past its ping timeout is closed by python-engineio's service task instead of by
+the next send. Each participant gets the packets once, in emit order (the fan-out worker emits a channel's
+messages one after the other, and a connection's buffer keeps the order it is appended in).
 
 Internals it relies on (integration/pins.py checks them): `Manager.emit`'s packet building (`packet_class`,
 `encode()`, one `eio_packet.Packet(MESSAGE, p)` per encoded part), `get_participants(namespace, room)` yielding
-`(sid, eio_sid)`, `Server._send_eio_packet`, `engineio.Server.sockets`, `Socket.closed`/`last_ping` and the rule
-in `Socket.check_ping_timeout`, `PubSubManager._handle_emit` calling `super().emit`.
+`(sid, eio_sid)`, `Server._send_eio_packet`, `PubSubManager._handle_emit` calling `super().emit`, and
+python-engineio's service task checking every session's ping timeout.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Mapping
 from typing import Any
 
 import socketio
@@ -34,15 +36,25 @@ from socketio import packet as sio_packet
 
 from integration.room_taps import RoomTaps
 from transport.frames import packet_frame
+from transport.loop import SharedLoop
+from transport.websocket import WebSocketConnection
 
 
 class BroadcastManager(socketio.Manager):
     """python-socketio's Manager whose callback-less emits skip the per-recipient calls for shared websockets, and
     whose every local emit on '/' also reaches the room's taps (SSE streams, integration/room_taps.py)."""
 
+    # Set by install_integration with the shared transport (use_shared_transport); empty: every recipient takes
+    # python-socketio's own path (threaded transport, or a manager used outside the app).
+    direct: Mapping[str, WebSocketConnection] = {}
+    loop: SharedLoop | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.taps = RoomTaps()
+
+    def use_shared_transport(self, direct: Mapping[str, WebSocketConnection], loop: SharedLoop) -> None:
+        self.direct, self.loop = direct, loop
 
     def emit(self, event: Any, data: Any, namespace: Any, room: Any = None, skip_sid: Any = None,
              callback: Any = None, to: Any = None, **kwargs: Any) -> None:
@@ -53,7 +65,7 @@ class BroadcastManager(socketio.Manager):
 
     def _emit_to_sessions(self, event: Any, data: Any, namespace: Any, room: Any = None, skip_sid: Any = None,
                           callback: Any = None, to: Any = None, **kwargs: Any) -> None:
-        if callback:
+        if callback or self.loop is None:
             return super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, to=to,
                                 **kwargs)
         room = to or room
@@ -70,24 +82,17 @@ class BroadcastManager(socketio.Manager):
         eio_pkts = [eio_packet.Packet(eio_packet.MESSAGE, part)
                     for part in (encoded if isinstance(encoded, list) else [encoded])]
         frames = b"".join(packet_frame(pkt) for pkt in eio_pkts)
-        sockets = self.server.eio.sockets
-        ping_timeout = self.server.eio.ping_timeout
-        now = time.time()
+        direct = self.direct
         to_flush = []
-        loop = None
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
                 continue
-            eio_socket = sockets.get(eio_sid)
-            sink = getattr(getattr(eio_socket, "queue", None), "sink", None)
-            last_ping = eio_socket.last_ping if sink is not None else None
-            if sink is None or eio_socket.closed or (last_ping and now - last_ping > ping_timeout):
-                for pkt in eio_pkts:  # python-socketio's own path (it also closes a timed-out session)
+            conn = direct.get(eio_sid)
+            if conn is None:
+                for pkt in eio_pkts:  # python-socketio's own path
                     self.server._send_eio_packet(eio_sid, pkt)
-                continue
-            if sink.conn.queue_frames(frames):
-                to_flush.append(sink.conn)
-                loop = sink.transport.loop
-        if loop is not None:
-            loop.flush_all(to_flush)
+            elif conn.queue_frames(frames):
+                to_flush.append(conn)
+        if to_flush and self.loop is not None:
+            self.loop.flush_all(to_flush)
         return None

@@ -168,12 +168,10 @@ def internal_mismatches() -> list[str]:
          and _params(base_manager.BaseManager.get_participants) == ["self", "namespace", "room"]
          and "self.eio.send_packet(eio_sid, eio_pkt)" in _source(sio_server.Server._send_eio_packet)
          and "super().emit(message['event'], data," in _source(pubsub_manager.PubSubManager._handle_emit)
-         and "if last_ping and time.time() - last_ping > self.server.ping_timeout:"
-         in _source(eio_socket.Socket.check_ping_timeout)
-         and "if not self.check_ping_timeout():" in _source(eio_socket.Socket.send),
+         and "s.check_ping_timeout()" in _source(eio_server.Server._service_task),
          "socketio Manager.emit builds one packet per encoded part and walks get_participants(namespace, room) "
          "with skip_sid; _send_eio_packet sends through eio.send_packet; PubSubManager._handle_emit calls "
-         "super().emit; engineio Socket.send checks check_ping_timeout's last_ping rule"),
+         "super().emit; engineio's service task checks every session's ping timeout"),
         # The queue.Queue internals the bounded and sink queues rewrite (Python's own queue module).
         (all(part in _source(queue.Queue.put) for part in ("self._put(item)", "self.unfinished_tasks += 1",
                                                          "self.not_empty.notify()"))

@@ -158,6 +158,12 @@ class EngineIOWebSocket:
         else:
             self.conn.write(packet_frame(item))
 
+    def attach(self) -> None:
+        """The session's packets go to this websocket from now on; broadcasts may append to it directly
+        (the transport's `direct` map, integration/broadcast.py)."""
+        self.socket.queue.attach(self)
+        self.transport.direct[self.socket.sid] = self.conn
+
     def on_message(self, data: str | bytes) -> None:
         try:
             pkt = eio_packet.Packet(encoded_packet=data)
@@ -175,7 +181,7 @@ class EngineIOWebSocket:
             self.socket.upgraded = True
             self.socket.upgrading = False
             self.state = self.OPEN
-            self.socket.queue.attach(self)
+            self.attach()
         else:
             log.info("%s: failed websocket upgrade, got packet type %s", self.socket.sid, pkt.packet_type)
             self.conn.close()
@@ -230,6 +236,7 @@ class EngineIOWebSocket:
             self.conn.close()
 
     def on_close(self) -> None:
+        self.transport.direct.pop(self.socket.sid, None)
         if self.state != self.OPEN:
             self.socket.upgrading = False  # the upgrade failed; the session carries on over polling
             return
@@ -244,6 +251,9 @@ class SharedTransport:
         self.server = engineio_server
         self.max_buffered = max_buffered
         self.loop = SharedLoop(start_task)
+        # Sessions whose packets go straight to their websocket (attached sinks), by sid: the broadcast fast path's
+        # recipients. Written by attach and on_close; read by broadcasts (a dict lookup is atomic).
+        self.direct: dict[str, WebSocketConnection] = {}
         self.socket_class = type("SharedSocket", (SharedSocket,), {"transport": self})
 
     def adopt(self, eio_socket: Socket) -> None:
@@ -281,7 +291,7 @@ class SharedTransport:
             eio_socket.upgrading = True  # python-engineio holds polling sends while this is set
             self.loop.call_later(self.server.ping_interval + self.server.ping_timeout, session.upgrade_deadline)
         else:
-            eio_socket.queue.attach(session)  # sends the OPEN packet queued by the handshake
+            session.attach()  # sends the OPEN packet queued by the handshake
         log.debug("%s: websocket handed to the shared loop (%s)", eio_socket.sid,
                   "upgrade" if upgrading else "direct")
         # gunicorn's gthread worker reads StopIteration as "the application took the connection": it stops

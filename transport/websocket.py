@@ -104,7 +104,11 @@ class WebSocketConnection:
         the loop flush this connection (SharedLoop.flush_all), as nothing was pending; False when a flush already
         is, or the frames were dropped (closing, gone, or a slow consumer now)."""
         with self._lock:
-            if self._close_requested or self._closed or self._over_bound(len(data)):
+            if self._close_requested or self._closed:
+                return False
+            # The slow-consumer rule only has work to do over the bound (or to reset a grace clock once under it).
+            if (len(self._out) + len(data) > self._max_buffered or self._backlog.over_since is not None) \
+                    and self._over_bound(len(data)):
                 return False
             self._out += data
             if self._flush_pending:
