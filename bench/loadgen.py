@@ -503,10 +503,17 @@ class LoadGen:
         }
 
     def cpu_seconds(self) -> float:
-        """utime + stime of the worker processes so far: the load generator's own CPU, to show next to the server's."""
-        from servers import tree_cpu_seconds  # bench/servers.py reads /proc the same way for the servers
-
-        return sum(tree_cpu_seconds(proc.pid) for proc in self.procs if proc.pid is not None)
+        """utime + stime of the worker processes so far: the load generator's own CPU, to show next to the server's
+        (read from /proc as bench/servers.py reads the servers')."""
+        ticks = 0
+        for proc in self.procs:
+            try:
+                stat = open(f"/proc/{proc.pid}/stat").read()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def reset(self, min_seq: int = 0) -> None:
         """Forget receipts; from now on ignore (count as stale) events numbered below min_seq."""

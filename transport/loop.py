@@ -14,7 +14,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from utils.background import StartTask
@@ -84,7 +84,7 @@ class SharedLoop:
         if wake:
             self._wake()
 
-    def flush_all(self, connections: list[Flushable]) -> None:
+    def flush_all(self, connections: Iterable[Flushable]) -> None:
         """flush_soon for many connections at once: one lock and at most one wake-up for a whole broadcast."""
         with self._lock:
             self._flushes.extend(connections)

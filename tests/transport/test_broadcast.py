@@ -65,7 +65,7 @@ def test_shared_websockets_get_the_frame_others_the_library_path_and_the_skipped
     manager, server, sids = manager_with("ws-a", "ws-b", "ws-skipped", "polling")
     conns = {"ws-a": FakeConn(), "ws-b": FakeConn(pending=True), "ws-skipped": FakeConn()}
     loop = FakeLoop()
-    manager.use_shared_transport(conns, loop)  # type: ignore[arg-type]
+    manager.use_shared_transport(conns, loop)
     manager.emit("tick", ({"n": 1}, {"offset": 1}), "/", to="channel news", skip_sid=sids["ws-skipped"])
     frame = expected_frame("tick", [{"n": 1}, {"offset": 1}])
     assert conns["ws-a"].frames == [frame] and conns["ws-b"].frames == [frame]
@@ -80,7 +80,7 @@ def test_shared_websockets_get_the_frame_others_the_library_path_and_the_skipped
 def test_a_connection_that_drops_the_frames_is_not_sent_to_twice():
     manager, server, _ = manager_with("closing")
     loop = FakeLoop()
-    manager.use_shared_transport({"closing": FakeConn(accepts=False)}, loop)  # type: ignore[arg-type]
+    manager.use_shared_transport({"closing": FakeConn(accepts=False)}, loop)
     manager.emit("tick", {"n": 1}, "/", to="channel news")
     assert server.sent == [] and loop.flushes == []
 
@@ -90,9 +90,9 @@ def test_without_the_shared_transport_and_with_a_callback_every_recipient_takes_
     manager.emit("tick", {"n": 1}, "/", to="channel news")
     assert sorted(eio_sid for eio_sid, _ in server.sent) == ["a", "b"]
     loop = FakeLoop()
-    manager.use_shared_transport({"a": FakeConn(), "b": FakeConn()}, loop)  # type: ignore[arg-type]
+    manager.use_shared_transport({"a": FakeConn(), "b": FakeConn()}, loop)
     server.sent.clear()
-    server._send_packet = lambda eio_sid, pkt: server.sent.append((eio_sid, pkt))  # type: ignore[attr-defined]
+    server._send_packet = lambda eio_sid, pkt: server.sent.append((eio_sid, pkt))
     manager.emit("tick", {"n": 1}, "/", to=sids["a"], callback=lambda *args: None)
     assert [eio_sid for eio_sid, _ in server.sent] == ["a"] and loop.flushes == []
 
