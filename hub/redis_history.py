@@ -430,10 +430,11 @@ class RedisHistoryStore(HistoryStore):
                 batch = [(c, o) for c, e, o in marks[start:start + _RECONCILE_BATCH] if e == seen_in]
                 if not batch:
                     continue
-                # A new epoch started by one batch is this caller's own: later batches' marks count as seen in it.
+                # Once the epoch changed (this call or another instance), later batches only raise counters.
                 epoch = text(self._reconcile(
                     keys=[self.keys.epoch, self.keys.offsets],
-                    args=[self._epoch_candidate(), epoch, len(batch), *(c for c, _ in batch), *(o for _, o in batch)],
+                    args=[self._epoch_candidate(), seen_in if epoch == seen_in else "", len(batch),
+                          *(c for c, _ in batch), *(o for _, o in batch)],
                 ))
                 for channel, offset in batch:
                     self.high_water.saw(channel, epoch, offset)

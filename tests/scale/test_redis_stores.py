@@ -230,3 +230,22 @@ def test_external_publisher_checks_like_the_api_and_reads_the_environment(redis_
         with pytest.raises(InvalidPayload):
             publisher.publish("jobs", "done", float("nan"))
         assert publisher.history.latest("jobs") == 5  # nothing refused was stored
+
+
+def test_reconcile_raises_lost_counters_under_one_new_epoch(client, keys):
+    """A Redis whose counters went back (a failover to a replica behind) while this store saw higher offsets:
+    one new epoch for the whole reconcile, however many batches, and every counter raised to what was seen."""
+    store = RedisHistoryStore(client, keys)
+    channels = [f"ch{n}" for n in range(1500)]  # two reconcile batches
+    for channel in channels:
+        store.high_water.saw(channel, store.epoch, 10)
+    before = store.epoch
+    client.hset(keys.offsets, mapping=dict.fromkeys(channels, 10))
+    assert store.reconcile() == before  # Redis has all this store saw: nothing changes
+    client.hset(keys.offsets, mapping=dict.fromkeys(channels, 4))  # the tail 5..10 lost, as a stale replica has it
+    after = store.reconcile()
+    assert after != before and client.get(keys.epoch) == after
+    assert {epoch for _, epoch, _ in store.high_water.snapshot()} == {after}  # one new epoch, not one per batch
+    assert {int(v) for v in client.hmget(keys.offsets, channels)} == {10}
+    assert store.reconcile() == after  # nothing more lost: the epoch stays
+    assert store.append("ch0", "e", None).offset == 11
