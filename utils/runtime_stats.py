@@ -13,13 +13,19 @@ STARTED_AT = time.time()
 _POOL_THREAD_PREFIX = "ThreadPoolExecutor"
 
 
-def connected_clients(engineio_server: Any) -> dict[str, int]:
-    """Open Engine.IO sessions by transport."""
-    counts = {"websocket": 0, "polling": 0}
+def connected_clients(engineio_server: Any, sse: int = 0) -> dict[str, int]:
+    """Open Engine.IO sessions by transport, and the `sse` streams (GET /api/v1/stream) the caller counted."""
+    counts = {"websocket": 0, "polling": 0, "sse": sse}
     for socket in list(engineio_server.sockets.values()):
         if not socket.closed:
             counts["websocket" if socket.upgraded else "polling"] += 1
     return counts
+
+
+def sse_count(extensions: Any) -> int:
+    """Open SSE streams of the app whose `extensions` these are (0 before the realtime blueprint set them up)."""
+    streams = extensions.get("sse_streams")
+    return streams.count() if streams is not None else 0
 
 
 def thread_counts() -> dict[str, int]:

@@ -52,7 +52,8 @@ def init_dashboard(app: Flask, hub: Hub) -> Sampler:
     sampler = Sampler(socketio, hub, tally, watchers, sub_of, app.extensions["background_tasks"].start,
                       partial(login_revoked, services.revocations),
                       webhook_status=webhooks.status if webhooks is not None else list,
-                      control_events=control.log.recent if control is not None else list)
+                      control_events=control.log.recent if control is not None else list,
+                      streams=app.extensions.get("sse_streams"))
     app.extensions[EXTENSION_KEY] = {
         "sampler": sampler,
         "watchers": watchers,

@@ -224,8 +224,9 @@ class Sampler:
                  sub_of: Callable[[str], str | None] | None, start_task: StartTask,
                  login_revoked: Callable[[str], bool] = lambda login_id: False,
                  webhook_status: Callable[[], list[dict[str, Any]]] = list,
-                 control_events: Callable[[], list[dict[str, Any]]] = list) -> None:
+                 control_events: Callable[[], list[dict[str, Any]]] = list, streams: Any = None) -> None:
         self.socketio = socketio
+        self.streams = streams  # SSE streams (blueprints/realtime/stream.py), counted and listed like sessions
         self._start_task = start_task  # utils.drain.BackgroundTasks.start: SIGTERM stops the sampler
         self.webhook_status = webhook_status  # per receiver: depth, oldest age, delivered, last error
         self.hub = hub
@@ -313,7 +314,7 @@ class Sampler:
         manager = server.manager
         dashboard_sids = self.watchers.sids()
         dashboard_eio = {manager.eio_sid_from_sid(sid, NAMESPACE) for sid in dashboard_sids}
-        by_transport = {"websocket": 0, "polling": 0}
+        by_transport = {"websocket": 0, "polling": 0, "sse": self.streams.count() if self.streams else 0}
         for eio_sid, session in list(server.eio.sockets.items()):
             if not session.closed and eio_sid not in dashboard_eio:
                 by_transport["websocket" if session.upgraded else "polling"] += 1
@@ -364,15 +365,22 @@ class Sampler:
             if session.closed or joined_a_namespace(server, eio_sid):
                 continue
             rows.append(self._row(eio_sid, eio_sid, session, None, [], False))
+        for stream in self.streams.all() if self.streams else []:
+            rows.append(self._with_search({"sid": stream.sid, "sub": stream.identity.sub, "transport": "sse",
+                                           "channels": sorted(self.hub.presence.channels_of(stream.sid)),
+                                           "since": round(stream.identity.since, 3), "joined": True}))
         rows.sort(key=lambda row: row["since"] or 0, reverse=True)
         return rows
 
     def _row(self, sid: str, eio_sid: str, session: Any, sub: str | None, channels: list[str],
              joined: bool) -> dict[str, Any]:
         transport = "websocket" if session.upgraded else "polling"
-        row = {"sid": sid, "sub": sub, "transport": transport, "channels": channels,
-               "since": self.tally.connected_since(eio_sid), "joined": joined}
-        words = [sid, sub or "", transport, *channels, "" if joined else "unjoined"]
+        return self._with_search({"sid": sid, "sub": sub, "transport": transport, "channels": channels,
+                                  "since": self.tally.connected_since(eio_sid), "joined": joined})
+
+    @staticmethod
+    def _with_search(row: dict[str, Any]) -> dict[str, Any]:
+        words = [row["sid"], row["sub"] or "", row["transport"], *row["channels"], "" if row["joined"] else "unjoined"]
         row["search"] = " ".join(words).lower()
         return row
 

@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, jsonify
 from blueprints.metrics import figures_visible
 from extensions import socketio
 from utils.metrics import disconnect_race_counts
-from utils.runtime_stats import connected_clients, thread_counts, uptime_seconds
+from utils.runtime_stats import connected_clients, sse_count, thread_counts, uptime_seconds
 
 bp = Blueprint("health", __name__)
 
@@ -31,7 +31,7 @@ def readyz():
 
 def _figures() -> dict:
     return {
-        "clients": connected_clients(socketio.server.eio),
+        "clients": connected_clients(socketio.server.eio, sse_count(current_app.extensions)),
         "budget": current_app.extensions["admission"].budget.report(socketio.server.eio),
         "threads": thread_counts(),
         "disconnect_races": disconnect_race_counts(),

@@ -13,7 +13,7 @@ from extensions import socketio
 from integration import socket_observers
 from utils.http_errors import json_error
 from utils.metrics import HTTP_REQUESTS, RUNTIME
-from utils.runtime_stats import connected_clients, thread_counts
+from utils.runtime_stats import connected_clients, sse_count, thread_counts
 
 bp = Blueprint("metrics", __name__)
 
@@ -60,6 +60,7 @@ def init_metrics(app: Flask) -> None:
     """Point the scrape-time figures at this app and count its Socket.IO traffic; call after the extensions exist."""
     eio = socketio.server.eio
     readiness, admission = app.extensions["readiness"], app.extensions["admission"]
-    RUNTIME.bind(clients=lambda: connected_clients(eio), budget=lambda: admission.budget.report(eio),
-                 threads=thread_counts, draining=lambda: readiness.draining)
+    RUNTIME.bind(clients=lambda: connected_clients(eio, sse_count(app.extensions)),
+                 budget=lambda: admission.budget.report(eio), threads=thread_counts,
+                 draining=lambda: readiness.draining)
     instrument_socketio(socket_observers(app))

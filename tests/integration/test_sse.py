@@ -320,3 +320,18 @@ def test_sigterm_tells_streams_to_retry_and_ends_them(server_factory):
         assert running.process.wait(20) == 0
     finally:
         stream.close()
+
+
+def test_streams_are_counted_in_metrics_readyz_and_the_dashboard_table(server, api):
+    channel = unique("counted")
+    stream = SseStream(server.url, {"channel": channel}, bearer(api.token("hank", [channel])))
+    try:
+        stream.wait_event("signalboard:subscribed")
+        assert server.readyz()["clients"]["sse"] >= 1
+        metrics = requests.get(server.url + "/metrics", timeout=5).text
+        line = next(line for line in metrics.splitlines()
+                    if line.startswith('signalboard_connected_clients{transport="sse"}'))
+        assert float(line.split()[-1]) >= 1
+    finally:
+        stream.close()
+    server.wait_until(lambda: server.readyz()["clients"]["sse"] == 0, what="the stream uncounted once closed")

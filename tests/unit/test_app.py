@@ -19,7 +19,7 @@ def test_livez(client):
 def test_readyz_reports_budget_and_clients(client):
     body = client.get("/readyz").json
     assert body["status"] == "ready"
-    assert body["clients"] == {"websocket": 0, "polling": 0}
+    assert body["clients"] == {"websocket": 0, "polling": 0, "sse": 0}
     assert body["budget"]["capacity"] == body["budget"]["threads"] - body["budget"]["reserved"]
 
 

@@ -37,7 +37,7 @@ def test_exposition_has_our_families_and_process_metrics(client):
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     samples = scrape(client)
     clients = samples["signalboard_connected_clients"]
-    assert clients == {(("transport", "polling"),): 0, (("transport", "websocket"),): 0}
+    assert clients == {(("transport", "polling"),): 0, (("transport", "sse"),): 0, (("transport", "websocket"),): 0}
     budget = {dict(labels)["figure"]: v for labels, v in samples["signalboard_thread_budget"].items()}
     assert budget["threads"] == 1200 and budget["capacity"] == 1200 - budget["reserved"]
     assert samples["signalboard_draining"] == {(): 0}
@@ -196,7 +196,7 @@ def test_readyz_shows_figures_only_where_metrics_may_be_read(token_client):
     assert closed.get("/readyz").json == {"status": "ready", "reasons": {}}
     assert token_client.get("/readyz").json == {"status": "ready", "reasons": {}}
     detailed = token_client.get("/readyz", headers={"Authorization": "Bearer metrics-token-0123"}).json
-    assert detailed["budget"]["free"] > 0 and detailed["clients"] == {"websocket": 0, "polling": 0}
+    assert detailed["budget"]["free"] > 0 and detailed["clients"] == {"websocket": 0, "polling": 0, "sse": 0}
 
 
 def test_duplicate_publishes_are_counted(client):
