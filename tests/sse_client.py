@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
@@ -11,6 +12,7 @@ from typing import Any
 
 import requests
 import sseclient
+import urllib3
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,8 @@ class SseStream:
                 with self._lock:
                     self.events.append(SseEvent(event.event, event.id, json.loads(event.data),
                                                int(event.retry) if event.retry else None))
-        except (requests.RequestException, OSError, ValueError, AttributeError):
+        except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError,
+                ValueError, AttributeError):
             pass  # the connection was closed (by us or the server)
         finally:
             self.ended.set()
