@@ -3,6 +3,7 @@ Signalboard, next to the Node.js Socket.IO server's plain connects (and its conn
 
     .venv/bin/python bench/connect_storm.py                        # 5000 clients, 3 rounds, interleaved
     .venv/bin/python bench/connect_storm.py --clients 1000 --reps 1
+    .venv/bin/python bench/connect_storm.py --profile --clients 3000   # py-spy on Signalboard's worker meanwhile
 
 Each round starts a fresh server and opens every client with no cap on handshakes in flight. Reported per server:
 wall time until all are connected, refusals by reason, /livez p50/p99 sampled every 20 ms throughout, server CPU
@@ -16,8 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import perf_transport  # noqa: E402
 import run  # noqa: E402
 import servers  # noqa: E402
 from loadgen import LoadGen  # noqa: E402
@@ -52,8 +57,10 @@ STARTERS: dict[str, Callable[[], servers.Server]] = {
 }
 
 
-def storm(start: Callable[[], servers.Server], clients: int, processes: int) -> dict[str, Any]:
+def storm(start: Callable[[], servers.Server], clients: int, processes: int,
+          profile: Path | None = None) -> dict[str, Any]:
     server = start()
+    spy = None
     out: dict[str, Any] = {"server": server.name, "clients": clients}
     try:
         time.sleep(0.5)
@@ -61,6 +68,12 @@ def storm(start: Callable[[], servers.Server], clients: int, processes: int) -> 
         with LoadGen(processes) as lg:
             sampler = run.LivezSampler(server.port)
             sampler.start()
+            if profile is not None:
+                spy = subprocess.Popen([str(servers.VENV_BIN / "py-spy"), "record", "--pid",
+                                        str(servers.process_tree(server.pid)[1]), "--format", "raw", "--output",
+                                        str(profile), "--gil", "--rate", "200", "--nonblocking"],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(1.0)  # py-spy attached
             cpu0, lg_cpu0 = servers.tree_cpu_seconds(server.pid), lg.cpu_seconds()
             opened = lg.open("127.0.0.1", server.port, clients, auth=server.auth, subscribe=server.subscribe,
                              timeout=120, concurrency=clients)
@@ -74,8 +87,14 @@ def storm(start: Callable[[], servers.Server], clients: int, processes: int) -> 
                     "livez_p50_ms": livez["p50_ms"], "livez_p99_ms": livez["p99_ms"],
                     "livez_failures": livez["failures"],
                     "rss_kib_per_conn": (loaded["rss_kib"] - base["rss_kib"]) / max(n, 1)}
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes what it has and exits
+                spy.wait(timeout=60)
             lg.close_clients(timeout=60)
     finally:
+        if spy is not None and spy.poll() is None:
+            spy.kill()  # by PID
+            spy.wait(5)
         server.stop()
     return out
 
@@ -87,9 +106,15 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--servers", default=",".join(STARTERS))
     parser.add_argument("--out", default=str(servers.REPO_DIR / "docs" / "perf-connects"))
+    parser.add_argument("--profile", action="store_true", help="py-spy on Signalboard during one storm, summarized")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     servers.raise_fd_limit()
+    if args.profile:
+        raw = Path(tempfile.mkdtemp(prefix="connect-profile-")) / "stacks.txt"
+        log.info("%s", storm(STARTERS["signalboard"], args.clients, args.processes, profile=raw))
+        perf_transport.summarize(raw, 40)
+        return
     names = args.servers.split(",")
     report: dict[str, Any] = {"machine": run.machine_info(), "clients": args.clients, "runs": {n: [] for n in names}}
     for rep in range(args.reps):
