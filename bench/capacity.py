@@ -139,6 +139,8 @@ def main() -> None:
     parser.add_argument("--server", choices=sorted(STARTERS), action="append", help="repeatable; default all")
     parser.add_argument("--max-clients", type=int, default=3000)
     parser.add_argument("--processes", type=int, default=4, help="load generator processes")
+    parser.add_argument("--steps", default=",".join(map(str, DEFAULT_STEPS)),
+                        help="client counts to stop at, e.g. 1,5000,10000,15000,18000,20000")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for Signalboard (e.g. GUNICORN_THREADS=2500); repeatable")
     args = parser.parse_args()
@@ -147,11 +149,16 @@ def main() -> None:
         extra = dict(item.split("=", 1) for item in args.env)
         STARTERS["signalboard"] = lambda: servers.start_signalboard(extra)
     out = [
-        run_capacity(STARTERS[name], DEFAULT_STEPS, args.max_clients, args.processes)
+        run_capacity(STARTERS[name], [int(step) for step in args.steps.split(",")], args.max_clients, args.processes)
         for name in args.server or STARTERS
     ]
     for result in out:
         print(f"{result['server']}: max held {result['max_held']} ({result['stop_reason']})")
+        first = result["steps"][0] if result["steps"] else None
+        for step in result["steps"][1:]:
+            per_conn = (step["server_rss_kib"] - first["server_rss_kib"]) / max(1, step["alive"] - first["alive"])
+            print(f"  {step['alive']} held: /livez p99 {step['livez']['p99_ms']:.1f} ms, "
+                  f"{per_conn:.1f} KiB RSS per connection over the first step, {step['server_threads']} threads")
     print(json.dumps(out, indent=1, default=str))
 
 

@@ -109,7 +109,6 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy on Signalboard during one storm, summarized")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    servers.raise_fd_limit()
     if args.profile:
         raw = Path(tempfile.mkdtemp(prefix="connect-profile-")) / "stacks.txt"
         log.info("%s", storm(STARTERS["signalboard"], args.clients, args.processes, profile=raw))
