@@ -113,7 +113,8 @@ def main() -> None:
     try:
         for step in steps:
             streams.open(step - len(streams.socks))
-            assert streams.wait(lambda: streams.subscribed >= step, 120), f"{streams.subscribed}/{step} subscribed"
+            subscribed = streams.wait(lambda step=step: streams.subscribed >= step, 120)
+            assert subscribed, f"{streams.subscribed}/{step} subscribed"
             fanout = []
             for _ in range(args.rounds if step else 0):
                 offset += 1
@@ -123,14 +124,16 @@ def main() -> None:
                                          {"Authorization": f"Bearer {BENCH_API_KEY}"})
                 assert status == 200
                 target = offset
-                assert streams.wait(lambda: min(streams.seen.values()) >= target, 60), "a stream missed a message"
+                everyone = streams.wait(lambda target=target: min(streams.seen.values()) >= target, 60)
+                assert everyone, "a stream did not get the message"
                 fanout.append((time.perf_counter() - start) * 1000)
             status = tree_status(server.pid)
             _, body = http_request(server.port, "GET", "/readyz")
             figures = json.loads(body)
             threads = figures["threads"]  # the worker's: gthread pool threads (created on demand, bounded) and others
             row = {"streams": step, "sse_counted": figures["clients"]["sse"], "server_threads": status["threads"],
-                   "pool_threads": threads["pool"], "other_threads": threads["other"], "rss_mib": round(status["rss_kib"] / 1024, 1),
+                   "pool_threads": threads["pool"], "other_threads": threads["other"],
+                   "rss_mib": round(status["rss_kib"] / 1024, 1),
                    "livez_ms_median": livez_ms(server.port),
                    "publish_to_all_ms_median": round(statistics.median(fanout), 1) if fanout else None}
             results.append(row)
