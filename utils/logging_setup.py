@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+import click
+
 # Context fields a log call may pass with `extra=` and the JSON format then carries as keys.
 CONTEXT_FIELDS = ("sid", "channel", "event", "namespace", "transport", "reason")
 
@@ -130,12 +132,16 @@ def formatter_for(fmt: str) -> logging.Formatter:
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text", library_level: str = "WARNING") -> None:
-    """Route every logger to stdout in the chosen format; idempotent, so repeated app factories don't stack handlers."""
+    """Route every logger to stdout in the chosen format; idempotent, so repeated app factories don't stack handlers.
+
+    Under the `flask` command line (a click context is active while it loads the app) the lines go to stderr
+    instead: a command's output is its own, so `TOKEN=$(flask tokens create ...)` holds the token alone.
+    """
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_signalboard", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(sys.stderr if click.get_current_context(silent=True) else sys.stdout)
     handler._signalboard = True  # type: ignore[attr-defined]
     handler.setFormatter(formatter_for(fmt))
     root.addHandler(handler)
