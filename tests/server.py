@@ -59,6 +59,8 @@ class ServerProcess:
         self.port = port or free_port()  # a given port lets a test restart "the same" server
         self.descriptor_limit = descriptor_limit  # RLIMIT_NOFILE (soft and hard) of the server process
         self.env = {**os.environ, **TEST_ENV, "HOST": "127.0.0.1", "PORT": str(self.port)}
+        if {"PING_INTERVAL", "PING_TIMEOUT"} & env.keys():
+            del self.env["GUNICORN_KEEPALIVE"]  # TEST_ENV's fits its own pings; with others the server derives it
         self.env.update({k: str(v) for k, v in env.items()})
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_file = tempfile.NamedTemporaryFile(prefix="signalboard-", suffix=".log", delete=False)

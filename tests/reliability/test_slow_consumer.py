@@ -41,7 +41,7 @@ def publish_flood(api: Api, channel: str, bystanders: Bystanders) -> None:
 def test_stalled_subscriber_is_dropped_and_others_unaffected(transport):
     with running_server(WEBSOCKET_TRANSPORT=transport, WEBSOCKET_SEND_BUFFER=SEND_BUFFER,
                         # long pings: only the cap may drop it (and a keep-alive clear of them)
-                        PING_INTERVAL=25, PING_TIMEOUT=20, GUNICORN_KEEPALIVE=10) as server:
+                        PING_INTERVAL=25, PING_TIMEOUT=20) as server:
         api = Api(server)
         bystanders = Bystanders(server, api)
         figures = Figures(server)
@@ -72,7 +72,7 @@ def test_stalled_subscriber_is_dropped_and_others_unaffected(transport):
 def test_polling_subscriber_that_stops_polling_is_dropped(transport):
     """Its packets wait in the Engine.IO queue, not a socket: the same bound applies there."""
     with running_server(WEBSOCKET_TRANSPORT=transport, WEBSOCKET_SEND_BUFFER=SEND_BUFFER,
-                        PING_INTERVAL=25, PING_TIMEOUT=20, GUNICORN_KEEPALIVE=10) as server:
+                        PING_INTERVAL=25, PING_TIMEOUT=20) as server:
         api = Api(server)
         bystanders = Bystanders(server, api)
         dropped_before = disconnects(server, "slow_consumer")

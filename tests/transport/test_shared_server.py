@@ -63,7 +63,7 @@ def test_many_websockets_on_eight_threads_with_one_transport_thread(server_facto
     # Slow pings: the clients below answer them only while the test reads from them.
     server = server_factory(ALLOW_ANONYMOUS="1", WEBSOCKET_TRANSPORT="shared", GUNICORN_THREADS="8",
                             ADMISSION_RESERVE_THREADS="3", MAX_WEBSOCKET_CLIENTS="60", PING_INTERVAL="30",
-                            PING_TIMEOUT="30", GUNICORN_KEEPALIVE="10")  # TEST_ENV's 30 is refused next to 30 s pings
+                            PING_TIMEOUT="30")
     PollingSession(server.url).post("1")  # Engine.IO's monitor task and our loop start with the first session
     time.sleep(0.5)
     before = server.readyz()["threads"]
