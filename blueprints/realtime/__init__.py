@@ -13,6 +13,7 @@ from extensions import socketio
 from hub.events import EventSink
 from integration.stream_takeover import StreamTakeover
 from transport.loop import SharedLoop
+from utils.descriptors import headroom, raise_soft_limit
 from utils.metrics import FANOUT
 
 __all__ = ["HubServices", "hub_services", "init_realtime"]
@@ -46,9 +47,13 @@ def init_streams(app: Flask, services: HubServices) -> SseStreams:
     shared = app.extensions.get("websocket_transport")
     tasks = app.extensions["background_tasks"]
     loop = shared.loop if shared is not None else SharedLoop(tasks.start, "signalboard-sse")
+    cap = app.config["MAX_WEBSOCKET_CLIENTS"]  # None with the threaded transport: what the descriptors leave
+    if cap is None:
+        limit = raise_soft_limit()
+        cap = limit - headroom(limit)
     streams = app.extensions[STREAMS_KEY] = SseStreams(
         services, socketio.server.manager.taps, loop, socketio.start_background_task,
-        app.config["WEBSOCKET_SEND_BUFFER"], app.config["MAX_WEBSOCKET_CLIENTS"])
+        app.config["WEBSOCKET_SEND_BUFFER"], cap)
     app.extensions["drain"].add_stop_callback("sse streams", streams.drain)
     app.extensions["user_control"].streams = streams  # revoke, disconnect, unsubscribe and list reach streams too
     app.wsgi_app = StreamTakeover(app.wsgi_app)  # type: ignore[method-assign]

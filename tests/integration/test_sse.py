@@ -335,3 +335,16 @@ def test_streams_are_counted_in_metrics_readyz_and_the_dashboard_table(server, a
     finally:
         stream.close()
     server.wait_until(lambda: server.readyz()["clients"]["sse"] == 0, what="the stream uncounted once closed")
+
+
+def test_streams_with_the_threaded_websocket_transport_use_a_loop_of_their_own(server_factory):
+    running = server_factory(WEBSOCKET_TRANSPORT="threaded", ALLOW_ANONYMOUS=1)
+    channel = "public:" + unique("threaded")
+    stream = SseStream(running.url, {"channel": channel})
+    try:
+        stream.wait_event("signalboard:subscribed")
+        Api(running).publish(channel, "tick", 1)
+        assert stream.wait_offsets(channel, 1) == [1]
+    finally:
+        stream.close()
+    assert running.bad_log_lines() == []
