@@ -89,6 +89,7 @@ class SseConnection:
                 log.warning("SSE stream %s dropped as a slow consumer: %d bytes waiting to be sent (bound %d)",
                             self.peer, backlog, self._max_buffered)
                 self.slow_consumer = self._closing = True
+                self.reason = SLOW_CONSUMER  # whichever of the loop's calls ends it, this is why
                 self._out.clear()
                 self._loop.call_soon(lambda: self._finish(SLOW_CONSUMER))
                 return False

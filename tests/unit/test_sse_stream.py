@@ -30,6 +30,15 @@ def loop():
     shared.stop()
 
 
+@pytest.fixture
+def pair():
+    """A connected socket pair, both ends closed after the test (the loop may not have got to ours)."""
+    ends = socket.socketpair()
+    yield ends
+    for end in ends:
+        end.close()
+
+
 def read_until(sock: socket.socket, wanted: bytes, timeout: float = 5.0) -> bytes:
     sock.settimeout(timeout)
     data = b""
@@ -43,8 +52,8 @@ def read_until(sock: socket.socket, wanted: bytes, timeout: float = 5.0) -> byte
     return data
 
 
-def test_frames_written_before_the_socket_arrive_first_then_in_order(loop):
-    ours, theirs = socket.socketpair()
+def test_frames_written_before_the_socket_arrive_first_then_in_order(loop, pair):
+    ours, theirs = pair
     closed = []
     conn = SseConnection(loop, 65536, closed.append)
     conn.write(sse_frame("a", {"n": 1}, "e;c=1"))
@@ -61,8 +70,8 @@ def test_frames_written_before_the_socket_arrive_first_then_in_order(loop):
     theirs.close()
 
 
-def test_the_client_leaving_ends_the_stream_once(loop):
-    ours, theirs = socket.socketpair()
+def test_the_client_leaving_ends_the_stream_once(loop, pair):
+    ours, theirs = pair
     closed = []
     conn = SseConnection(loop, 65536, closed.append)
     conn.attach(ours)
@@ -73,8 +82,8 @@ def test_the_client_leaving_ends_the_stream_once(loop):
     assert closed == ["end of stream"]
 
 
-def test_heartbeats_are_comments_sent_while_quiet(loop):
-    ours, theirs = socket.socketpair()
+def test_heartbeats_are_comments_sent_while_quiet(loop, pair):
+    ours, theirs = pair
     conn = SseConnection(loop, 65536, lambda reason: None)
     conn.attach(ours)
     conn.heartbeat_every(0.05)
@@ -83,8 +92,8 @@ def test_heartbeats_are_comments_sent_while_quiet(loop):
     theirs.close()
 
 
-def test_a_reader_that_stops_is_dropped_as_a_slow_consumer(loop):
-    ours, theirs = socket.socketpair()
+def test_a_reader_that_stops_is_dropped_as_a_slow_consumer(loop, pair):
+    ours, theirs = pair
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     closed = []
     conn = SseConnection(loop, 65536, closed.append)
