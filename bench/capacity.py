@@ -154,7 +154,9 @@ def main() -> None:
     ]
     for result in out:
         print(f"{result['server']}: max held {result['max_held']} ({result['stop_reason']})")
-        first = result["steps"][0] if result["steps"] else None
+        if not result["steps"]:
+            continue
+        first = result["steps"][0]
         for step in result["steps"][1:]:
             per_conn = (step["server_rss_kib"] - first["server_rss_kib"]) / max(1, step["alive"] - first["alive"])
             print(f"  {step['alive']} held: /livez p99 {step['livez']['p99_ms']:.1f} ms, "

@@ -55,6 +55,8 @@ class Streams:
     def pump(self, timeout: float) -> None:
         for key, _ in self.selector.select(timeout):
             sock = key.fileobj
+            if not isinstance(sock, socket.socket):
+                continue  # only the streams' sockets are registered
             try:
                 data = sock.recv(65536)
             except BlockingIOError:
@@ -127,13 +129,13 @@ def main() -> None:
                 everyone = streams.wait(lambda target=target: min(streams.seen.values()) >= target, 60)
                 assert everyone, "a stream did not get the message"
                 fanout.append((time.perf_counter() - start) * 1000)
-            status = tree_status(server.pid)
+            tree = tree_status(server.pid)
             _, body = http_request(server.port, "GET", "/readyz")
             figures = json.loads(body)
             threads = figures["threads"]  # the worker's: gthread pool threads (created on demand, bounded) and others
-            row = {"streams": step, "sse_counted": figures["clients"]["sse"], "server_threads": status["threads"],
+            row = {"streams": step, "sse_counted": figures["clients"]["sse"], "server_threads": tree["threads"],
                    "pool_threads": threads["pool"], "other_threads": threads["other"],
-                   "rss_mib": round(status["rss_kib"] / 1024, 1),
+                   "rss_mib": round(tree["rss_kib"] / 1024, 1),
                    "livez_ms_median": livez_ms(server.port),
                    "publish_to_all_ms_median": round(statistics.median(fanout), 1) if fanout else None}
             results.append(row)
