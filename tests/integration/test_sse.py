@@ -24,7 +24,7 @@ HISTORY = 20
 @pytest.fixture(scope="module")
 def server():
     env = {"HISTORY_MAX_MESSAGES": HISTORY, "API_RATE_LIMIT": 0, "CLIENT_RATE_LIMIT": 0, "ALLOW_ANONYMOUS": 1,
-           "WEBSOCKET_SEND_BUFFER": 65536}
+           "WEBSOCKET_SEND_BUFFER": 65536, "ACCESS_LOG": 1}
     with ServerProcess(**env) as running:
         yield running
         assert running.bad_log_lines() == []
@@ -144,6 +144,9 @@ def test_since_parameter_and_token_in_the_query(server, api):
         assert stream.wait_offsets(channel, 2) == [4, 5]
     finally:
         stream.close()
+    refused = requests.get(server.url + "/api/v1/stream", params={"channel": "not.granted", "token": token})
+    assert error_of(refused, 403)["code"] == "forbidden"
+    assert "GET /api/v1/stream" in server.log()  # the access log has the request line, with the token masked
     assert token not in server.log()
 
 
