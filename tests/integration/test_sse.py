@@ -351,3 +351,16 @@ def test_streams_with_the_threaded_websocket_transport_use_a_loop_of_their_own(s
     finally:
         stream.close()
     assert running.bad_log_lines() == []
+
+
+def test_opening_streams_counts_against_the_client_rate_limit_per_address(server_factory):
+    running = server_factory(ALLOW_ANONYMOUS=1, CLIENT_RATE_LIMIT=1, CLIENT_RATE_BURST=2)
+    channel = "public:" + unique("limited")
+    opened = [SseStream(running.url, {"channel": channel}) for _ in range(2)]
+    try:
+        refused = requests.get(running.url + "/api/v1/stream", params={"channel": channel}, timeout=5)
+        assert error_of(refused, 429)["code"] == "rate_limited" and "Retry-After" in refused.headers
+        assert [stream.response.status_code for stream in opened] == [200, 200]
+    finally:
+        for stream in opened:
+            stream.close()

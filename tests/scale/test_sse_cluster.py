@@ -80,3 +80,18 @@ def test_last_event_id_recovers_on_another_instance_behind_nginx(instances, ngin
         assert api.get("/users/bob").json()["connections"][0]["instance"] == behind != other.env["INSTANCE_ID"]
     finally:
         again.close()
+
+
+def test_a_revocation_sent_to_one_instance_ends_the_stream_on_another(instances):
+    api = Api(instances[0])
+    channel = unique("orders")
+    token = api.token("carl", [channel])
+    stream = SseStream(instances[1].url, {"channel": channel}, bearer(token))
+    try:
+        stream.wait_event("signalboard:subscribed")
+        answer = api.post("/tokens/revoke", {"sub": "carl"}).json()
+        assert answer["disconnected"] == 1
+        assert stream.ended.wait(10)
+        assert stream.of("signalboard:token_revoked")
+    finally:
+        stream.close()
