@@ -237,11 +237,13 @@ def unsubscribe_racing_subscribes(api_server: Any, client_server: Any, connectio
     for thread in threads:
         thread.join(30)
     time.sleep(WITHIN)
-    refused = sum(1 for ack in acks if ack and not ack["ok"])
-    told = sum(1 for c in clients if c.events("signalboard:unsubscribed"))
-    print(f"\nunsubscribe race: {connections} subscribes, {refused} refused, {told} subscribed then told to leave")
+    refused = [bool(ack and not ack["ok"]) for ack in acks]
+    told = [bool(c.events("signalboard:unsubscribed")) for c in clients]
+    print(f"\nunsubscribe race: {connections} subscribes, {sum(refused)} refused, {sum(told)} told to leave")
     assert all(ack["ok"] or ack["error"]["code"] == "forbidden" for ack in acks), acks
-    assert refused + told == connections
+    # Each one learns it is out; one caught between its two checks may learn it twice (refused, and told to leave
+    # by the action that found it subscribed for that moment).
+    assert all(r or t for r, t in zip(refused, told, strict=True)), list(zip(refused, told, strict=True))
     listing = ok(api.get(f"/users/{sub}"))["connections"]
     assert len(listing) == connections and all(channel not in row["channels"] for row in listing)
     assert ok(api.get(f"/channels/{channel}/presence"))["connections"] == 0
