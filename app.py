@@ -25,6 +25,7 @@ from utils.hosts import HostAllowList, LiteralPathMap
 from utils.http_errors import register_http_error_handlers
 from utils.logging_setup import configure_logging, register_secrets
 from utils.malformed_input import install_malformed_input_guards
+from utils.outbound import bind_outbound_tasks
 from utils.readiness import Readiness
 from utils.socket_guard import SocketGuard
 from utils.socketio_error_handler import (
@@ -70,6 +71,7 @@ def configure_sessions(app: Flask) -> None:
 def register_extensions(app: Flask) -> None:
     # Every background task starts through it, so the drain can stop each one (utils/drain.py, STOP_ORDER).
     tasks = app.extensions["background_tasks"] = BackgroundTasks(socketio.start_background_task)
+    bind_outbound_tasks(tasks.start)  # the deadline watchdog of webhook and authorization-hook POSTs
     init_socketio(app)
     readiness = app.extensions["readiness"] = Readiness()
     # The shared websocket transport gives a websocket's thread back after the handshake: websockets get a cap of

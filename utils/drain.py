@@ -29,10 +29,11 @@ sources of new work to what carries it out (each one's work is done by the time 
   8. webhook outbox         (blueprints/webhooks/outbox.py) queues the lifecycle events the drain raised (one try)
   9. webhook deliverer: URL (blueprints/webhooks/delivery.py, one per receiver) ends its batch or retry wait; with
                             Redis, what it had not delivered waits in the stream for another instance
- 10. redis health monitor   (utils/redis_health.py, Redis mode) probes the listener and beats presence; this
+ 10. outbound deadlines     (utils/outbound.py) shuts POSTs still running at their deadline: none are left
+ 11. redis health monitor   (utils/redis_health.py, Redis mode) probes the listener and beats presence; this
                             instance's presence then expires from Redis after PRESENCE_TTL like a crashed one's
- 11. message-queue listener (integration/redis_manager.py, Redis mode) python-socketio's pub/sub thread
- 12. shared websocket loop  (transport/loop.py, WEBSOCKET_TRANSPORT=shared) every websocket and every ping timer,
+ 12. message-queue listener (integration/redis_manager.py, Redis mode) python-socketio's pub/sub thread
+ 13. shared websocket loop  (transport/loop.py, WEBSOCKET_TRANSPORT=shared) every websocket and every ping timer,
                             last: until the sessions are closed it is what carries their goodbyes
 Each logs `background task <name> started` and `... stopped` at INFO (or `did not stop` at WARNING).
 """
@@ -56,8 +57,8 @@ log = logging.getLogger(__name__)
 
 # By kind: a task's name is its kind, or "<kind>: <which>" when there are several (one deliverer per receiver).
 STOP_ORDER = ("demo publisher", "token expiry", "control listener", "long-poll cap", "connect timeout",
-              "dashboard sampler", "fan-out worker", "webhook outbox", "webhook deliverer", "redis health monitor",
-              "message-queue listener", "shared websocket loop")
+              "dashboard sampler", "fan-out worker", "webhook outbox", "webhook deliverer", "outbound deadlines",
+              "redis health monitor", "message-queue listener", "shared websocket loop")
 STOP_WAIT = 1.5  # how long the stopped tasks get, together, to return
 
 RECONNECT_EVENT = "signalboard:reconnect"

@@ -19,6 +19,8 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import HTTPError
 from urllib3.util import parse_url
 
+from utils.background import StartTask
+
 TIMESTAMP_HEADER = "X-Signalboard-Timestamp"
 SIGNATURE_HEADER = "X-Signalboard-Signature"
 INSTANCE_HEADER = "X-Signalboard-Instance"
@@ -69,19 +71,38 @@ class _Watchdog:
     """One thread that shuts the socket of every POST still running at its deadline: socket timeouts bound each
     read, not the whole exchange, so a receiver sending a byte every few seconds would otherwise hold on forever."""
 
+    TASK = "outbound deadlines"
+
     def __init__(self) -> None:
-        self._cond = threading.Condition()  # guards _heap, _fired and the thread's start
+        self._cond = threading.Condition()  # guards _heap, _fired, _start, _stopping and the thread's start
         self._heap: list[tuple[float, int, HTTPConnection]] = []
         self._fired: set[int] = set()
         self._live: set[int] = set()
         self._ids = itertools.count()
-        self._thread: threading.Thread | None = None
+        self._thread: Any = None
+        self._start: StartTask | None = None
+        self._stopping = False
+
+    def bind(self, start_task: StartTask) -> None:
+        """Start the thread through the app's drain tasks (utils.drain.BackgroundTasks.start), so SIGTERM stops it;
+        one watchdog per process, so the app built last (the only one under gunicorn) is the one it answers to."""
+        with self._cond:
+            self._start = start_task
+
+    def stop(self) -> None:
+        """End the thread (graceful shutdown, after the webhook deliverers); a later POST starts a new one."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
 
     def arm(self, conn: HTTPConnection, deadline: float) -> int:
         with self._cond:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="outbound-deadlines", daemon=True)
-                self._thread.start()
+                if self._start is not None:
+                    self._thread = self._start(self.TASK, self._run, self.stop)
+                else:  # no app bound it (a tool using post() on its own)
+                    self._thread = threading.Thread(target=self._run, name="outbound-deadlines", daemon=True)
+                    self._thread.start()
             ticket = next(self._ids)
             self._live.add(ticket)
             heapq.heappush(self._heap, (deadline, ticket, conn))
@@ -100,6 +121,9 @@ class _Watchdog:
     def _run(self) -> None:
         while True:
             with self._cond:
+                if self._stopping:
+                    self._stopping, self._thread = False, None
+                    return
                 while self._heap and self._heap[0][1] not in self._live:
                     heapq.heappop(self._heap)  # finished in time
                 if not self._heap:
@@ -121,6 +145,11 @@ class _Watchdog:
 
 
 _WATCHDOG = _Watchdog()
+
+
+def bind_outbound_tasks(start_task: StartTask) -> None:
+    """Start the deadline watchdog of outbound POSTs (webhooks, the authorization hook) as a drain task."""
+    _WATCHDOG.bind(start_task)
 
 
 def post(url: str, body: bytes, headers: dict[str, str], *, timeout: float, max_answer_bytes: int) -> Answer:

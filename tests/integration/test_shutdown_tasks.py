@@ -7,7 +7,7 @@ import pytest
 
 from tests.integration.background_tasks import assert_every_task_stopped, dashboard_env, wake_every_task
 from tests.server import ServerProcess
-from tests.webhooks.support import Receiver
+from tests.webhooks.support import SECRET, Receiver
 
 pytestmark = pytest.mark.integration
 
@@ -28,12 +28,13 @@ def test_sigterm_stops_every_background_task(transport):
 def test_sigterm_stops_the_webhook_outbox_and_deliverers():
     receiver = Receiver().start()
     try:
-        server = ServerProcess(WEBHOOK_URLS=receiver.hook_url, WEBHOOK_SECRET="webhook-secret-0123456789abcdef",
+        server = ServerProcess(WEBHOOK_URLS=receiver.hook_url, WEBHOOK_SECRET=SECRET,
                                **dashboard_env())
         with server:
             clients = wake_every_task(server)  # connects and subscriptions raise lifecycle events
+            receiver.wait_events(lambda events: len(events) > 0, what="a delivered batch (a POST ran)")
             loop = {"shared websocket loop"} if server.websocket_transport == "shared" else set()
-            assert_every_task_stopped(server, MEMORY_TASKS | loop | {"webhook outbox",
+            assert_every_task_stopped(server, MEMORY_TASKS | loop | {"webhook outbox", "outbound deadlines",
                                                                      f"webhook deliverer: {receiver.hook_url}"})
             for client in clients:
                 client.disconnect()
