@@ -177,7 +177,7 @@ class SentinelCluster:
                          for _ in range(self.replica_count)]
         wait_replicas(self.master.port, self.replica_count)
         self.sentinels = [SentinelProcess(self.master.port).start() for _ in range(3)]
-        wait_until(lambda: all(self._sentinel_sees(s) for s in self.sentinels), 15, "the Sentinels to agree")
+        wait_until(lambda: all(self._sentinel_sees(s) for s in self.sentinels), 30, "the Sentinels to agree")
         return self
 
     def _sentinel_sees(self, sentinel: SentinelProcess) -> bool:

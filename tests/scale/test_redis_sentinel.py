@@ -14,6 +14,7 @@ import requests
 from tests.hub.realtime_client import Api, HubClient, unique
 from tests.scale.processes import SentinelCluster, redis_cli, running_instances, wait_until
 from tests.server import ServerProcess
+from tests.sse_client import SseStream
 
 pytestmark = [pytest.mark.scale, pytest.mark.integration]
 
@@ -269,9 +270,11 @@ def test_failover_to_a_replica_behind_changes_the_epoch_and_never_reuses_an_offs
         channel = unique("lossy")
         token = Api(a).token("watcher", ["**"])
         clients = [HubClient(server.url).connect({"token": token}) for server in (a, b)]
+        stream = SseStream(b.url, {"channel": channel}, {"Authorization": f"Bearer {token}"})
         publisher = Publisher([a, b], channel)
         deadline = time.monotonic() + 120
         epoch = [client.call("subscribe", {"channel": channel}) for client in clients][0]["epoch"]
+        stream.wait_event("signalboard:subscribed")
         for n in range(10):
             assert publisher.publish(f"m{n}", n, deadline, rotate=n) is not None
         old, [replica] = cluster.master, cluster.replicas
@@ -307,6 +310,11 @@ def test_failover_to_a_replica_behind_changes_the_epoch_and_never_reuses_an_offs
         changed = [check_delivery(client, server, channel, publisher, epoch)
                    for client, server in zip(clients, (a, b), strict=True)]
         assert changed == [True, True]
+        # An SSE stream on b is told the same, and its later messages number on above the lost ones.
+        notice = stream.wait_event("signalboard:resync").data
+        assert notice["channel"] == channel and notice["offset"] == 13 and notice["reason"] == "history_lost"
+        assert stream.offsets(channel)[:13] == list(range(1, 14)) and stream.offsets(channel)[13] > 13
+        stream.close()
         for client in clients:
             client.disconnect()
         for server in (a, b):
