@@ -295,7 +295,10 @@ def test_failover_to_a_replica_behind_changes_the_epoch_and_never_reuses_an_offs
         old.start()  # back as a replica of the promoted one, so publishes can be confirmed again
         retried = [publisher.publish(f"l{n}", n, deadline, rotate=n) for n in range(3)]
         assert all(answer is not None for answer in retried)
-        assert [answer["offset"] for answer in retried] == [14, 15, 16]  # above what subscribers saw: no reuse
+        # Above what subscribers saw (11-13): no reuse. Usually 14-16; higher when an attempt landed on the old master
+        # restarted empty (a Sentinel still naming it) and was lost with it in turn: numbering continues above that.
+        offsets = [answer["offset"] for answer in retried]
+        assert offsets == sorted(set(offsets)) and offsets[0] >= 14, offsets
         # New messages (the keys' records were lost with them); a retry may answer `duplicate` for an attempt that
         # was stored on the new master before a replica could confirm it.
         lost_ids = {d.meta["id"] for d in clients[0].deliveries(channel)[10:13]}
