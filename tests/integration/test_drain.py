@@ -77,7 +77,7 @@ def start(server_factory, **env):
 
 def connect_clients(server, count_each: int) -> list[Watched]:
     clients = [Watched(transport).connect(server.url) for transport in ("websocket", "polling") * count_each]
-    server.wait_until(lambda: server.readyz()["clients"] == {"websocket": count_each, "polling": count_each},
+    server.wait_until(lambda: server.readyz()["clients"] == {"websocket": count_each, "polling": count_each, "sse": 0},
                       timeout=10, what="every client connected")
     return clients
 

@@ -250,7 +250,7 @@ def test_text_where_an_attachment_is_due(server, token, one_client_at_most_one_w
 
 def test_every_hostile_client_left(server, bystanders):
     """Runs last in this module: no hostile session lingers, and the bystanders got all of it."""
-    server.wait_until(lambda: server.readyz()["clients"] == {"websocket": 1, "polling": 1}, timeout=40,
+    server.wait_until(lambda: server.readyz()["clients"] == {"websocket": 1, "polling": 1, "sse": 0}, timeout=40,
                       what="only the two bystanders connected")
     bystanders.check(5)
     assert server.bad_log_lines() == []

@@ -124,7 +124,7 @@ def test_polling_clients_upgrade_and_receive_too(shared_server):
             publish(server, n)
         server.wait_until(lambda: received == [0, 1, 2], timeout=5, what="three ticks")
         time.sleep(2.5)  # through two 1 s ping cycles: pings run on the shared timer and the client stays
-        assert client.connected and server.readyz()["clients"] == {"polling": 0, "websocket": 1}
+        assert client.connected and server.readyz()["clients"] == {"polling": 0, "websocket": 1, "sse": 0}
     finally:
         client.disconnect()
     server.wait_until(lambda: sum(server.readyz()["clients"].values()) == 0, timeout=10, what="client gone")
