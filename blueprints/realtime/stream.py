@@ -264,18 +264,19 @@ def stream() -> Response:
     services = hub_services()
     if not can_take_over(request.environ):
         raise Unavailable("SSE streams need the gunicorn server (start.sh)")
+    token = _token()
+    # Who first: a request without a valid token learns nothing about its parameters (401 before any 400).
+    identity = authenticate(services, {"token": token} if token else None, request.headers)
     channels = _channels()
     epoch: str | None = None
     since = _since_params(request.args.getlist("since"))
-    last_event_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
+    last_event_id = request.headers.get("Last-Event-ID")
     if last_event_id:
         epoch, since = _positions(last_event_id, "Last-Event-ID")
     elif request.args.get("epoch") is not None:
         epoch = request.args["epoch"]
         if not _EPOCH.fullmatch(epoch):
             raise InvalidPayload("epoch must be the epoch of an earlier subscription")
-    token = _token()
-    identity = authenticate(services, {"token": token} if token else None, request.headers)
     if current_app.extensions["readiness"].draining:
         raise Unavailable("this instance is shutting down: connect to another one", retry_after=1)
     if services.client_limiter is not None:
