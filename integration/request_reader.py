@@ -103,6 +103,7 @@ class RequestReadingWorker(gthread.ThreadWorker):
         self.trusted_proxies = settings["TRUSTED_PROXIES"]
         self.connections: dict[str, int] = {}  # address -> open connections (poller thread only)
         self.reading: deque[ReadingConn] = deque()  # connections being read, in deadline order
+        self._loop_running = False  # run()'s loops are dispatching the method queue (handle_quit)
 
     # Replaces ThreadWorker.accept: the per-address cap, and the new connection is read here instead of in a thread.
     def accept(self, listener: socket.socket) -> None:
@@ -213,6 +214,25 @@ class RequestReadingWorker(gthread.ThreadWorker):
             conn = self.reading[0]
             SLOW_REQUESTS_CLOSED.inc()
             self._drop(conn, TIMEOUT_RESPONSE if conn.buffer else b"")
+
+    # Replaces ThreadWorker.handle_quit (SIGQUIT, and SIGINT: gunicorn's quick shutdown). gunicorn's runs in the
+    # signal handler and calls tpool.shutdown(), which takes the executor's lock; submit() holds that same lock while
+    # it starts a new pool thread and waits for it to run, and this poller thread is the one calling submit(). A quit
+    # landing there deadlocked the worker until the master killed it at the graceful timeout. The handler now only
+    # queues the quit (SimpleQueue.put and a pipe write, safe in a handler); the loop runs it next, with no lock held.
+    def handle_quit(self, sig: int, frame: Any) -> None:
+        if not self._loop_running:  # nothing can be in submit() yet (or any more): gunicorn's own, at once
+            super().handle_quit(sig, frame)
+            return
+        self.method_queue.defer(partial(super().handle_quit, sig, None))
+
+    # Extends ThreadWorker.run: from here on, the loop is there to run a queued quit.
+    def run(self) -> None:
+        self._loop_running = True
+        try:
+            super().run()
+        finally:
+            self._loop_running = False
 
     # Extends ThreadWorker.handle (in a pool thread): the bytes read on the poller go to gunicorn's parser first.
     def handle(self, conn: Any) -> Any:
