@@ -19,7 +19,7 @@ from typing import Any
 
 from transport.loop import SharedLoop
 from transport.send_bound import SLOW_CONSUMER, Backlog
-from transport.websocket import READ, READ_WRITE, RECEIVE_BYTES, _close_without_reset, _reason
+from transport.websocket import READ, READ_WRITE, RECEIVE_BYTES, _close_without_reset, _reason, send_buffered
 
 log = logging.getLogger(__name__)
 
@@ -138,16 +138,7 @@ class SseConnection:
             self._flush_pending = False
             if self._closed or self._sock is None:
                 return
-            failure = ""
-            if self._out:
-                try:
-                    sent = self._sock.send(self._out)
-                except BlockingIOError:
-                    sent = 0
-                except OSError as exc:
-                    failure = f"send failed: {_reason(exc)}"
-                    sent = len(self._out)
-                del self._out[:sent]
+            failure = send_buffered(self._sock, self._out) if self._out else ""
             self._backlog.drained_to(len(self._out))
             backlog = bool(self._out)
             done = not backlog and self._closing

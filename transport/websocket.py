@@ -46,6 +46,20 @@ def _reason(exc: OSError) -> str:
     return errno.errorcode.get(exc.errno or 0, str(exc))
 
 
+def send_buffered(sock: socket.socket, out: bytearray) -> str:
+    """Send what the kernel takes of `out` and drop it from the buffer; "" or why the send failed (a failed send
+    drops everything: the connection is finished)."""
+    try:
+        sent = sock.send(out)
+    except BlockingIOError:
+        return ""
+    except OSError as exc:
+        del out[:]
+        return f"send failed: {_reason(exc)}"
+    del out[:sent]
+    return ""
+
+
 class WebSocketConnection:
     """One accepted websocket on the shared loop. `start()` must run on the loop thread (use call_soon)."""
 
@@ -158,16 +172,7 @@ class WebSocketConnection:
             self._flush_pending = False
             if self._closed:
                 return
-            failure = ""
-            if self._out:
-                try:
-                    sent = self._sock.send(self._out)
-                except BlockingIOError:
-                    sent = 0
-                except OSError as exc:
-                    failure = f"send failed: {_reason(exc)}"
-                    sent = len(self._out)
-                del self._out[:sent]
+            failure = send_buffered(self._sock, self._out) if self._out else ""
             self._backlog.drained_to(len(self._out))
             backlog = bool(self._out)
             handshake_done = not backlog and self._close_sent and self._ws.state.name == "CLOSED"
