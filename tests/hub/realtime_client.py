@@ -154,6 +154,19 @@ class Api:
         return response.json()["token"]
 
 
+def subscribed(client: HubClient, *channels: str) -> HubClient:
+    """`client`, subscribed to each of `channels` (each ack must be ok)."""
+    for channel in channels:
+        assert client.call("subscribe", {"channel": channel})["ok"] is True
+    return client
+
+
+def ok(response: requests.Response) -> dict[str, Any]:
+    """The JSON body of a 200 answer."""
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 def unique(prefix: str) -> str:
     """A channel name no other test uses, so tests sharing one server cannot see each other's messages."""
     return f"{prefix}.{uuid.uuid4().hex[:10]}"

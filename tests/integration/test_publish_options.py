@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.hub.realtime_client import Api, HubClient, unique
+from tests.hub.realtime_client import Api, HubClient, ok, subscribed, unique
 from tests.integration.test_hub_api import error_of
 from tests.integration.test_hub_realtime import error_ack
 from tests.server import ServerProcess
@@ -40,17 +40,6 @@ def connect(server, api):
     yield open_client
     for client in clients:
         client.disconnect()
-
-
-def subscribed(client: HubClient, *channels: str) -> HubClient:
-    for channel in channels:
-        assert client.call("subscribe", {"channel": channel})["ok"] is True
-    return client
-
-
-def ok(response) -> dict:
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def data_received(client: HubClient, channel: str, sentinel: object = "sentinel") -> list:

@@ -8,7 +8,7 @@ from typing import Any
 
 import socketio
 
-from tests.hub.realtime_client import Api, HubClient, unique
+from tests.hub.realtime_client import Api, HubClient, ok, unique
 
 WITHIN = 1.0  # every action takes effect on every instance within this
 
@@ -56,11 +56,6 @@ def timed(action: Any, client: WatchedClient, label: str) -> tuple[Any, float]:
     elapsed = client.disconnected_at - started  # type: ignore[operator]
     print(f"\n{label}: API call to disconnect {elapsed * 1000:.0f} ms")
     return result, elapsed
-
-
-def ok(response: Any) -> dict[str, Any]:
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def disconnect_user(api_server: Any, client_server: Any, instances: int) -> float:

@@ -15,7 +15,7 @@ import requests
 
 from hub.external import ExternalPublisher
 from hub.redis_client import RedisKeys
-from tests.hub.realtime_client import Api, HubClient, unique
+from tests.hub.realtime_client import Api, HubClient, ok, subscribed, unique
 from tests.scale.processes import ROOT
 from tests.server import TEST_ENV, ServerProcess
 
@@ -78,17 +78,6 @@ def connect(instances):
     yield open_client
     for client in clients:
         client.disconnect()
-
-
-def subscribed(client: HubClient, *channels: str) -> HubClient:
-    for channel in channels:
-        assert client.call("subscribe", {"channel": channel})["ok"] is True
-    return client
-
-
-def ok(response) -> dict:
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def received(client: HubClient, channel: str) -> list:
