@@ -22,6 +22,7 @@ API_KEY = TEST_ENV["API_KEYS"].split(",")[0]
 MAX_EXAMPLES = 100
 RUN_TIMEOUT = 240
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")
+CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,8 @@ def schemathesis_command(server: ServerProcess, document: Path) -> list[str]:
     # From a file, not the URL: run from its own URL, schemathesis leaves the document's operation out.
     # One worker: with two threads, Hypothesis describing strategies at once has hit Python 3.11's "AST constructor
     # recursion depth mismatch" SystemError (an interpreter race, not a finding) and ended the run.
-    return [str(Path(sys.executable).with_name("schemathesis")), "run", str(document), "--url", server.url,
+    return [str(Path(sys.executable).with_name("schemathesis")), "--config-file", str(CONFIG), "run", str(document),
+            "--url", server.url,
             "--header", f"Authorization: Bearer {API_KEY}", "--checks", "all", "--max-examples", str(MAX_EXAMPLES),
             "--workers", "1", "--generation-database", "none", "--request-timeout", "10", "--no-color",
             "--warnings", ",".join(WARNINGS)]
