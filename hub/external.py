@@ -89,17 +89,22 @@ class ExternalPublisher:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ExternalPublisher:
         """Built from the same environment variables as the web instances (validated the same way)."""
         environ = os.environ if environ is None else environ
-        values = {s.name: s.parse(s.name, environ.get(s.name, s.default)) for s in SETTINGS if s.name in _FROM_ENV}
+        return cls.from_config({s.name: s.parse(s.name, environ.get(s.name, s.default))
+                                for s in SETTINGS if s.name in _FROM_ENV})
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ExternalPublisher:
+        """Built from validated settings (an app's config, or what from_env parsed)."""
         return cls(
-            values["REDIS_URL"],
-            key_prefix=values["REDIS_KEY_PREFIX"],
-            max_messages=values["HISTORY_MAX_MESSAGES"],
-            max_age_seconds=values["HISTORY_MAX_AGE"],
-            max_payload_bytes=values["MAX_PAYLOAD_BYTES"],
-            idempotency_window=values["IDEMPOTENCY_WINDOW_SECONDS"],
-            token_max_ttl=values["TOKEN_MAX_TTL"],
-            reply_timeout=values["CONTROL_REPLY_TIMEOUT_MS"] / 1000,
-            replicas=Replicas.from_config(values),
+            config["REDIS_URL"],
+            key_prefix=config["REDIS_KEY_PREFIX"],
+            max_messages=config["HISTORY_MAX_MESSAGES"],
+            max_age_seconds=config["HISTORY_MAX_AGE"],
+            max_payload_bytes=config["MAX_PAYLOAD_BYTES"],
+            idempotency_window=config["IDEMPOTENCY_WINDOW_SECONDS"],
+            token_max_ttl=config["TOKEN_MAX_TTL"],
+            reply_timeout=config["CONTROL_REPLY_TIMEOUT_MS"] / 1000,
+            replicas=Replicas.from_config(config),
         )
 
     def publish(self, channel: str, event: str, data: Any, *, idempotency_key: str | None = None) -> Message:

@@ -20,7 +20,6 @@ from blueprints.api.cli import tokens
 from config import ConfigError
 from hub.errors import HubError
 from hub.external import ExternalPublisher
-from hub.redis_history import Replicas
 
 
 def init_cluster(app: Flask) -> None:
@@ -38,17 +37,7 @@ def _external_publisher() -> ExternalPublisher:
     config = current_app.config
     if not config["REDIS_URL"]:
         _fail("unavailable", "REDIS_URL is not set: without Redis, use the HTTP API (/api/v1/...) of the instance")
-    return ExternalPublisher(
-        config["REDIS_URL"],
-        key_prefix=config["REDIS_KEY_PREFIX"],
-        max_messages=config["HISTORY_MAX_MESSAGES"],
-        max_age_seconds=config["HISTORY_MAX_AGE"],
-        max_payload_bytes=config["MAX_PAYLOAD_BYTES"],
-        idempotency_window=config["IDEMPOTENCY_WINDOW_SECONDS"],
-        token_max_ttl=config["TOKEN_MAX_TTL"],
-        reply_timeout=config["CONTROL_REPLY_TIMEOUT_MS"] / 1000,
-        replicas=Replicas.from_config(config),
-    )
+    return ExternalPublisher.from_config(config)
 
 
 def _run_remote(call: Callable[[ExternalPublisher], Any]) -> Any:
