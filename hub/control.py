@@ -25,7 +25,7 @@ from redis.retry import Retry
 
 from hub.errors import Unavailable
 from hub.redis_client import CONNECT_TIMEOUT, OUTAGE_ERRORS, RedisKeys, client_for, connect, unavailable_on_outage
-from utils.background import StartTask
+from utils.background import Once, StartTask
 
 log = logging.getLogger(__name__)
 
@@ -135,20 +135,13 @@ class ControlListener:
         self._apply = apply
         self._start_task = start_task
         self._on_subscribed = on_subscribed  # after each (re)subscription: catch up on what was missed meanwhile
-        # Guards _started.
-        self._lock = threading.Lock()
-        self._started = False
+        self._start = Once()
         self._stop = threading.Event()
         self.subscribed = threading.Event()
 
     def ensure_started(self) -> None:
-        if self._started:
-            return
-        with self._lock:
-            if self._started:
-                return
-            self._started = True
-        self._start_task(self.TASK, self._run, self.stop)
+        if self._start.claim():
+            self._start_task(self.TASK, self._run, self.stop)
 
     def stop(self) -> None:
         self._stop.set()

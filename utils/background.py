@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Protocol
 
@@ -14,3 +15,20 @@ class StartTask(Protocol):
     """
 
     def __call__(self, name: str, target: Callable[[], object], stop: Callable[[], object]) -> object: ...
+
+
+class Once:
+    """Says yes to the first caller only, whichever threads race: the lazy start of a background task."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._claimed = False
+
+    def claim(self) -> bool:
+        if self._claimed:  # the common case, without the lock
+            return False
+        with self._lock:
+            if self._claimed:
+                return False
+            self._claimed = True
+            return True

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from hub.errors import Unavailable
 from hub.presence import PresenceChange
 from hub.redis_client import OUTAGE_ERRORS
-from utils.background import StartTask
+from utils.background import Once, StartTask
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,7 @@ class RedisHealth:
         self._stop = threading.Event()
         # Behind Sentinel an unreachable master is a failover under way (or the Sentinels finding no master).
         self.sentinel = sentinel
-        # Guards _started so that concurrent first users start one monitor.
-        self._lock = threading.Lock()
-        self._started = False
+        self._start = Once()
         self._ticked = False
         self._redis_error: str | None = None
         self._last_beat = 0.0
@@ -79,14 +77,9 @@ class RedisHealth:
 
     def ensure_started(self) -> None:
         """Start the monitor (and the listener) on first use: apps built for a CLI command never start them."""
-        if self._started:
-            return
-        with self._lock:
-            if self._started:
-                return
-            self._started = True
-        self.listener.initialize()
-        self._start_task(self.TASK, self._run, self.stop)
+        if self._start.claim():
+            self.listener.initialize()
+            self._start_task(self.TASK, self._run, self.stop)
 
     def stop(self) -> None:
         """End the monitor (graceful shutdown), and with it this instance's presence heartbeat."""

@@ -23,7 +23,7 @@ from prometheus_client import Counter
 from hub import Hub
 from hub.errors import Unavailable
 from integration import SocketObservers
-from utils.background import StartTask
+from utils.background import Once, StartTask
 from utils.connect_timeout import joined_a_namespace
 from utils.metrics import MESSAGES_DELIVERED, MESSAGES_PUBLISHED, disconnect_race_counts
 from utils.runtime_stats import thread_counts, uptime_seconds
@@ -237,19 +237,14 @@ class Sampler:
         # The user-level actions this instance applied lately (disconnects, unsubscribes, revocations).
         self.control_events = control_events
         self.version = read_version()
-        # Guards the one-time start and the stop flag.
-        self._lock = threading.Lock()
-        self._started = False
+        self._start = Once()
         self._stop = threading.Event()
         self._last_counts: tuple[float, float, float] | None = None
 
     def ensure_started(self) -> None:
         """Start the task on the first dashboard connection: apps that never serve one never run it."""
-        with self._lock:
-            if self._started:
-                return
-            self._started = True
-        self._start_task(self.TASK, self.run, self.stop)
+        if self._start.claim():
+            self._start_task(self.TASK, self.run, self.stop)
 
     def stop(self) -> None:
         self._stop.set()
