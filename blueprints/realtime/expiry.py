@@ -64,7 +64,7 @@ class TokenExpiry:
             self.forget(sid)
             return
         now = self._clock()
-        warn_at = exp - min(NOTICE_SECONDS, max(0.0, exp - now) / 2)
+        warn_at = warning_time(exp, now)
         with self._changed:
             self._expiry[sid] = exp
             heapq.heappush(self._heap, (warn_at, next(self._order), sid, exp, _WARN))
@@ -133,6 +133,11 @@ class TokenExpiry:
         server.emit(EXPIRED_EVENT, body, to=sid, namespace=self.namespace)
         server.disconnect(sid, namespace=self.namespace)
         log.debug("disconnected %s: token expired", sid)
+
+
+def warning_time(exp: float, now: float) -> float:
+    """When a token expiring at `exp` is warned about: NOTICE_SECONDS before, or half-way for shorter tokens."""
+    return exp - min(NOTICE_SECONDS, max(0.0, exp - now) / 2)
 
 
 def refreshed_claims(tokens: TokenIssuer, current_sub: str | None, payload: Any) -> Claims:

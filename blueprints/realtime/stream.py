@@ -10,6 +10,8 @@ Events (each `data:` is one line of JSON):
   browser's Last-Event-ID resumes all of them), `event: <event name>`, `data: {"channel","offset","id","ts","data"}`;
 - `signalboard:subscribed` first: {"channels": [{"channel","offset","recovered","epoch"}]} (as Socket.IO acks);
 - `signalboard:resync` {"channel","offset","epoch","reason"}: history no longer covers the asked position;
+- `signalboard:token_expiring` {"exp","seconds_left"} shortly before the token's exp, as on Socket.IO (a stream
+  cannot take a new token: the client opens a new stream with one and its last id);
 - `signalboard:token_expired`, `signalboard:token_revoked`, `signalboard:disconnect`, `signalboard:reconnect`
   (drain, with `retry:`), `signalboard:unsubscribed`, then the stream ends; `: heartbeat` comments in between.
 """
@@ -27,6 +29,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 
 from blueprints.realtime.delivery import PRESENCE_EVENT
+from blueprints.realtime.expiry import EXPIRED_EVENT, EXPIRING_EVENT, warning_time
 from blueprints.realtime.namespace import Identity, authenticate, revoked_error
 from blueprints.realtime.services import HubServices, hub_services
 from hub.channels import validate_channel
@@ -53,7 +56,6 @@ EXTENSION_KEY = "sse_streams"
 ATTACH_TIMEOUT = 10.0  # as the Socket.IO subscribe (blueprints/realtime/namespace.py)
 SUBSCRIBED_EVENT = "signalboard:subscribed"
 RESYNC_EVENT = "signalboard:resync"
-EXPIRED_EVENT = "signalboard:token_expired"
 RECONNECT_EVENT = "signalboard:reconnect"
 HEARTBEAT_SECONDS = 15.0
 RETRY_MS = 3000
@@ -217,7 +219,9 @@ class SseStreams:
             raise
         stream.conn.write(sse_frame(SUBSCRIBED_EVENT, {"channels": acks}, stream.event_id()))
         if identity.exp is not None:
-            self.loop.call_later(max(0.0, identity.exp - time.time()), lambda: self._expire(stream))
+            now = time.time()
+            self.loop.call_later(max(0.0, warning_time(identity.exp, now) - now), lambda: self._warn(stream))
+            self.loop.call_later(max(0.0, identity.exp - now), lambda: self._expire(stream))
         stream.conn.heartbeat_every(HEARTBEAT_SECONDS)
         return stream
 
@@ -246,6 +250,11 @@ class SseStreams:
         ack = result.ack()
         ack.pop("ok")
         return ack
+
+    def _warn(self, stream: SseStream) -> None:
+        exp = stream.identity.exp
+        if not stream.conn.closed and exp is not None:
+            stream.conn.write(sse_frame(EXPIRING_EVENT, {"exp": exp, "seconds_left": max(0, round(exp - time.time()))}))
 
     def _expire(self, stream: SseStream) -> None:
         if stream.conn.closed or stream.identity.exp is None or stream.identity.exp > time.time() + 0.5:

@@ -218,13 +218,17 @@ def test_presence_counts_sse_subscribers(server, api):
                       what="presence gone after the stream closed")
 
 
-def test_expired_token_ends_the_stream_with_a_reason(server, api):
+def test_expired_token_is_warned_then_ends_the_stream_with_a_reason(server, api):
     channel = unique("orders")
     stream = SseStream(server.url, {"channel": channel}, bearer(api.token("dave", [channel], ttl=2)))
     try:
         assert stream.ended.wait(10)
-        expired = stream.of("signalboard:token_expired")
-        assert expired and expired[0].data["reason"] == "token_expired"
+        names = [event.event for event in stream.of()]
+        assert names[-2:] == ["signalboard:token_expiring", "signalboard:token_expired"], names
+        expiring, expired = stream.of("signalboard:token_expiring")[0], stream.of("signalboard:token_expired")[0]
+        assert expired.data["reason"] == "token_expired"
+        # A 2 s token is warned half-way: about 1 s left (the whole seconds of the Socket.IO warning).
+        assert expiring.data["exp"] == expired.data["exp"] and expiring.data["seconds_left"] in (0, 1, 2)
     finally:
         stream.close()
 
