@@ -15,6 +15,7 @@ from blueprints.webhooks import init_webhooks
 from config import default_sessions_per_address, load_config
 from extensions import init_socketio, socketio
 from integration import socket_observers
+from integration.gunicorn_errors import register_body_read_errors
 from utils.address_limits import AddressLimits
 from utils.admission import Admission, ThreadBudget
 from utils.connect_timeout import ConnectTimeout
@@ -144,6 +145,7 @@ def register_blueprints(app: Flask) -> None:
 
 def register_error_handlers(app: Flask) -> None:
     register_http_error_handlers(app)
+    register_body_read_errors(app)  # a malformed chunked body is the client's 400, not a 500
     register_socketio_error_handlers(socketio)
     install_disconnect_log_filters()
     install_thread_excepthook()

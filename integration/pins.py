@@ -221,8 +221,10 @@ def internal_mismatches() -> list[str]:
         ("self.must_close or self.req.should_close()" in _source(gunicorn_wsgi.Response.should_close)
          and "self.should_close()" in _source(gunicorn_wsgi.Response.default_headers)
          and "self.length = length" in _source(gunicorn_body.LengthReader.__init__)
+         and _in_order(_source(gunicorn_body.ChunkedReader.read), "except StopIteration:", "self.parser = None")
          and "max_bytes = _DRAIN_MAX_BYTES" in _source(gunicorn_parser.Parser.finish_body),
          "gunicorn Response.should_close decides header and close; LengthReader.length counts the unread body; "
+         "ChunkedReader.parser is None once the body is read; "
          "Parser.finish_body drains at most _DRAIN_MAX_BYTES"),
         ("client_sock, client_addr = listener.accept()" in _source(gthread.ThreadWorker.accept)
          and _in_order(_source(gthread.ThreadWorker.accept), "listener.accept()", "self.nr_conns += 1",

@@ -3,16 +3,18 @@
 Stock gthread hands a connection to a pool thread as soon as it is accepted or a byte arrives, and that thread then
 reads the head and the body with no deadline: 70 connections sending one header byte every 2 s (or 70 slow
 `POST /login` bodies) held all 64 threads and `/livez` stopped answering. Here the poller reads what each
-connection sends, without blocking, until the head and a body of known length (up to PREREAD_BODY_LIMIT) are in;
-only then does a pool thread get the request, with those bytes handed to gunicorn's own parser. So:
+connection sends, without blocking, until the head and its body (of a known length, or chunked, up to
+PREREAD_BODY_LIMIT) are in; only then does a pool thread get the request, with those bytes handed to gunicorn's own
+parser. So:
 
 - a slow head or body costs a descriptor and its bytes, no thread; one not complete within REQUEST_READ_TIMEOUT
   seconds (from the connection's accept, or the first byte of a kept-alive connection's next request) is answered
   408 and closed;
 - one address holds at most MAX_CONNECTIONS_PER_ADDRESS connections (refused with 429 at accept); peers in
   TRUSTED_PROXIES are exempt, as every client behind them shares their address (limit them in the proxy);
-- bodies over PREREAD_BODY_LIMIT and chunked bodies still go to the pool after their head, as gunicorn reads them
-  (the app refuses oversize bodies from their Content-Length without reading them).
+- bodies over PREREAD_BODY_LIMIT still go to the pool after their head (or their first PREREAD_BODY_LIMIT bytes,
+  chunked), as gunicorn reads them (the app refuses oversize bodies from their Content-Length without reading them).
+  The poller only finds where a body ends: gunicorn's parser still reads and judges every byte.
 
 TLS terminated by gunicorn and HTTP/2 take gunicorn's own path unchanged.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import selectors
 import socket
 import time
@@ -57,21 +60,68 @@ TOO_LARGE_RESPONSE = _response("431 Request Header Fields Too Large")
 TOO_MANY_RESPONSE = _response("429 Too Many Requests", "Retry-After: 5\r\n")
 
 
+CHUNKED = -1  # body_length: the body is chunked (ChunkedBody finds its end)
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,8}")  # at most 4 GiB: longer sizes are left to gunicorn's parser
+MAX_CHUNK_LINE = 4096  # a chunk-size line (with extensions) or a trailer longer than this is left to gunicorn
+
+
 def body_length(head: bytes) -> int | None:
-    """The Content-Length of a complete request head; None when the body must be left to gunicorn (chunked, or a
-    length it will refuse itself)."""
+    """The Content-Length of a complete request head, or CHUNKED; None when the body must be left to gunicorn (a
+    length it will refuse itself, another transfer coding)."""
     length = 0
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
         if name == b"transfer-encoding":
-            return None
+            return CHUNKED if value.strip().lower() == b"chunked" else None
         if name == b"content-length":
             try:
                 length = int(value.strip())
             except ValueError:
                 return None
     return length if 0 <= length <= PREREAD_BODY_LIMIT else None
+
+
+class ChunkedBody:
+    """Where a chunked body ends, found as its bytes arrive: chunk data is skipped by its size, never scanned."""
+
+    def __init__(self, start: int) -> None:
+        self.start = start  # the body's first byte in the buffer
+        self.pos = start  # the next chunk-size line (or trailer line) to read
+        self.trailers = False  # past the last (zero-size) chunk
+
+    def end(self, buffer: bytearray) -> int | None:
+        """The index just past the body once it is all in, else None; ValueError when it is malformed or over
+        PREREAD_BODY_LIMIT (gunicorn's parser then reads and answers it, as for any body it reads itself)."""
+        while True:
+            line_end = buffer.find(b"\r\n", self.pos, self.pos + MAX_CHUNK_LINE)
+            if line_end < 0:
+                if len(buffer) - self.pos >= MAX_CHUNK_LINE:
+                    raise ValueError("chunk line too long")
+                return None
+            if self.trailers:  # trailer lines, up to the empty line that ends the body
+                empty = line_end == self.pos
+                self.pos = line_end + 2
+                if empty:
+                    return self.pos
+                if self.pos - self.start > PREREAD_BODY_LIMIT:
+                    raise ValueError("body over the pre-read limit")
+                continue
+            size_text = bytes(buffer[self.pos:line_end]).split(b";", 1)[0].strip()
+            if not _CHUNK_SIZE.fullmatch(size_text):
+                raise ValueError("bad chunk size")
+            size = int(size_text, 16)
+            if size == 0:
+                self.pos, self.trailers = line_end + 2, True
+                continue
+            after = line_end + 2 + size + 2
+            if after - self.start > PREREAD_BODY_LIMIT:
+                raise ValueError("body over the pre-read limit")
+            if len(buffer) < after:
+                return None
+            if buffer[after - 2:after] != b"\r\n":
+                raise ValueError("chunk not followed by CRLF")
+            self.pos = after
 
 
 class ReadingConn(gthread.TConn):
@@ -84,6 +134,7 @@ class ReadingConn(gthread.TConn):
         self.buffer = bytearray()
         self.deadline = 0.0
         self.ready = False  # the buffer holds a whole request: the next enqueue goes to the pool
+        self.chunked: ChunkedBody | None = None  # the request being read has a chunked body
 
     def close(self, graceful: bool = False) -> None:
         on_close, self.on_close = self.on_close, None
@@ -143,6 +194,7 @@ class RequestReadingWorker(gthread.ThreadWorker):
         unreader = getattr(conn.parser, "unreader", None)  # (an HTTP/2 connection has none)
         if unreader is not None:
             conn.buffer += unreader.take_buffered()  # read ahead by the previous request's body
+        conn.chunked = None
         conn.sock.setblocking(False)
         conn.deadline = time.monotonic() + self.read_timeout
         self.reading.append(conn)
@@ -171,7 +223,14 @@ class RequestReadingWorker(gthread.ThreadWorker):
                 return True
             return False
         length = body_length(bytes(conn.buffer[:end]))
-        if length is not None and len(conn.buffer) < end + 4 + length:
+        if length == CHUNKED:
+            conn.chunked = conn.chunked or ChunkedBody(end + 4)
+            try:
+                if conn.chunked.end(conn.buffer) is None:
+                    return False
+            except ValueError:
+                pass  # malformed or long: gunicorn's parser reads the rest and answers it
+        elif length is not None and len(conn.buffer) < end + 4 + length:
             return False
         if registered:  # before a pool thread owns the socket: the poller must never read it again
             self.poller.unregister(conn.sock)

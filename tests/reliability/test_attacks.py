@@ -196,6 +196,11 @@ def test_packets_for_an_unjoined_namespace_close_the_session_with_one_line_and_n
 SLOW_HEAD = b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: slowloris\r\nX-Padding: " + b"a" * 200
 SLOW_BODY_HEAD = (b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
                   b"Content-Length: 1000\r\n\r\n")
+SLOW_CHUNKED_HEAD = (b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+# (sent at once, then dribbled a byte at a time)
+SLOW_REQUESTS = {"slow_head": (b"", SLOW_HEAD), "slow_body": (SLOW_BODY_HEAD, b"password=" + b"x" * 1000),
+                 "slow_chunked_body": (SLOW_CHUNKED_HEAD, b"9\r\npassword=\r\n" + b"1\r\nx\r\n" * 200)}
 
 
 class Dribblers:
@@ -239,17 +244,17 @@ class Dribblers:
             sock.close()
 
 
-@pytest.mark.parametrize("opening", [SLOW_HEAD, SLOW_BODY_HEAD + b"password="], ids=["slow_head", "slow_body"])
-def test_slow_requests_hold_no_thread_and_end_at_the_read_timeout(opening):
-    """Attack 3: 70 connections sending a header byte (or a body byte) every 2 s against GUNICORN_THREADS=64."""
+@pytest.mark.parametrize("kind", SLOW_REQUESTS)
+def test_slow_requests_hold_no_thread_and_end_at_the_read_timeout(kind):
+    """Attack 3: 70 connections sending a header byte (or a body byte, of a known length or chunked) every 2 s
+    against GUNICORN_THREADS=64."""
     with attack_server(GUNICORN_THREADS=64) as server:
         api = operator_api(server)
         timeout = int(server.env["REQUEST_READ_TIMEOUT"])
-        dribblers = Dribblers(server.port, 70, opening if opening is SLOW_HEAD else opening)
-        if opening is not SLOW_HEAD:  # the head arrives whole; only the body dribbles
-            for sock in dribblers.socks:
-                sock.sendall(SLOW_BODY_HEAD)
-            dribblers.opening = b"password=" + b"x" * 1000
+        at_once, dribbled = SLOW_REQUESTS[kind]
+        dribblers = Dribblers(server.port, 70, dribbled)
+        for sock in dribblers.socks:
+            sock.sendall(at_once)
         try:
             with Watch(server) as watch:
                 attack = threading.Thread(target=dribblers.run, args=(timeout + 6,))

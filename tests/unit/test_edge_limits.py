@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from config import default_sessions_per_address, load_config
 from extensions import socketio
-from integration.request_reader import PREREAD_BODY_LIMIT, body_length
+from integration.request_reader import CHUNKED, PREREAD_BODY_LIMIT, ChunkedBody, body_length
 from tests.unit.test_admission import FakeEngineIO, FakeSocket
 from transport.inbound import InboundGate, InboundPolicy
 from utils.address_limits import AddressLimits
@@ -120,11 +120,40 @@ def test_text_logs_escape_control_characters_so_no_line_can_be_forged():
     (b"GET / HTTP/1.1\r\nHost: x", 0),
     (b"POST /login HTTP/1.1\r\nContent-Length: 12", 12),
     (b"POST /x HTTP/1.1\r\ncontent-length: " + str(PREREAD_BODY_LIMIT + 1).encode(), None),
-    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked", None),
+    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked", CHUNKED),
+    (b"POST /x HTTP/1.1\r\nTransfer-Encoding: gzip, chunked", None),
     (b"POST /x HTTP/1.1\r\nContent-Length: abc", None),
 ])
 def test_the_request_reader_preads_bodies_of_known_small_length(head, expected):
     assert body_length(head) == expected
+
+
+CHUNKED_BODY = b"5;ext=1\r\nhello\r\n1A\r\n" + b"z" * 26 + b"\r\n0\r\nX-Trailer: 1\r\n\r\n"
+NEXT_REQUEST = b"GET /livez HTTP/1.1\r\n\r\n"
+
+
+def test_a_chunked_body_ends_where_its_framing_says_however_its_bytes_arrive():
+    whole = b"HEAD\r\n\r\n" + CHUNKED_BODY + NEXT_REQUEST
+    start = len(b"HEAD\r\n\r\n")
+    assert ChunkedBody(start).end(bytearray(whole)) == start + len(CHUNKED_BODY)
+    for cut in range(start, len(whole)):  # the first `cut` bytes arrive, then the rest
+        body, buffer = ChunkedBody(start), bytearray(whole[:cut])
+        if cut < start + len(CHUNKED_BODY):
+            assert body.end(buffer) is None, cut
+        buffer += whole[cut:]
+        assert body.end(buffer) == start + len(CHUNKED_BODY), cut
+
+
+@pytest.mark.parametrize("body", [
+    b"zz\r\nhello\r\n",  # not a hex size
+    b"0x5\r\nhello\r\n",  # Python's int() would take it, HTTP does not
+    b"5\r\nhelloXX",  # data not followed by CRLF
+    b"5" * 5000,  # a size line that never ends
+    f"{PREREAD_BODY_LIMIT:x}\r\n".encode(),  # more than the poller reads ahead
+])
+def test_a_malformed_or_long_chunked_body_is_left_to_gunicorn(body):
+    with pytest.raises(ValueError):
+        ChunkedBody(0).end(bytearray(body))
 
 
 def test_address_limit_defaults_leave_half_the_capacity_to_everyone_else():
