@@ -24,7 +24,10 @@ Installed by `install_integration`, in this order:
    queue.Queue's `_put`/`_get`/`mutex`/`unfinished_tasks`, `Socket._websocket_handler`, simple-websocket's
    `ws.sock`), or with `shared` the loop's socket (shared_sockets.py: `Socket.schedule_ping` instead of the
    `_send_ping` thread, `_upgrade_websocket`, `Server._bad_request`, `_trigger_event(..., run_async=False)`,
-   gunicorn gthread's StopIteration and the descriptor it closes).
+   gunicorn gthread's StopIteration and the descriptor it closes). Before it, session_counts.py puts a counting
+   dict in python-engineio's `Server.sockets` (filled by `self.sockets[sid] = s`, emptied by `del`/`pop`) and the
+   adopted classes turn `closed`/`upgraded` into properties that move the counts: admission reads them on every
+   handshake instead of walking every session.
 5. message guard slot, filled by utils/malformed_input.py: reads python-socketio's `_binary_packet`.
 6. inbound gate, in the adopted socket classes: `Socket.receive` (bounded_sockets.py) and the shared loop's
    receive check each client packet (transport/inbound.py) before python-engineio starts a handler thread for it;
@@ -68,6 +71,7 @@ from integration.lifecycle import install_lifecycle
 from integration.manager import build_client_manager
 from integration.observers import SocketObservers
 from integration.pins import LibraryVersionError, check_libraries
+from integration.session_counts import install_session_counts
 from integration.websocket_transport import build_transport
 from transport.inbound import InboundPolicy, install_not_connected_filter
 
@@ -91,7 +95,9 @@ def install_integration(app: Flask, socketio: SocketIO, **socketio_options: Any)
     # 3. One dispatcher per Engine.IO handler slot and around Server.emit; everything below goes through them.
     install_lifecycle(server, observers)
     # 4. The websocket transport adopts each new socket first thing at connect (before python-socketio's handler).
-    #    Each adopted socket checks client packets with the inbound gate before a handler thread is spent.
+    #    Each adopted socket checks client packets with the inbound gate before a handler thread is spent, and keeps
+    #    the session counts admission reads on every handshake true.
+    install_session_counts(server.eio)
     inbound = InboundPolicy(app.config["CLIENT_RATE_LIMIT"], app.config["CLIENT_RATE_BURST"],
                             app.config["CLIENT_FLOOD_REFUSALS"], lambda namespace: serves_namespace(server, namespace))
     transport, adopter = build_transport(server.eio, app.config["WEBSOCKET_TRANSPORT"],

@@ -19,6 +19,7 @@ from typing import Any
 
 from engineio.socket import Socket
 
+from integration.session_counts import CountedSocket
 from transport import inbound
 from transport.send_bound import SLOW_CONSUMER, Backlog, packet_size
 
@@ -68,10 +69,10 @@ class BoundedSendQueue(queue.Queue):
         return item
 
 
-class BoundedSocket(Socket):
+class BoundedSocket(CountedSocket):
     """python-engineio's Socket that remembers its threaded websocket, so a slow consumer's blocked writer can be
     woken by shutting the TCP connection, and that checks what a client sends before a handler thread is started
-    for it (transport/inbound.py)."""
+    for it (transport/inbound.py); it keeps the session counts true (integration/session_counts.py)."""
 
     websocket: Any = None
     inbound: Any = None  # an InboundGate, set by the adopter

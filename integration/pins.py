@@ -87,6 +87,17 @@ def _lua_emit_keys(lua: str) -> tuple[str, ...]:
     return tuple(re.findall(r'[{,]"(\w+)":', body))
 
 
+def _sessions_changed_only_by_item(*classes: type) -> bool:
+    """Every change python-engineio makes to `self.sockets` is `self.sockets[...] = `, `del self.sockets[...]` or a
+    fresh dict: what integration/session_counts.CountedSessions counts."""
+    for cls in classes:
+        source = _source(cls)
+        for call in re.findall(r"self\.sockets\.(\w+)\(", source):
+            if call not in ("copy", "get", "values", "items", "keys"):
+                return False
+    return True
+
+
 def internal_mismatches() -> list[str]:
     """One phrase per library internal a hook relies on that is not as the hook was written for."""
     from engineio import base_server as eio_base_server
@@ -123,6 +134,13 @@ def internal_mismatches() -> list[str]:
          "socketio Server.emit(event, data, to, room, skip_sid, namespace, callback, ignore_queue)"),
         (_in_order(eio_connect, "s = socket.Socket(self, sid)", "self._trigger_event('connect'", "s.schedule_ping()"),
          "engineio Server._handle_connect creates the socket, then fires 'connect', then schedules the ping"),
+        # --- session_counts.py: the sessions dict and the two flags it counts by ---
+        (_in_order(eio_connect, "s = socket.Socket(self, sid)", "self.sockets[sid] = s",
+                   "self._trigger_event('connect'")
+         and "self.closed = True" in _source(eio_socket.Socket.close)
+         and _sessions_changed_only_by_item(eio_server.Server, eio_base_server.BaseServer),
+         "engineio Server registers a session with sockets[sid] = s before 'connect' and removes it only with "
+         "del sockets[sid] (or a fresh dict); Socket.close sets closed = True"),
         # --- sockets.py / the shared transport: the socket class we adopt and what it overrides ---
         (_params(base_socket.BaseSocket.__init__) == ["self", "server", "sid"],
          "engineio BaseSocket.__init__(self, server, sid)"),

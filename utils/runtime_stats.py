@@ -14,7 +14,13 @@ _POOL_THREAD_PREFIX = "ThreadPoolExecutor"
 
 
 def connected_clients(engineio_server: Any, sse: int = 0) -> dict[str, int]:
-    """Open Engine.IO sessions by transport, and the `sse` streams (GET /api/v1/stream) the caller counted."""
+    """Open Engine.IO sessions by transport, and the `sse` streams (GET /api/v1/stream) the caller counted.
+
+    Read from the counts integration/session_counts.py keeps in `sockets` (admission asks on every handshake);
+    walked when `sockets` is a plain dict (no integration installed, or after python-engineio's disconnect-all)."""
+    counted = getattr(engineio_server.sockets, "by_transport", None)
+    if counted is not None:
+        return counted() | {"sse": sse}
     counts = {"websocket": 0, "polling": 0, "sse": sse}
     for socket in list(engineio_server.sockets.values()):
         if not socket.closed:
