@@ -20,14 +20,14 @@ Installed by `install_integration`, in this order:
 3. lifecycle dispatchers (lifecycle.py): python-engineio's `handlers` slots connect/message/disconnect (filled by
    python-socketio) and python-socketio's `Server.emit`, so observers replace every rewrap.
 4. websocket transport adopter (websocket_transport.py), called from the connect dispatcher: a live `__class__`
-   swap of each new `engineio.socket.Socket` and its `queue` swapped for a bounded one (bounded_sockets.py:
-   queue.Queue's `_put`/`_get`/`mutex`/`unfinished_tasks`, `Socket._websocket_handler`, simple-websocket's
-   `ws.sock`), or with `shared` the loop's socket (shared_sockets.py: `Socket.schedule_ping` instead of the
-   `_send_ping` thread, `_upgrade_websocket`, `Server._bad_request`, `_trigger_event(..., run_async=False)`,
-   gunicorn gthread's StopIteration and the descriptor it closes). Before it, session_counts.py puts a counting
-   dict in python-engineio's `Server.sockets` (filled by `self.sockets[sid] = s`, emptied by `del`/`pop`) and the
-   adopted classes turn `closed`/`upgraded` into properties that move the counts: admission reads them on every
-   handshake instead of walking every session.
+   swap of each new `engineio.socket.Socket`, whose `queue` is already the bounded kind (`Server.create_queue`
+   replaced) and gets its bound (bounded_sockets.py: queue.Queue's `_put`/`_get`/`mutex`/`unfinished_tasks`,
+   `Socket._websocket_handler`, simple-websocket's `ws.sock`), or with `shared` the loop's socket
+   (shared_sockets.py: `Socket.schedule_ping` instead of the `_send_ping` thread, `_upgrade_websocket`,
+   `Server._bad_request`, `_trigger_event(..., run_async=False)`, gunicorn gthread's StopIteration and the
+   descriptor it closes). Before it, session_counts.py puts a counting dict in python-engineio's `Server.sockets`
+   (filled by `self.sockets[sid] = s`, emptied by `del`/`pop`) and the adopted classes turn `closed`/`upgraded`
+   into properties that move the counts: admission reads them on every handshake instead of walking every session.
 5. message guard slot, filled by utils/malformed_input.py: reads python-socketio's `_binary_packet`.
 6. inbound gate, in the adopted socket classes: `Socket.receive` (bounded_sockets.py) and the shared loop's
    receive check each client packet (transport/inbound.py) before python-engineio starts a handler thread for it;

@@ -3,7 +3,9 @@
 Hooks, each replacing one python-engineio (or Python queue) internal:
 - `BoundedSendQueue._put`/`_get` (queue.Queue's internals, run under its `mutex`): count the bytes waiting, so the
   bound can be applied where Engine.IO's `Socket.send` puts packets (`self.queue.put`).
-- `bound_socket` swaps a new socket's `queue` for a bounded one (carrying over `unfinished_tasks`), at connect.
+- `create_queues` replaces `Server.create_queue` (called by `BaseSocket.__init__` only), so each new socket's queue is
+  bounded-capable from the start; `bound_socket` bounds it at connect (or swaps in a bounded one, carrying over
+  `unfinished_tasks`, for a queue made elsewhere).
 - `BoundedSocket._websocket_handler` remembers simple-websocket's `ws` while it runs, so `drop_slow_consumer` can
   shut `ws.sock` and wake a writer blocked in send() (threaded transport).
 integration/pins.py checks each of them.
@@ -90,9 +92,18 @@ class BoundedSocket(CountedSocket):
             self.websocket = None
 
 
+def create_queues(engineio_server: Any, queue_class: type[BoundedSendQueue]) -> None:
+    """Replaces `Server.create_queue` on `engineio_server`, which python-engineio calls once, in `BaseSocket.__init__`,
+    for each new session's outgoing queue: that queue is a `queue_class` from the start, so the adopter only bounds
+    it instead of building a second queue (three Conditions and a lock each) and moving the first one's packets."""
+    engineio_server.create_queue = queue_class
+
+
 def bound_socket(eio_socket: Socket, queue_class: type[BoundedSendQueue], limit: int) -> None:
-    """Give a socket python-engineio just created a bounded queue of `queue_class`."""
-    bounded = queue_class.taking_over(eio_socket.queue)
+    """Bound the queue of a socket python-engineio just created: its own if `create_queues` made it a `queue_class`,
+    else a new `queue_class` taking over what it holds."""
+    current = eio_socket.queue
+    bounded = current if type(current) is queue_class else queue_class.taking_over(current)
     server = eio_socket.server
     bounded.bound(limit, lambda backlog: server.start_background_task(drop_slow_consumer, eio_socket, backlog, limit))
     eio_socket.queue = bounded

@@ -141,6 +141,12 @@ def internal_mismatches() -> list[str]:
          and _sessions_changed_only_by_item(eio_server.Server, eio_base_server.BaseServer),
          "engineio Server registers a session with sockets[sid] = s before 'connect' and removes it only with "
          "del sockets[sid] (or a fresh dict); Socket.close sets closed = True"),
+        # --- bounded_sockets.create_queues: the one caller of Server.create_queue on the server side ---
+        ("self.queue = self.server.create_queue()" in _source(base_socket.BaseSocket.__init__)
+         and "create_queue(" not in _source(eio_server.Server) and "create_queue(" not in _source(eio_socket.Socket)
+         and _source(eio_base_server.BaseServer).count("create_queue(") == 1,
+         "engineio BaseSocket.__init__ makes its queue with server.create_queue(), nothing else on the server side "
+         "calls it"),
         # --- sockets.py / the shared transport: the socket class we adopt and what it overrides ---
         (_params(base_socket.BaseSocket.__init__) == ["self", "server", "sid"],
          "engineio BaseSocket.__init__(self, server, sid)"),

@@ -7,8 +7,8 @@ from typing import Any
 
 from engineio.socket import Socket
 
-from integration.bounded_sockets import BoundedSendQueue, BoundedSocket, bound_socket
-from integration.shared_sockets import SharedTransport
+from integration.bounded_sockets import BoundedSendQueue, BoundedSocket, bound_socket, create_queues
+from integration.shared_sockets import SharedTransport, SinkQueue
 from transport.inbound import InboundGate, InboundPolicy
 from utils.background import StartTask
 
@@ -30,8 +30,10 @@ def build_transport(engineio_server: Any, mode: str, max_buffered: int, start_ta
     if mode == "shared":
         transport = SharedTransport(engineio_server, max_buffered, start_task)
         adopt_class = transport.adopt
+        create_queues(engineio_server, SinkQueue)
     else:
         transport = None
+        create_queues(engineio_server, BoundedSendQueue)
 
         def adopt_class(eio_socket: Socket) -> None:
             # Threaded: python-engineio's own socket, with the bounded queue and the remembered websocket.

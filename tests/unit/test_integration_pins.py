@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import socketio
 from engineio.socket import Socket
@@ -84,7 +86,36 @@ def test_threaded_keeps_engineio_but_bounds_every_socket():
     assert transport is None
     observers.set_adopter(adopter)
     eio_socket = Socket(server.eio, "sid-1")
+    created = eio_socket.queue
     server.eio.sockets["sid-1"] = eio_socket
     server.eio.handlers["connect"]("sid-1", {"QUERY_STRING": "EIO=4&transport=polling"})
     assert type(eio_socket) is BoundedSocket
     assert isinstance(eio_socket.queue, BoundedSendQueue) and eio_socket.queue.backlog.limit == 1 << 20
+    assert eio_socket.queue is created  # made bounded-capable by create_queue: one queue per socket, not two
+
+
+def test_shared_sockets_get_one_sink_queue_from_the_start():
+    from integration.shared_sockets import SinkQueue
+
+    server = socketio.Server(async_mode="threading")
+    observers = SocketObservers()
+    install_lifecycle(server, observers)
+    threads: list[threading.Thread] = []
+
+    def start_task(name, target, stop):
+        threads.append(threading.Thread(target=target, daemon=True))
+        threads[-1].start()
+
+    transport, adopter = build_transport(server.eio, "shared", 1 << 20, start_task)
+    observers.set_adopter(adopter)
+    eio_socket = Socket(server.eio, "sid-1")
+    created = eio_socket.queue
+    assert type(created) is SinkQueue
+    server.eio.sockets["sid-1"] = eio_socket
+    try:
+        server.eio.handlers["connect"]("sid-1", {"QUERY_STRING": "EIO=4&transport=polling"})
+        assert eio_socket.queue is created and created.backlog.limit == 1 << 20
+    finally:
+        transport.loop.stop()  # the adoption started the loop; it closes its wake-up pair as it ends
+        for thread in threads:
+            thread.join(5)
