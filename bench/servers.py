@@ -224,11 +224,11 @@ def start_stock(threads: int, worker_connections: int = 1000) -> Server:
     return _spawn(f"stock-t{threads}", "stock", cmd, env, BENCH_DIR, publish_path="/broadcast")
 
 
-def start_node() -> Server:
-    """The reference Node.js Socket.IO server (needs `npm ci` in bench/)."""
+def start_node(port: int | None = None) -> Server:
+    """The reference Node.js Socket.IO server (needs `npm ci` in bench/), on `port` or a free one."""
     if not (BENCH_DIR / "node_modules" / "socket.io").is_dir():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=BENCH_DIR, check=True, timeout=300)
-    port = free_port()
+    port = port or free_port()
     env = _base_env() | {"PORT": str(port)}
     cmd = ["node", str(BENCH_DIR / "anchors" / "node_server.js"), str(port), "127.0.0.1"]
     return _spawn("node", "node", cmd, env, BENCH_DIR, publish_path="/broadcast")
