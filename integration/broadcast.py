@@ -9,15 +9,16 @@ a wake-up of the loop. docs/profiles.md measured that chain as most of a deliver
 `PubSubManager._handle_emit` reaches it with Redis too, for local publishes and for packets from the queue alike).
 For an emit without a callback it builds the same Engine.IO packets, then for each participant not skipped
 (`skip_sid`: echo suppression) whose session is on a shared-loop websocket (the transport's `direct` map, filled
-when a session's queue is attached to its websocket and emptied when the websocket closes), appends the frames to
-that connection's buffer itself (`WebSocketConnection.queue_frames`: same lock, same slow-consumer bound as
-`write`), and after the loop asks the loop thread to flush every connection that had nothing pending, with one
-lock and one wake-up. The loop thread then sends what piled up per connection in one send() per turn. Every
-other participant (polling, upgrading, threaded transport) takes python-socketio's own path, `_send_eio_packet`,
+when a session's queue is attached to its websocket and emptied when the websocket closes), hands the frames to
+that connection (`WebSocketConnection.queue_frames`: same lock, same slow-consumer bound as `write`). A connection
+with nothing buffered and no flush pending sends them at once, from this thread (written through, one non-blocking
+send()); only what its kernel buffer does not take is buffered, and after the loop the loop thread is asked, with
+one lock and one wake-up, to flush every connection that had nothing pending. Every other
+participant (polling, upgrading, threaded transport) takes python-socketio's own path, `_send_eio_packet`,
 unchanged; emits with a callback go to `Manager.emit` itself. A closed session's connection drops the frames as
 `Socket.send` would; a session past its ping timeout is closed by python-engineio's service task instead of by
 the next send. Each participant gets the packets once, in emit order (the fan-out worker emits a channel's
-messages one after the other, and a connection's buffer keeps the order it is appended in).
+messages one after the other, and a connection sends directly only while nothing of it is buffered).
 
 Internals it relies on (integration/pins.py checks them): `Manager.emit`'s packet building (`packet_class`,
 `encode()`, one `eio_packet.Packet(MESSAGE, p)` per encoded part), `get_participants(namespace, room)` yielding
@@ -77,22 +78,28 @@ class BroadcastManager(socketio.Manager):
             data = [data]
         else:
             data = []
-        skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
         encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event] + data).encode()
         eio_pkts = [eio_packet.Packet(eio_packet.MESSAGE, part)
                     for part in (encoded if isinstance(encoded, list) else [encoded])]
         frames = b"".join(packet_frame(pkt) for pkt in eio_pkts)
-        direct = self.direct
-        to_flush = []
+        # The loop below runs once per recipient: everything it can do once is done here (no attribute lookups, no
+        # allocation per recipient; a written-through send needs no flush, so to_flush stays empty in the common case).
+        get_conn = self.direct.get
+        skip = set(skip_sid) if isinstance(skip_sid, list) else {skip_sid}
+        to_flush: list[WebSocketConnection] = []
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
                 continue
-            conn = direct.get(eio_sid)
+            conn = get_conn(eio_sid)
             if conn is None:
-                for pkt in eio_pkts:  # python-socketio's own path
-                    self.server._send_eio_packet(eio_sid, pkt)
+                self._send_by_library(eio_sid, eio_pkts)
             elif conn.queue_frames(frames):
                 to_flush.append(conn)
         if to_flush and self.loop is not None:
             self.loop.flush_all(to_flush)
         return None
+
+    def _send_by_library(self, eio_sid: str, eio_pkts: list[eio_packet.Packet]) -> None:
+        """python-socketio's own path, for a recipient not on a shared websocket (polling, upgrading, threaded)."""
+        for pkt in eio_pkts:
+            self.server._send_eio_packet(eio_sid, pkt)

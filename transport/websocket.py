@@ -1,11 +1,14 @@
-"""A websocket served by the shared loop: wsproto parses what arrives, frames go out through a bounded buffer.
+"""A websocket served by the shared loop: wsproto parses what arrives, frames are sent at once or from a bounded buffer.
 
-Any thread may write: a frame is appended to the connection's buffer and the connection is put on the loop's
-flush list, so a broadcast costs the emitting thread one append per recipient, and the loop thread makes the
-system calls (with the GIL released, so both run at once). Frames that pile up before the loop gets to a
-connection leave in one send() call. The loop thread also reads, runs the close handshake, and watches for
-writability when the kernel buffer is full. A client that cannot keep up is dropped as a slow consumer by the
-rule in transport/send_bound.py (its backlog stayed over `max_buffered` bytes too long, or went far over).
+Any thread may write. When nothing is buffered and no flush is pending (the common case) the frame is written
+through: sent at once, from the writing thread, under the connection's lock, with a non-blocking send(). Only what
+the kernel does not take is appended to the connection's buffer, and the connection is put on the loop's flush
+list; frames that pile up behind it wait in that buffer (order is kept: nothing is sent directly while anything is
+buffered) and leave in one send() per loop turn, the loop watching for writability while the kernel buffer is
+full. A send error is never raised to the writer: the frames are dropped and the loop thread ends the connection.
+The loop thread also reads, runs the close handshake, and writes its own frames (pings, pongs, close) through the
+same lock and buffer. A client that cannot keep up is dropped as a slow consumer by the rule in
+transport/send_bound.py (its backlog stayed over `max_buffered` bytes too long, or went far over).
 """
 
 from __future__ import annotations
@@ -100,35 +103,52 @@ class WebSocketConnection:
     # ---- any thread ---------------------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> bool:
-        """Queue one ready-made frame; False when the connection is closing or gone (the frame is dropped)."""
-        with self._lock:
-            if self._close_requested or self._closed:
-                return False
-            if self._over_bound(len(data)):
-                return False
-            self._out += data
-            if self._flush_pending:
-                return True
-            self._flush_pending = True
-        self._loop.flush_soon(self)
-        return True
+        """Send one ready-made frame (written through, or queued behind what is buffered); False when the
+        connection is closing or gone (the frame is dropped)."""
+        queued = self.queue_frames(data)
+        if queued:
+            self._loop.flush_soon(self)
+        return queued is not None
 
-    def queue_frames(self, data: bytes) -> bool:
-        """Append ready-made frames like write() but leave the flush to the caller: True when the caller must have
-        the loop flush this connection (SharedLoop.flush_all), as nothing was pending; False when a flush already
-        is, or the frames were dropped (closing, gone, or a slow consumer now)."""
+    def queue_frames(self, data: bytes) -> bool | None:
+        """Send ready-made frames like write() but leave the loop's flush to the caller.
+
+        True: (part of) the frames wait in the buffer and the caller must have the loop flush this connection
+        (SharedLoop.flush_all), as nothing was pending. False: they were sent (written through), or queued behind a
+        flush already pending. None: dropped (closing, gone, a send error, or a slow consumer now).
+        """
         with self._lock:
             if self._close_requested or self._closed:
-                return False
+                return None
+            out = self._out
+            if not out and not self._flush_pending:
+                # Written through (the hot path of a broadcast, so no helper call): one non-blocking send().
+                try:
+                    sent = self._sock.send(data)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    self._send_failed(f"send failed: {_reason(exc)}")
+                    return None
+                if sent == len(data):
+                    return False
+                data = data[sent:]
             # The slow-consumer rule only has work to do over the bound (or to reset a grace clock once under it).
-            if (len(self._out) + len(data) > self._max_buffered or self._backlog.over_since is not None) \
+            if (len(out) + len(data) > self._max_buffered or self._backlog.over_since is not None) \
                     and self._over_bound(len(data)):
-                return False
-            self._out += data
+                return None
+            out += data
             if self._flush_pending:
                 return False
             self._flush_pending = True
             return True
+
+    def _send_failed(self, failure: str) -> None:
+        """A written-through send failed (under _lock): later frames are dropped and the loop ends the connection,
+        so no exception reaches the writing thread and the handler hears of it on the loop thread, as usual."""
+        self._close_requested = True
+        self._out.clear()
+        self._loop.call_soon(lambda: self._finish(failure))
 
     def _over_bound(self, adding: int) -> bool:
         """The slow-consumer rule for a frame about to be queued (under _lock): True when the client was dropped."""

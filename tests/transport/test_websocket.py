@@ -23,6 +23,7 @@ class Recorder:
         self.messages: list[str | bytes] = []
         self.closed = threading.Event()
         self.close_calls = 0
+        self.closed_on: list[int] = []  # the threads on_close ran on
         self.got_message = threading.Event()
 
     def on_message(self, data):
@@ -31,6 +32,7 @@ class Recorder:
 
     def on_close(self):
         self.close_calls += 1
+        self.closed_on.append(threading.get_ident())
         self.closed.set()
 
 
@@ -231,3 +233,118 @@ def test_a_finished_connection_ends_with_fin_not_reset(loop: SharedLoop):
             received += chunk
     peer.ws.receive_data(received)
     assert any(isinstance(event, CloseConnection) for event in peer.ws.events())  # the answer, then our FIN
+
+
+# ---- write-through: a connection with nothing buffered is sent to at once, from the writing thread -----------------
+
+def frames_of(data: bytes) -> list:
+    """The events an independent wsproto client parses out of `data`."""
+    ws = Connection(ConnectionType.CLIENT)
+    ws.receive_data(data)
+    return list(ws.events())
+
+
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    sock.settimeout(5)
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(1 << 20)
+        assert chunk, f"EOF after {len(data)} of {size} bytes"
+        data += chunk
+    return data
+
+
+def whole_messages(peer: Peer, count: int) -> list[tuple[str, object]]:
+    """The next `count` messages and pongs, text fragments joined (a big one arrives in pieces): a long message
+    as its length."""
+    got: list[tuple[str, object]] = []
+    text = ""
+    while len(got) < count:
+        for event in peer.events():
+            if isinstance(event, Pong):
+                got.append(("pong", event.payload))
+            elif isinstance(event, TextMessage):
+                text += event.data
+                if event.message_finished:
+                    got.append(("text", text if len(text) < 100 else len(text)))
+                    text = ""
+            else:
+                raise AssertionError(f"unexpected {event!r}")
+    return got
+
+
+def test_a_frame_is_sent_at_once_from_the_writing_thread_when_nothing_is_buffered():
+    # The loop is never started: whatever arrives was sent by this thread, not by a loop flush.
+    idle_loop = SharedLoop(lambda name, target, stop: None, name="never-started")
+    server_sock, client_sock = socket.socketpair()
+    with server_sock, client_sock:
+        server_sock.setblocking(False)
+        conn = WebSocketConnection(idle_loop, server_sock, Recorder(), max_message=1000, max_buffered=1 << 20)
+        frame = encode_frame(b"now")
+        assert conn.queue_frames(frame) is False  # sent: no flush for the caller to ask for
+        assert conn.write(encode_frame(b"again")) is True
+        assert idle_loop._flushes == []
+        data = read_exactly(client_sock, len(frame) + len(encode_frame(b"again")))
+        assert [event.data for event in frames_of(data)] == ["now", "again"]
+
+
+def test_what_the_kernel_does_not_take_is_buffered_and_flushed_in_order_behind_it(loop: SharedLoop):
+    server_sock, client_sock = socket.socketpair()
+    with server_sock, client_sock:
+        server_sock.setblocking(False)
+        recorder = Recorder()
+        conn = WebSocketConnection(loop, server_sock, recorder, max_message=1000, max_buffered=16 << 20)
+        loop.call_soon(conn.start)
+        big = encode_frame(b"B" * (4 << 20))  # far more than a socket pair's kernel buffers take at once
+        assert conn.queue_frames(big) is True  # part sent, the rest buffered: the caller must ask for a flush
+        after = encode_frame(b"after")
+        assert conn.queue_frames(after) is False  # behind the buffered rest, not written through past it
+        loop.flush_all([conn])
+        assert conn.write(encode_frame(b"last")) is True
+        peer = Peer(client_sock)
+        peer.send(Ping(payload=b"p"))  # the loop's own pong joins the buffer behind what waits there
+        assert whole_messages(peer, 4) == [("text", 4 << 20), ("text", "after"), ("text", "last"), ("pong", b"p")]
+        assert not conn.closed and not recorder.closed.is_set()
+        # Drained: the next frame is written through again.
+        deadline = time.monotonic() + 5
+        while conn._out and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert conn.queue_frames(encode_frame(b"direct")) is False
+        assert [event.data for event in peer.events()] == ["direct"]
+        conn.close()
+
+
+def test_a_failed_write_through_ends_the_connection_on_the_loop_thread_without_raising(loop: SharedLoop):
+    server_sock, client_sock = socket.socketpair()
+    with server_sock:
+        server_sock.setblocking(False)
+        recorder = Recorder()
+        # Not started, so the loop cannot notice the peer's close by reading first: the send finds it.
+        conn = WebSocketConnection(loop, server_sock, recorder, max_message=1000, max_buffered=1 << 20)
+        client_sock.close()
+        assert conn.queue_frames(encode_frame(b"into the void")) is None  # EPIPE: dropped, not raised
+        assert conn.write(encode_frame(b"later")) is False
+        assert recorder.closed.wait(5) and conn.closed
+        assert recorder.closed_on == [loop.thread_ident]
+        assert not conn.slow_consumer
+
+
+def test_the_bound_still_drops_a_slow_consumer_of_written_through_broadcasts(loop: SharedLoop):
+    server_sock, client_sock = socket.socketpair()
+    with server_sock, client_sock:
+        server_sock.setblocking(False)
+        recorder = Recorder()
+        conn = WebSocketConnection(loop, server_sock, recorder, max_message=1000, max_buffered=256 * 1024)
+        loop.call_soon(conn.start)
+        frame = encode_frame(b"w" * 60000)
+        results = []
+        for _ in range(1000):  # like a fan-out: frames, and a flush asked for when one is needed; nobody reads
+            result = conn.queue_frames(frame)
+            results.append(result)
+            if result is None:
+                break
+            if result:
+                loop.flush_all([conn])
+        assert results[0] is False  # the first went straight into the kernel buffer
+        assert True in results and results[-1] is None  # then the rest was buffered, until the bound dropped it
+        assert recorder.closed.wait(5) and conn.closed and conn.slow_consumer
