@@ -10,6 +10,8 @@ Events (each `data:` is one line of JSON):
   browser's Last-Event-ID resumes all of them), `event: <event name>`, `data: {"channel","offset","id","ts","data"}`;
 - `signalboard:subscribed` first: {"channels": [{"channel","offset","recovered","epoch"}]} (as Socket.IO acks);
 - `signalboard:resync` {"channel","offset","epoch","reason"}: history no longer covers the asked position;
+- with `presence=1`, `signalboard:presence` {"channel","sub","action","connections"} as a Socket.IO subscribe with
+  `"presence": true` gets them (anonymous streams without the subs unless ANONYMOUS_PRESENCE_SUBS);
 - `signalboard:token_expiring` {"exp","seconds_left"} shortly before the token's exp, as on Socket.IO (a stream
   cannot take a new token: the client opens a new stream with one and its last id);
 - `signalboard:token_expired`, `signalboard:token_revoked`, `signalboard:disconnect`, `signalboard:reconnect`
@@ -99,6 +101,13 @@ def _channels() -> list[str]:
         raise InvalidPayload(f"at most {limit} channels per stream")
     unique = list(dict.fromkeys(validate_channel(name) for name in names))
     return unique
+
+
+def _presence() -> bool:
+    value = request.args.get("presence", "0")
+    if value not in ("0", "1"):
+        raise InvalidPayload("presence must be 0 or 1")
+    return value == "1"
 
 
 def _token() -> str | None:
@@ -192,7 +201,7 @@ class SseStreams:
         for stream in self.all():
             stream.end(RECONNECT_EVENT, {"reason": "server_shutdown", "retry_after_ms": RETRY_MS}, retry_ms=RETRY_MS)
 
-    def open(self, identity: Identity, channels: list[str], epoch: str | None, since: dict[str, int],
+    def open(self, identity: Identity, channels: list[str], epoch: str | None, since: dict[str, int], presence: bool,
              grants_for: Callable[[Identity, str], tuple[str, ...]]) -> SseStream:
         """Subscribe a new stream to `channels` (replaying from `since` where history covers it); raises HubError."""
         if self.draining:
@@ -213,7 +222,7 @@ class SseStreams:
             if identity.sub is not None and token_revoked(self.services.revocations, identity.sub, identity.jti,
                                                           identity.iat):
                 raise revoked_error()
-            acks = [self._subscribe(stream, channel, epoch, since, grants_for) for channel in channels]
+            acks = [self._subscribe(stream, channel, epoch, since, presence, grants_for) for channel in channels]
         except BaseException:
             stream.conn.close(reason="refused")
             raise
@@ -225,7 +234,7 @@ class SseStreams:
         stream.conn.heartbeat_every(HEARTBEAT_SECONDS)
         return stream
 
-    def _subscribe(self, stream: SseStream, channel: str, epoch: str | None, since: dict[str, int],
+    def _subscribe(self, stream: SseStream, channel: str, epoch: str | None, since: dict[str, int], presence: bool,
                    grants_for: Callable[[Identity, str], tuple[str, ...]]) -> dict[str, Any]:
         identity, hub = stream.identity, self.services.hub
         if identity.sub is not None and channel_revoked(self.services.revocations, identity.sub, channel,
@@ -235,7 +244,7 @@ class SseStreams:
         if asked is not None:
             stream.positions[channel] = asked
         result = hub.subscribe(stream.sid, identity.sub, grants_for(identity, channel), channel, since=asked,
-                               epoch=epoch)
+                               epoch=epoch, presence=presence)
         if not result.ready.wait(ATTACH_TIMEOUT):
             raise Unavailable("the subscription could not be completed in time")
         if asked is not None and not result.recovered:
@@ -277,6 +286,7 @@ def stream() -> Response:
     # Who first: a request without a valid token learns nothing about its parameters (401 before any 400).
     identity = authenticate(services, {"token": token} if token else None, request.headers)
     channels = _channels()
+    presence = _presence()
     epoch: str | None = None
     since = _since_params(request.args.getlist("since"))
     last_event_id = request.headers.get("Last-Event-ID")
@@ -292,7 +302,7 @@ def stream() -> Response:
         services.client_limiter.check(f"sse {request.remote_addr}")
     namespace = current_app.extensions["user_control"].namespace
     streams = sse_streams()
-    opened = streams.open(identity, channels, epoch, since, namespace.grants_for)
+    opened = streams.open(identity, channels, epoch, since, presence, namespace.grants_for)
 
     def receive(sock: Any) -> None:
         if sock is None:

@@ -189,6 +189,7 @@ def test_anonymous_streams_get_public_channels_only(server, api):
     ({"channel": "orders.eu"}, {"Last-Event-ID": "abc;bad name=1"}, 400, "invalid_channel"),
     ({"channel": "orders.eu", "since": "orders.eu:x"}, {}, 400, "invalid_payload"),
     ({"channel": "orders.eu", "epoch": "no spaces allowed"}, {}, 400, "invalid_payload"),
+    ({"channel": "orders.eu", "presence": "yes"}, {}, 400, "invalid_payload"),
 ])
 def test_bad_requests_answer_the_error_shape(server, api, params, headers, status, code):
     token = api.token("alice", ["orders.*"])
@@ -216,6 +217,29 @@ def test_presence_counts_sse_subscribers(server, api):
         stream.close()
     server.wait_until(lambda: api.get(f"/channels/{channel}/presence").json()["connections"] == 0,
                       what="presence gone after the stream closed")
+
+
+def test_presence_events_reach_streams_that_ask_for_them(server, api):
+    channel = unique("room")
+    watching = SseStream(server.url, {"channel": channel, "presence": "1"}, bearer(api.token("carol", [channel])))
+    quiet = SseStream(server.url, {"channel": channel}, bearer(api.token("dan", [channel])))
+    client = HubClient(server.url).connect({"token": api.token("erin", [channel])})
+    try:
+        watching.wait_event("signalboard:subscribed")
+        quiet.wait_event("signalboard:subscribed")
+        assert client.call("subscribe", {"channel": channel})["ok"]
+        client.disconnect()
+        watching.wait_for(lambda: len(watching.of("signalboard:presence")) >= 3, what="dan's join, erin's join, leave")
+        assert [e.data for e in watching.of("signalboard:presence")] == [
+            {"channel": channel, "sub": "dan", "action": "join", "connections": 1},
+            {"channel": channel, "sub": "erin", "action": "join", "connections": 1},
+            {"channel": channel, "sub": "erin", "action": "leave", "connections": 0}]
+        api.publish(channel, "after", {})  # the quiet stream has had time to get whatever was sent before it
+        quiet.wait_offsets(channel, 1)
+        assert quiet.of("signalboard:presence") == []
+    finally:
+        watching.close()
+        quiet.close()
 
 
 def test_expired_token_is_warned_then_ends_the_stream_with_a_reason(server, api):
