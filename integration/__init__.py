@@ -24,10 +24,11 @@ Installed by `install_integration`, in this order:
    replaced) and gets its bound (bounded_sockets.py: queue.Queue's `_put`/`_get`/`mutex`/`unfinished_tasks`,
    `Socket._websocket_handler`, simple-websocket's `ws.sock`), or with `shared` the loop's socket
    (shared_sockets.py: `Socket.schedule_ping` instead of the `_send_ping` thread, `_upgrade_websocket`,
-   `Server._bad_request`, `_trigger_event(..., run_async=False)`, gunicorn gthread's StopIteration and the
-   descriptor it closes). Before it, session_counts.py puts a counting dict in python-engineio's `Server.sockets`
-   (filled by `self.sockets[sid] = s`, emptied by `del`/`pop`) and the adopted classes turn `closed`/`upgraded`
-   into properties that move the counts: admission reads them on every handshake instead of walking every session.
+   `Server._bad_request`, `_trigger_event(..., run_async=False)`, python-socketio's `Server.start_background_task`
+   for an event already in its own thread, gunicorn gthread's StopIteration and the descriptor it closes).
+   Before it, session_counts.py puts a counting dict in python-engineio's `Server.sockets` (filled by
+   `self.sockets[sid] = s`, emptied by `del`/`pop`) and the adopted classes turn `closed`/`upgraded` into
+   properties that move the counts: admission reads them on every handshake instead of walking every session.
 5. message guard slot, filled by utils/malformed_input.py: reads python-socketio's `_binary_packet`.
 6. inbound gate, in the adopted socket classes: `Socket.receive` (bounded_sockets.py) and the shared loop's
    receive check each client packet (transport/inbound.py) before python-engineio starts a handler thread for it;
@@ -72,6 +73,7 @@ from integration.manager import build_client_manager
 from integration.observers import SocketObservers
 from integration.pins import LibraryVersionError, check_libraries
 from integration.session_counts import install_session_counts
+from integration.shared_sockets import inline_event_handlers
 from integration.websocket_transport import build_transport
 from transport.inbound import InboundPolicy, install_not_connected_filter
 
@@ -105,6 +107,8 @@ def install_integration(app: Flask, socketio: SocketIO, **socketio_options: Any)
     observers.set_adopter(adopter)
     if transport is not None and isinstance(server.manager, BroadcastManager):
         server.manager.use_shared_transport(transport.direct, transport.loop)  # the broadcast fast path
+    if transport is not None:
+        inline_event_handlers(server)  # one thread per event from a shared-loop websocket, not two
     install_not_connected_filter()
     app.extensions["websocket_transport"] = transport
     # 5. The message guard slot is filled by utils/malformed_input.py (register_error_handlers in app.py).

@@ -141,6 +141,13 @@ def internal_mismatches() -> list[str]:
          and _sessions_changed_only_by_item(eio_server.Server, eio_base_server.BaseServer),
          "engineio Server registers a session with sockets[sid] = s before 'connect' and removes it only with "
          "del sockets[sid] (or a fresh dict); Socket.close sets closed = True"),
+        # --- shared_sockets.inline_event_handlers: the per-event thread python-socketio starts ---
+        ("self.start_background_task(self._handle_event_internal, self, sid,\n"
+         in _source(sio_server.Server._handle_event)
+         and _params(sio_server.Server._handle_event_internal) == ["self", "server", "sid", "eio_sid", "data",
+                                                                   "namespace", "id"],
+         "socketio Server._handle_event starts _handle_event_internal(server, sid, eio_sid, data, namespace, id) with "
+         "start_background_task and keeps nothing it returns"),
         # --- bounded_sockets.create_queues: the one caller of Server.create_queue on the server side ---
         ("self.queue = self.server.create_queue()" in _source(base_socket.BaseSocket.__init__)
          and "create_queue(" not in _source(eio_server.Server) and "create_queue(" not in _source(eio_socket.Socket)

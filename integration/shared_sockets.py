@@ -24,6 +24,8 @@ Hooks, each replacing one python-engineio (or gunicorn) internal; integration/pi
 - `EngineIOWebSocket._connect_namespace`: calls `Server._trigger_event('message', ..., run_async=False)` so a
   namespace connect is handled to the end before that client's next packet (python-socketio answers CONNECT before
   it marks the client connected).
+- `inline_event_handlers`: python-socketio's `Server.start_background_task`, replaced on the instance so an event
+  from a shared-loop websocket, already in a thread of its own, runs its handler there (not in a second thread).
 - `SharedTransport.take_over`: raises StopIteration, gunicorn gthread's "the application took the connection", and
   swaps the descriptor gunicorn holds (`_take_from_gunicorn`), relying on `util.close_graceful` ignoring ENOTCONN;
   out of descriptors for that, it answers 503 + Retry-After through gunicorn's descriptor instead.
@@ -35,6 +37,7 @@ import logging
 import os
 import socket
 import ssl
+import threading
 import time
 from typing import Any
 
@@ -224,10 +227,13 @@ class EngineIOWebSocket:
                 return
 
     def _receive_in_thread(self, pkt: eio_packet.Packet) -> None:
+        _RECEIVING.event_thread = True  # this thread may run the packet's event handler (inline_event_handlers)
         try:
             self.socket.receive(pkt)
         except (eio_exceptions.UnknownPacketError, eio_exceptions.SocketIsClosedError):
             pass  # python-engineio's websocket handler ignores both too
+        finally:
+            _RECEIVING.event_thread = False
 
     def upgrade_deadline(self) -> None:
         """A client that opened the websocket but never finished the upgrade stays on polling."""
@@ -312,6 +318,28 @@ class SharedTransport:
         eio_socket.close(wait=False, abort=True, reason=reason)
         if self.server.sockets.get(eio_socket.sid) is eio_socket:
             self.server.sockets.pop(eio_socket.sid, None)
+
+
+_RECEIVING = threading.local()  # event_thread: this thread was started for one shared-loop packet, still unused
+
+
+def inline_event_handlers(socketio_server: Any) -> None:
+    """Replaces python-socketio's `Server.start_background_task` on this instance, for one call only: the thread
+    `_handle_event` starts for an event's handler (`async_handlers`), when the event came from a shared-loop
+    websocket and is already handled in a thread of its own (`EngineIOWebSocket._receive_in_thread`). The handler
+    runs in that thread instead of a second new one: one thread start less per event, and events of one client
+    still run concurrently (each packet has its own thread). Every other call goes to python-socketio's."""
+    start = socketio_server.start_background_task
+    handle_event = type(socketio_server)._handle_event_internal
+
+    def start_background_task(target: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(target, "__func__", None) is handle_event and getattr(_RECEIVING, "event_thread", False):
+            _RECEIVING.event_thread = False  # once: a handler that starts a task of its own gets a real thread
+            target(*args, **kwargs)
+            return None  # python-socketio's _handle_event does not keep the task
+        return start(target, *args, **kwargs)
+
+    socketio_server.start_background_task = start_background_task
 
 
 def _take_from_gunicorn(raw: socket.socket) -> socket.socket:
