@@ -4,6 +4,7 @@ Signalboard, next to the Node.js Socket.IO server's plain connects (and its conn
     .venv/bin/python bench/connect_storm.py                        # 5000 clients, 3 rounds, interleaved
     .venv/bin/python bench/connect_storm.py --clients 1000 --reps 1
     .venv/bin/python bench/connect_storm.py --profile --clients 3000   # py-spy on Signalboard's worker meanwhile
+    .venv/bin/python bench/connect_storm.py --baseline /tmp/old        # also an older checkout (git archive), same run
 
 Each round starts a fresh server and opens every client with no cap on handshakes in flight. Reported per server:
 wall time until all are connected, refusals by reason, /livez p50/p99 sampled every 20 ms throughout, server CPU
@@ -107,7 +108,14 @@ def main() -> None:
     parser.add_argument("--servers", default=",".join(STARTERS))
     parser.add_argument("--out", default=str(servers.REPO_DIR / "docs" / "perf-connects"))
     parser.add_argument("--profile", action="store_true", help="py-spy on Signalboard during one storm, summarized")
+    parser.add_argument("--baseline", type=Path, help="another checkout of Signalboard (e.g. `git archive` of an "
+                        "older commit, with a .venv link), run as signalboard-baseline in each round")
     args = parser.parse_args()
+    if args.baseline is not None:
+        STARTERS["signalboard-baseline"] = lambda: servers.start_signalboard(
+            {"LOG_LEVEL": "WARNING"}, repo=args.baseline.resolve(), name="signalboard-baseline")
+        if "signalboard-baseline" not in args.servers:
+            args.servers = "signalboard-baseline," + args.servers
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.profile:
         raw = Path(tempfile.mkdtemp(prefix="connect-profile-")) / "stacks.txt"

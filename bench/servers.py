@@ -238,8 +238,10 @@ def signalboard_available() -> bool:
     return (REPO_DIR / "start.sh").is_file() and (REPO_DIR / "app.py").is_file()
 
 
-def start_signalboard(extra_env: dict[str, str] | None = None) -> Server:
-    """Signalboard through its own start.sh, with its defaults unless extra_env overrides them."""
+def start_signalboard(extra_env: dict[str, str] | None = None, repo: Path = REPO_DIR,
+                      name: str = "signalboard") -> Server:
+    """Signalboard through its own start.sh, with its defaults unless extra_env overrides them; `repo`: another
+    checkout (an older commit, to measure before and after in one run)."""
     port = free_port()
     env = _base_env() | {
         "HOST": "127.0.0.1",
@@ -255,11 +257,11 @@ def start_signalboard(extra_env: dict[str, str] | None = None) -> Server:
     }
     env |= extra_env or {}
     server = _spawn(
+        name,
         "signalboard",
-        "signalboard",
-        ["bash", str(REPO_DIR / "start.sh")],
+        ["bash", str(repo / "start.sh")],
         env,
-        REPO_DIR,
+        repo,
         publish_path="/api/v1/publish",
         publish_headers={"Authorization": f"Bearer {BENCH_API_KEY}"},
     )
