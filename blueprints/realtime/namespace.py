@@ -111,6 +111,7 @@ class RealtimeNamespace(Namespace):
             with self._lock:
                 self._identities[sid] = identity
                 self._connecting[sid] = False
+            revoked = False  # if the check raises (Unavailable: Redis away), the finally must not fail in its place
             try:
                 revoked = _revoked(self.services, identity)
             finally:

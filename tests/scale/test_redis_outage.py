@@ -68,6 +68,9 @@ def test_redis_restart_loses_no_acknowledged_message(redis_server, key_prefix):
             time.sleep(2.0)  # publishing goes on against the outage
             down = Api(b).post("/publish", {"channel": channel, "event": "tick", "data": None})
             assert down.status_code == 503 and down.json()["error"]["code"] == "unavailable"
+            # A token holder's connect needs the revocation check: refused as unavailable, never let in unchecked.
+            refusal = HubClient(b.url).try_connect({"token": token})
+            assert refusal["data"]["code"] == "unavailable", refusal
             redis_server.start()
             for server in (a, b):
                 server.wait_until(lambda s=server: ready(s)[0] == 200, timeout=20, what="readiness back to 200")
