@@ -1,5 +1,6 @@
-# Redis for the compose profile "scale" (message queue and shared hub state), from Debian's package
-# so it builds on the same local base image as the server when no container registry is reachable.
+# Redis for the compose profiles "scale" and "ha" (message queue and shared hub state; in "ha" also the Sentinels),
+# from Debian's package so it builds on the same local base image as the server when no container registry is
+# reachable.
 ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${BASE_IMAGE}
 

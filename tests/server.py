@@ -46,6 +46,11 @@ TEST_ENV = {
 _BAD_LINE = re.compile(r"\[ERROR\]|\"level\": \"ERROR\"|Traceback|KeyError|Error handling request")
 
 
+def bad_lines(log: str) -> list[str]:
+    """The lines of a server log that a clean run must not have (also for logs read from a container)."""
+    return [line for line in log.splitlines() if _BAD_LINE.search(line)]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -122,7 +127,7 @@ class ServerProcess:
         return Path(self.log_file.name).read_text(errors="replace")
 
     def bad_log_lines(self) -> list[str]:
-        return [line for line in self.log().splitlines() if _BAD_LINE.search(line)]
+        return bad_lines(self.log())
 
     def readyz(self) -> dict:
         """/readyz with its figures (shown with METRICS_PUBLIC=1, the test default, or the server's METRICS_TOKEN)."""

@@ -15,6 +15,7 @@ from blueprints.webhooks.outbox import WebhookOutbox
 from blueprints.webhooks.queue import MemoryWebhookQueue, QueueStats, WebhookQueue
 from blueprints.webhooks.redis_queue import RedisWebhookQueue
 from hub.redis_client import RedisKeys, connect
+from hub.redis_history import Replicas
 from utils.background import StartTask
 from utils.metrics import WEBHOOK_QUEUES
 from utils.outbound import display_url
@@ -56,7 +57,7 @@ def build_queue(config: Any, targets: Sequence[str]) -> WebhookQueue:
         return MemoryWebhookQueue(targets, config["WEBHOOK_QUEUE_SIZE"])
     return RedisWebhookQueue(connect(config["REDIS_URL"]), RedisKeys(config["REDIS_KEY_PREFIX"]), targets,
                              owner=config["INSTANCE_ID"], lease_seconds=2 * config["WEBHOOK_TIMEOUT_MS"] / 1000 + 2,
-                             max_age_seconds=config["WEBHOOK_MAX_AGE_SECONDS"])
+                             max_age_seconds=config["WEBHOOK_MAX_AGE_SECONDS"], replicas=Replicas.from_config(config))
 
 
 def init_webhooks(app: Flask) -> Webhooks | None:

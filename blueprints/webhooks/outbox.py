@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from blueprints.webhooks.queue import WebhookQueue
+from hub.errors import Unavailable
 from hub.redis_client import OUTAGE_ERRORS
 from utils.background import StartTask
 from utils.metrics import WEBHOOK_EVENTS
@@ -21,7 +22,7 @@ from utils.metrics import WEBHOOK_EVENTS
 log = logging.getLogger(__name__)
 
 PUMP_BATCH = 500
-RETRY_PAUSE = 0.5  # after a failed put (Redis down): the buffer keeps the events, in order, up to its bound
+RETRY_PAUSE = 0.5  # after a failed put (Redis down, or replicas not confirming): the buffer keeps the events, in order
 
 
 class WebhookOutbox:
@@ -90,7 +91,8 @@ class WebhookOutbox:
                     break  # stopping, and nothing left
                 try:
                     refused = self.queue.put(events)
-                except (*OUTAGE_ERRORS, redis.ResponseError) as exc:
+                # Unavailable: stored but not confirmed by enough replicas (redis_queue.py), so put again.
+                except (*OUTAGE_ERRORS, redis.ResponseError, Unavailable) as exc:
                     if not failing:
                         log.warning("webhook events cannot be queued (will retry, %d buffered): %s",
                                     self.pending(), exc)

@@ -36,7 +36,9 @@ class QueueStats:
 class WebhookQueue(Protocol):
     def put(self, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Queue `events` (in order) for every receiver; returns those refused for lack of room (once per receiver
-        that refused them). Called by the outbox's pump, never by a request thread."""
+        that refused them). Raises when they may not be safely queued (Redis down, or not confirmed by its replicas:
+        hub.errors.Unavailable); the outbox then puts them again. Called by the outbox's pump, never by a request
+        thread."""
 
     def batch(self, target: str, size: int, linger: float, wait: float) -> list[Pending]:
         """The head of `target`'s queue, at most `size` events, once `size` are there or the oldest has waited

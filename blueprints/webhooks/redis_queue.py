@@ -4,6 +4,7 @@ Each receiver's group is consumed by whichever instance holds its lease (a key w
 instance delivers), so each event is sent by one instance and a channel's events keep their stream order. An
 instance that dies (SIGKILL) stops renewing; once its lease expires another instance takes it and claims the dead
 one's pending entries (XAUTOCLAIM) before reading new ones, so they are delivered, in order, by the survivor.
+Behind Sentinel an event is handed over only once REDIS_MIN_REPLICAS replicas have it (WAIT), as a publish is.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 import redis
 
 from blueprints.webhooks.queue import Pending, QueueStats
+from hub.errors import Unavailable
 from hub.redis_client import RedisKeys
+from hub.redis_history import Replicas
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +37,9 @@ def _entry_ms(entry_id: str) -> int:
 
 class RedisWebhookQueue:
     def __init__(self, client: redis.Redis, keys: RedisKeys, targets: Sequence[str], *, owner: str,
-                 lease_seconds: float, max_age_seconds: float) -> None:
+                 lease_seconds: float, max_age_seconds: float, replicas: Replicas | None = None) -> None:
         self.client = client
+        self.replicas = replicas or Replicas()
         self.owner = owner
         self.stream = f"{keys.prefix}:webhooks:events"
         self._lease_prefix = f"{keys.prefix}:webhooks:lease:"
@@ -49,6 +53,9 @@ class RedisWebhookQueue:
         # '0' once Redis was found empty (everything in the new stream was raised since and is undelivered).
         self._group_start = "$"
         self._leading: set[str] = set()
+        # Event id -> stream entry id of the last put, while its replicas have not confirmed it (only the pump puts).
+        self._unconfirmed: dict[str, str] = {}
+        self._confirm_key = f"{keys.prefix}:webhooks:confirm"
 
     def _ensure_groups(self) -> None:
         if self._groups_ready:
@@ -63,11 +70,29 @@ class RedisWebhookQueue:
 
     def put(self, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         self._ensure_groups()
+        # The head of `events` may be in the stream already: stored by a put that replicas did not confirm. If this
+        # master has the last of them it has them all (replication keeps order); otherwise a failover lost them.
+        stored = [self._unconfirmed.get(event["id"]) for event in events]
+        last = next((entry for entry in reversed(stored) if entry), None)
+        if last is not None and not self.client.xrange(self.stream, last, last):
+            stored = [None] * len(events)
+        fresh = [event for event, entry in zip(events, stored, strict=True) if entry is None]
         minid = f"{int(time.time() * 1000) - self.keep_ms}-0"
         pipe = self.client.pipeline(transaction=False)
-        for event in events:
+        for event in fresh:
             pipe.xadd(self.stream, {"e": json.dumps(event, separators=(",", ":"))}, minid=minid, approximate=True)
-        pipe.execute()
+        count, timeout = self.replicas.count, self.replicas.timeout_ms
+        if count:
+            if not fresh:  # WAIT covers this connection's writes up to its last one: make one
+                pipe.set(self._confirm_key, self.owner)
+            pipe.execute_command("WAIT", count, timeout)
+        replies = pipe.execute()
+        added = iter(replies)
+        self._unconfirmed = {event["id"]: entry or next(added) for event, entry in zip(events, stored, strict=True)}
+        if count and replies[-1] < count:
+            # In the stream, but not known to survive a failover: the outbox keeps the events and puts them again.
+            raise Unavailable(f"{replies[-1]} of {count} Redis replicas confirmed webhook events within {timeout} ms")
+        self._unconfirmed = {}
         return []
 
     def _lead(self, target: str) -> bool:

@@ -1,4 +1,4 @@
-"""Fixtures for the scale-out tests: a real redis-server per test module, nginx on demand."""
+"""Fixtures for the scale-out tests: a real redis-server per test module, Sentinel clusters and nginx on demand."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.scale.processes import NginxProcess, RedisProcess
+from tests.scale.processes import NginxProcess, RedisProcess, SentinelCluster
 
 
 @pytest.fixture(scope="module")
@@ -14,6 +14,16 @@ def redis_server():
     server = RedisProcess().start()
     yield server
     server.close()
+
+
+@pytest.fixture
+def cluster(request):
+    """A master, replicas (1, or the test's indirect parameter) and three Sentinels, all ended by PID."""
+    started = SentinelCluster(replicas=getattr(request, "param", 1))
+    try:
+        yield started.start()
+    finally:
+        started.close()
 
 
 @pytest.fixture
