@@ -68,7 +68,11 @@ class Publisher:
                 self.acked.append((answer["offset"], answer["id"], key))
                 self.acked_at.append(time.monotonic())
                 return answer
-            self.refused.append((time.monotonic(), response.status_code, response.json()["error"]["code"]))
+            try:
+                code = response.json()["error"]["code"]
+            except (ValueError, KeyError, TypeError):  # not the app's error body (a proxy's page): kept, not fatal
+                code = f"HTTP {response.status_code}: {response.text[:80]}"
+            self.refused.append((time.monotonic(), response.status_code, code))
             time.sleep(0.05)
         return None
 
