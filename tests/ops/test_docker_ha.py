@@ -59,6 +59,10 @@ def role(container: str) -> dict[str, str]:
     return dict(line.strip().split(":", 1) for line in lines if ":" in line)
 
 
+def config_file(container: str) -> str:
+    return run(["docker", "exec", container, "cat", "/data/redis.conf"], timeout=30).stdout
+
+
 def inside(stack: Stack, instance: str, path: str) -> dict:
     """GET `path` from the instance itself (bypassing nginx, whose ip_hash sends every test request to one)."""
     command = ["docker", "exec", stack.container(instance), "python", "-c", GET_INSIDE,
@@ -102,6 +106,9 @@ def test_master_container_killed_loses_no_acknowledged_publish(ha: Stack) -> Non
     rejoined = role(containers[old])
     assert rejoined["role"] == "slave" and rejoined["master_host"] == new, rejoined
     assert rejoined["master_link_status"] == "up", rejoined
+    # And both roles are in the servers' own config files (the Sentinels' CONFIG REWRITE), so a restart keeps them.
+    assert f"replicaof {new} 6379" in config_file(containers[old])
+    assert "replicaof" not in config_file(containers[new])
 
     refused = [r for r in publisher.refused if r[0] > killed]
     # 503 from the instance (Redis gone, or no replica confirms), or a read cut at the moment of the kill.
