@@ -189,8 +189,9 @@ class Hub:
             self._refusals[reason] += count
 
     def refusals(self) -> dict[str, int]:
-        """Publishes refused (503, retry) before they were stored, by reason, since start: `fanout_full` (the
-        fan-out queue is at its bound), `store_unavailable` (the history store, Redis, could not be reached)."""
+        """Publishes refused (503, retry), by reason, since start: `fanout_full` (the fan-out queue is at its bound;
+        not stored), `store_unavailable` (the history store, Redis, could not be reached, or fewer than
+        REDIS_MIN_REPLICAS confirmed the write in time: then it may have been stored)."""
         with self._refusals_lock:
             return dict(self._refusals)
 

@@ -237,9 +237,10 @@ class FanoutCollector(Collector):
                                   "not be placed); each is logged", value=stats["failed"])
         yield GaugeMetricFamily(f"{PREFIX}_fanout_pending", "Fan-out items in flight (memory: queued for the worker; "
                                 "Redis: joins waiting for their marker)", value=stats["pending"])
-        refused = CounterMetricFamily(f"{PREFIX}_publish_refused", "Publishes answered 503 before they were stored: "
-                                      "`fanout_full` (the fan-out queue at FANOUT_QUEUE_SIZE), `store_unavailable` "
-                                      "(Redis unreachable)", labels=["reason"])
+        refused = CounterMetricFamily(f"{PREFIX}_publish_refused", "Publishes answered 503: `fanout_full` (the "
+                                      "fan-out queue at FANOUT_QUEUE_SIZE; not stored), `store_unavailable` (Redis "
+                                      "unreachable, or fewer than REDIS_MIN_REPLICAS confirmed in time: then it may "
+                                      "be stored; retry with its idempotency key)", labels=["reason"])
         for reason, count in self._refusals().items():
             refused.add_metric([reason], count)
         yield refused
