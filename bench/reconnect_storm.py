@@ -13,7 +13,8 @@ back, retrying each number (same idempotency key) until it is accepted. Each cli
   waits its Retry-After, a refused TCP connect (nothing listening yet) the backoff;
 - subscribes again with `since` (the last offset it saw) and the `epoch` of its previous ack.
 Reported: time from the SIGTERM until every client was subscribed again (p50/p99 of each client's own gap), messages
-lost (numbers published that a client never got) and duplicated, `recovered: false` acks, handshake answers by
+lost (numbers published that a client never got, counted once nothing more arrived for 5 s: late is not lost) and
+duplicated, `recovered: false` acks, handshake answers by
 status, 5xx answers to the publisher, the server's peak RSS (old and new process), the server's and the load
 generator's CPU. Node (bench/anchors/node_server.js, no drain and no history) gets the same clients after a plain
 SIGTERM and restart: its reconnect time is comparable, its losses are not (it keeps nothing to recover from).
@@ -59,6 +60,7 @@ _SEQ = re.compile(rb'"bench_seq":\s*([0-9]+)')
 _OFFSET = re.compile(rb'"offset":\s*([0-9]+)')
 _HINT = re.compile(rb'"retry_after_ms":\s*([0-9]+)')
 _REASON = re.compile(rb'"reason":\s*"([a-z_]+)"')
+_LENGTH = re.compile(rb"\r\ncontent-length:\s*([0-9]+)", re.IGNORECASE)
 _RETRY_AFTER = re.compile(rb"\r\nretry-after:\s*([0-9]+)", re.IGNORECASE)
 
 DOWN, HANDSHAKE, EIO_OPEN, SIO_CONNECT, SUBSCRIBING, READY = range(6)
@@ -199,6 +201,9 @@ class Worker:
                 return
             head = bytes(c.inbuf[:end + 2])
             status = head.split(b" ", 2)[1].decode() if head.count(b" ") >= 1 else "?"
+            length = _LENGTH.search(head)
+            if status != "101" and length and len(c.inbuf) < end + 4 + int(length.group(1)):
+                return  # a refusal's body (its reason) may come in the next read
             reason = _REASON.search(c.inbuf, end)  # a refusal's JSON body names its reason (draining, capacity)
             self.count(f"http {status}" + (f" {reason.group(1).decode()}" if reason and status != "101" else ""))
             if status != "101":
@@ -304,14 +309,18 @@ class Worker:
 
     def summary(self, published: int) -> dict[str, Any]:
         lost = duplicated = 0
+        missing: dict[int, int] = {}  # seq -> clients that never got it
         for c in self.clients:
-            lost += sum(1 for n in range(published) if n not in c.seqs)
+            for n in range(published):
+                if n not in c.seqs:
+                    lost += 1
+                    missing[n] = missing.get(n, 0) + 1
             duplicated += sum(times - 1 for times in c.seqs.values())
         return {"ready": sum(c.state == READY for c in self.clients),
                 "back": sum(c.state == READY and c.sessions >= 2 for c in self.clients),
                 "subscribed_once": sum(c.sessions >= 1 for c in self.clients),
                 "gaps": [g for c in self.clients for g in c.gaps], "lost": lost, "duplicated": duplicated,
-                "hints": sum(c.hints for c in self.clients), "counts": self.counts}
+                "hints": sum(c.hints for c in self.clients), "counts": self.counts, "missing": missing}
 
     def run(self) -> None:
         while self.running:
@@ -497,6 +506,7 @@ def storm(name: str, clients: int, processes: int, interval: float, timeout: flo
             log.warning("%s did not exit within 60 s of SIGTERM", name)
         cpu_old = servers.tree_cpu_seconds(server.pid) - cpu0 if server.proc.poll() is None else 0.0
         out["old_exit_s"] = time.time() - t0
+        out["old_log"] = problems(server)
         server.stop()  # by PID: nothing is left of it
         server = start(name, port, redis.url if redis else None)
         rss.pid = server.pid
@@ -507,16 +517,31 @@ def storm(name: str, clients: int, processes: int, interval: float, timeout: flo
         out["back"] = fleet.status()["back"]
         time.sleep(2.0)  # messages published after the last one came back
         publisher.stop()
-        time.sleep(2.0)  # the last ones delivered
+        # Late is not lost: wait until every published number arrived, or nothing more arrives for 5 s.
+        t_stop, last, last_change = time.time(), None, time.time()
+        while True:
+            replies = fleet.ask({"cmd": "summary", "published": publisher.published}, 60)
+            lost = sum(r["lost"] for r in replies)
+            if lost != last:
+                last, last_change = lost, time.time()
+            if lost == 0 or time.time() - last_change > 5 or time.time() - t_stop > 60:
+                break
+            time.sleep(0.5)
+        out["settle_s"] = time.time() - t_stop
         out["server_cpu_s"] = cpu_old + servers.tree_cpu_seconds(server.pid) - cpu1
         out["loadgen_cpu_s"] = fleet.cpu_seconds() - lg0
-        replies = fleet.ask({"cmd": "summary", "published": publisher.published}, 60)
         gaps = sorted(g for r in replies for g in r["gaps"])
         counts: dict[str, int] = {}
         for r in replies:
             for k, v in r["counts"].items():
                 counts[k] = counts.get(k, 0) + v
         statuses = publisher.statuses
+        missing: dict[int, int] = {}
+        for r in replies:
+            for seq, n in r["missing"].items():
+                missing[seq] = missing.get(seq, 0) + n
+        out["missing_seqs"] = _ranges(sorted(missing)), max(missing.values(), default=0)
+        out["new_log"] = problems(server)
         out |= {"published": publisher.published, "lost": sum(r["lost"] for r in replies),
                 "duplicated": sum(r["duplicated"] for r in replies), "hints": sum(r["hints"] for r in replies),
                 "gap_p50_s": percentile(gaps, 50), "gap_p99_s": percentile(gaps, 99),
@@ -534,7 +559,27 @@ def storm(name: str, clients: int, processes: int, interval: float, timeout: flo
     return out
 
 
-FIGURES = ("all_back_s", "gap_p50_s", "gap_p99_s", "old_exit_s", "new_ready_s", "lost", "duplicated",
+def _ranges(numbers: list[int]) -> str:
+    """[1, 2, 3, 7] -> "1-3,7"."""
+    parts: list[str] = []
+    for n in numbers:
+        if parts and parts[-1].split("-")[-1] == str(n - 1):
+            parts[-1] = parts[-1].split("-")[0] + f"-{n}"
+        else:
+            parts.append(str(n))
+    return ",".join(parts)
+
+
+def problems(server: servers.Server) -> list[str]:
+    """The server log's WARNING/ERROR lines (at most 10), kept before the server's directory is removed."""
+    try:
+        lines = server.log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line[:300] for line in lines if "WARNING" in line or "ERROR" in line or "Traceback" in line][:10]
+
+
+FIGURES = ("all_back_s", "gap_p50_s", "gap_p99_s", "old_exit_s", "new_ready_s", "settle_s", "lost", "duplicated",
            "recovered_false", "handshake_5xx", "publish_5xx", "peak_rss_mib", "server_cpu_s", "loadgen_cpu_s",
            "published", "back")
 
