@@ -276,7 +276,7 @@ class Worker:
             self.lost(c, "bad ack")
             return
         if not answer.get("ok"):
-            self.lost(c, "subscribe refused")
+            self.lost(c, f"subscribe refused {answer.get('error', {}).get('code')}")
             return
         if c.sessions and answer.get("recovered") is False and self.opts["recover"]:
             self.count("recovered false")
@@ -570,12 +570,19 @@ def _ranges(numbers: list[int]) -> str:
     return ",".join(parts)
 
 
+LOGS: Path | None = None  # --logs: where each server's whole log is copied before its directory is removed
+
+
 def problems(server: servers.Server) -> list[str]:
     """The server log's WARNING/ERROR lines (at most 10), kept before the server's directory is removed."""
     try:
-        lines = server.log_path.read_text(errors="replace").splitlines()
+        text = server.log_path.read_text(errors="replace")
     except OSError:
         return []
+    if LOGS is not None:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        (LOGS / f"{server.name}-{server.pid}.log").write_text(text)
+    lines = text.splitlines()
     return [line[:300] for line in lines if "WARNING" in line or "ERROR" in line or "Traceback" in line][:10]
 
 
@@ -613,7 +620,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--servers", default="signalboard,node")
     parser.add_argument("--out", default=str(servers.REPO_DIR / "docs" / "perf-reconnect"))
+    parser.add_argument("--logs", type=Path, help="copy each server's whole log into this directory")
     args = parser.parse_args()
+    global LOGS
+    LOGS = args.logs
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     names = args.servers.split(",")
     report: dict[str, Any] = {"machine": run.machine_info(), "clients": args.clients, "runs": {n: [] for n in names}}
