@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from engineio.socket import Socket
 
 from integration.observers import SocketObservers
+from utils.metrics import DISCONNECT_RACES
+
+log = logging.getLogger(__name__)
 
 _INSTALLED = "_signalboard_lifecycle"
 
@@ -36,11 +40,17 @@ def install_lifecycle(server: Any, observers: SocketObservers) -> None:
             observers.notify("connect", eio_sid, environ)
         return result
 
-    # Replaces the 'message' slot: the guard may close a session instead of passing a hostile packet on.
+    # Replaces the 'message' slot: the guard may close a session instead of passing a hostile packet on, and a
+    # CONNECT that lost the race with its session's disconnect ends quietly (connect_after_disconnect).
     def message(eio_sid: str, data: Any) -> Any:
         def deliver() -> Any:
             observers.notify("message", eio_sid, data)
-            return sio_message(eio_sid, data)
+            try:
+                return sio_message(eio_sid, data)
+            except KeyError as exc:
+                if not connect_after_disconnect(server, eio_sid, exc):
+                    raise
+                return None
 
         return deliver() if observers.guard is None else observers.guard(eio_sid, data, deliver)
 
@@ -63,6 +73,23 @@ def install_lifecycle(server: Any, observers: SocketObservers) -> None:
     eio.on("disconnect", disconnect)
     server.emit = emit
     setattr(server, _INSTALLED, (sio_connect, sio_message, sio_disconnect, sio_emit))
+
+
+def connect_after_disconnect(server: Any, eio_sid: str, exc: KeyError) -> bool:
+    """python-socketio's `_handle_connect` registers the namespace member (`manager.pre_connect`) and then reads
+    `self.environ[eio_sid]`, which `_handle_eio_disconnect` deletes on another thread once it has left every
+    namespace the session was in; a CONNECT running in between raises KeyError(eio_sid) and leaves that new member
+    behind. True (and the member removed) for exactly that case."""
+    if exc.args != (eio_sid,) or eio_sid in server.environ:
+        return False
+    manager = server.manager
+    for namespace in list(manager.get_namespaces()):
+        sid = manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is not None:
+            manager.disconnect(sid, namespace, ignore_queue=True)
+    DISCONNECT_RACES.labels("connect_race").inc()  # (utils.socketio_error_handler's counter: it imports this package)
+    log.debug("disconnected-session race swallowed (connect_race) eio_sid=%s", eio_sid)
+    return True
 
 
 def uninstall_lifecycle(server: Any) -> None:

@@ -9,7 +9,7 @@
   const MAX_PENDING_EVENTS = 1000; // events waiting for the next frame (older ones are dropped first)
   const NAME_RE = /^[A-Za-z0-9_.:-]+$/;
   const RACE_KINDS = ["unknown_session", "closed_session", "request_race", "handler", "decorator", "library",
-    "send_to_closed", "thread"];
+    "send_to_closed", "thread", "connect_race"];
 
   const $ = (id) => document.getElementById(id);
   const csrf = document.querySelector('meta[name="csrf-token"]').content;

@@ -35,6 +35,7 @@ DISCONNECT_RACE_KINDS = (
     "library",  # python-engineio/python-socketio logged a gone-session error of their own
     "send_to_closed",  # an emit addressed a client that had just gone
     "thread",  # a thread ended on a gone-session error outside any handler
+    "connect_race",  # a namespace CONNECT met a session whose disconnect had already run (integration/lifecycle.py)
 )
 for _kind in DISCONNECT_RACE_KINDS:
     DISCONNECT_RACES.labels(_kind)  # so every kind is exported as 0 before its first race

@@ -115,3 +115,30 @@ def test_registering_the_same_observer_twice_counts_once(server):
     server.observers.on_disconnect(observer)
     server.eio._trigger_event("disconnect", "sid-3", "client disconnect")
     assert seen == ["sid-3"]
+
+
+def races(kind: str) -> float:
+    return REGISTRY.get_sample_value("signalboard_disconnect_races_total", {"kind": kind}) or 0.0
+
+
+def test_a_connect_that_lost_the_race_with_its_disconnect_is_swallowed_and_leaves_no_member(server):
+    """python-socketio's CONNECT handling registers the member, then reads the environ the session's disconnect
+    (another thread, first) already deleted: KeyError(eio_sid), which used to be logged at ERROR with a trace."""
+    server.on("connect", lambda sid, environ, auth: True)
+    server.eio.handlers["connect"]("eio-1", {"QUERY_STRING": "EIO=4&transport=polling"})
+    server.eio.handlers["disconnect"]("eio-1", "transport close")  # runs first, on the other thread
+    before = races("connect_race")
+    assert server.eio.handlers["message"]("eio-1", "0") is None  # the CONNECT packet, too late
+    assert races("connect_race") == before + 1
+    assert server.manager.sid_from_eio_sid("eio-1", "/") is None
+    assert not server.manager.pending_connect.get("/")
+
+
+def test_other_key_errors_in_a_connect_still_raise(server):
+    def refuse(sid, environ, auth):
+        raise KeyError("eio-2")  # the same text, but the session is still there: a bug, not the race
+
+    server.on("connect", refuse)
+    server.eio.handlers["connect"]("eio-2", {"QUERY_STRING": "EIO=4&transport=polling"})
+    with pytest.raises(KeyError):
+        server.eio.handlers["message"]("eio-2", "0")
