@@ -156,6 +156,8 @@ def _instance_id(name: str, raw: str) -> str:
         return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
     return _key_prefix(name, value)
 
+MAX_GUNICORN_THREADS = 20000  # GUNICORN_THREADS' upper bound (hub/redis_client.py sizes its pools from it)
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -284,7 +286,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DRAIN_NOTICE_SECONDS", "2", _integer(0, 3600),
             "seconds a stopping server keeps answering (/readyz 503, new sessions refused) so load balancers notice; "
             "capped to fit GUNICORN_GRACEFUL_TIMEOUT"),
-    Setting("GUNICORN_THREADS", "1200", _integer(4, 20000),
+    Setting("GUNICORN_THREADS", "1200", _integer(4, MAX_GUNICORN_THREADS),
             "gthread threads: each long-polling client holds one "
             "(each websocket too with WEBSOCKET_TRANSPORT=threaded)"),
     Setting("ADMISSION_RESERVE_THREADS", "", _optional_integer(1, 20000),

@@ -18,6 +18,7 @@ from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from config import MAX_GUNICORN_THREADS
 from hub.errors import Unavailable
 from utils.redis_urls import is_sentinel_url, parse_sentinel_url
 
@@ -30,6 +31,10 @@ CONNECT_TIMEOUT = 1.0
 # Errors that mean "Redis is not there right now" (down, restarting, loading, failed over to a replica),
 # as opposed to a bug such as a script error, which must stay loud.
 OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
+# redis-py's pool refuses a 101st connection in use at once (MaxConnectionsError, a ConnectionError: a 503), which
+# a 2000-client reconnect storm reached. A thread holds at most one connection of a pool at a time, so a bound above
+# the threads a worker can run never refuses one; a pool keeps only the connections that were once in use together.
+POOL_MAX_CONNECTIONS = MAX_GUNICORN_THREADS + 100  # request threads, plus background tasks
 
 
 def client_for(url: str, **options: Any) -> redis.Redis:
@@ -64,6 +69,7 @@ def connect(url: str, *, timeout: float = COMMAND_TIMEOUT) -> redis.Redis:
         socket_keepalive=True,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=10,
+        max_connections=POOL_MAX_CONNECTIONS,
     )
 
 

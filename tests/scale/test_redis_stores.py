@@ -249,3 +249,31 @@ def test_reconcile_raises_lost_counters_under_one_new_epoch(client, keys):
     assert {int(v) for v in client.hmget(keys.offsets, channels)} == {10}
     assert store.reconcile() == after  # nothing more lost: the epoch stays
     assert store.append("ch0", "e", None).offset == 11
+
+
+def test_a_pool_serves_more_threads_at_once_than_redis_pys_default_of_100(redis_server, key_prefix):
+    """A reconnect storm had more than 100 request threads in one store's pool at once: redis-py's default bound
+    refused the rest (MaxConnectionsError, answered 503). Each of 150 threads holds a connection for 3 s here."""
+    client = connect(redis_server.url, timeout=5)  # longer than the BLPOP
+    start = threading.Barrier(150)
+    failures: list[BaseException] = []
+
+    def hold() -> None:
+        start.wait(timeout=10)
+        try:
+            client.blpop([f"{key_prefix}:never"], timeout=3)
+        except redis.RedisError as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=hold) for _ in range(150)]
+    for thread in threads:
+        thread.start()
+    observer, connected = redis.Redis.from_url(redis_server.url), 0
+    deadline = time.monotonic() + 2.0  # within the 3 s every thread waits in BLPOP
+    while connected <= 100 and time.monotonic() < deadline:
+        connected = observer.info("clients")["connected_clients"]
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join(timeout=20)
+    assert failures == []
+    assert connected > 100  # they really were in use at once
