@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh machine: the venv with test tools, the Debian packages for the real
-# parts (redis-server, nginx, Chromium, dockerd, debootstrap) and the npm packages of the JavaScript interop tests.
+# parts (redis-server, redis-sentinel, nginx, Chromium, dockerd, debootstrap) and the npm packages of the JavaScript
+# interop tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,7 +10,7 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
 touch .venv/.runtime
 
-debian_packages=(redis-server nginx chromium chromium-driver docker.io docker-compose debootstrap)
+debian_packages=(redis-server redis-sentinel nginx chromium chromium-driver docker.io docker-compose debootstrap)
 missing=()
 for package in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -1,4 +1,4 @@
-"""Real redis-server and nginx (Debian packages) on free 127.0.0.1 ports, with their own temp config, ended by PID."""
+"""Real redis-server, redis-sentinel and nginx (Debian packages) on free 127.0.0.1 ports, with their own temp config, ended by PID."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tests.server import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+REDIS_SENTINEL = shutil.which("redis-sentinel") or "/usr/bin/redis-sentinel"  # Debian's redis-sentinel package
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
@@ -118,7 +119,7 @@ SENTINEL_SERVICE = "signalboard"
 
 
 class SentinelProcess:
-    """One `redis-server --sentinel` watching `master_port` with a quorum of 2 and short failure timings."""
+    """One `redis-sentinel` watching `master_port` with a quorum of 2 and short failure timings."""
 
     def __init__(self, master_port: int, down_after_ms: int = 1000, failover_timeout_ms: int = 3000) -> None:
         self.port = free_port()
@@ -138,7 +139,7 @@ class SentinelProcess:
             f"sentinel parallel-syncs {SENTINEL_SERVICE} 1\n"
         )
         with (self.dir / "sentinel.log").open("ab") as log:
-            self.process = subprocess.Popen([REDIS_SERVER, str(conf), "--sentinel"], stdout=log,
+            self.process = subprocess.Popen([REDIS_SENTINEL, str(conf)], stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
         _wait_for_port(self.port, self.process, "redis-sentinel")
         return self
