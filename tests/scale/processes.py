@@ -1,4 +1,5 @@
-"""Real redis-server, redis-sentinel and nginx (Debian packages) on free 127.0.0.1 ports, with their own temp config, ended by PID."""
+"""Real redis-server, redis-sentinel and nginx (Debian packages) on free 127.0.0.1 ports, with their own temp config,
+ended by PID."""
 
 from __future__ import annotations
 
