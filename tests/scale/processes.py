@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import redis
 import requests
 
 from tests.server import ServerProcess, free_port
@@ -225,13 +226,24 @@ def redis_info(port: int, section: str) -> dict[str, str]:
 
 
 def wait_replicas(master_port: int, count: int, timeout: float = 20) -> None:
-    """Until `count` replicas are connected to the master on `master_port` and every one is in sync."""
+    """Until `count` replicas are connected to the master on `master_port`, online, and confirming writes (a write and
+    a WAIT on one connection, what the server's publishes do). `state=online` alone comes once the master has sent its
+    snapshot, possibly before the replica has loaded it and can acknowledge, and a publish's WAIT then timed out
+    (refused 503 in a CI run)."""
+    probe = redis.Redis(port=master_port, socket_timeout=5)
+
     def synced() -> bool:
         info = redis_info(master_port, "replication")
         replicas = [v for k, v in info.items() if re.fullmatch(r"slave\d+", k)]
-        return len(replicas) >= count and all(",state=online," in v for v in replicas)
+        if len(replicas) < count or not all(",state=online," in v for v in replicas):
+            return False
+        probe.set("signalboard-test:replicated", time.time())
+        return int(probe.execute_command("WAIT", count, 100)) >= count
 
-    wait_until(synced, timeout, "the replica to be in sync")
+    try:
+        wait_until(synced, timeout, "the replica to be in sync")
+    finally:
+        probe.close()
 
 
 def redis_cli(port: int, *args: str) -> str:

@@ -70,5 +70,6 @@ def test_http_publish_answers_503_when_no_replica_confirms(master_and_replica, k
         replica.start()
         wait_replicas(master.port, 1)
         retried = api.post("/publish", body)
-        assert retried.status_code == 200 and retried.json()["duplicate"] is True and retried.json()["offset"] == 1
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["duplicate"] is True and retried.json()["offset"] == 1
         assert server.bad_log_lines() == [], server.log()[-2000:]
