@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Self
 
 import requests
 
@@ -22,10 +22,33 @@ class Reachable(Protocol):
     def url(self) -> str: ...
 
 
-class Publisher:
+class BackgroundLoop:
+    """A test helper whose `_run` loops on a daemon thread from `start()` until `close()` (each `_run` also bounds
+    itself in time)."""
+
+    JOIN_SECONDS = 30.0
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Self:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(self.JOIN_SECONDS)
+
+
+class Publisher(BackgroundLoop):
     """One publisher publishing steadily with idempotency keys over both instances, retrying each key on 503."""
 
     def __init__(self, servers: list[Reachable], channel: str, interval: float = 0.02) -> None:
+        super().__init__()
         self.apis = [Api(server) for server in servers]
         self.channel = channel
         self.interval = interval  # between acknowledged publishes
@@ -33,12 +56,6 @@ class Publisher:
         self.acked_at: list[float] = []
         self.refused: list[tuple[float, int, str]] = []  # (time, status, error code)
         self.slowest = 0.0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> Publisher:
-        self.thread.start()
-        return self
 
     def _run(self) -> None:
         n = 0
@@ -79,23 +96,16 @@ class Publisher:
     def acked_since(self, moment: float) -> int:
         return sum(1 for at in self.acked_at if at > moment)
 
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(30)
 
-
-class ReadyzWatcher:
+class ReadyzWatcher(BackgroundLoop):
     """Polls /readyz of every instance, keeping each distinct (instance, status, redis reason) it saw."""
 
+    JOIN_SECONDS = 10.0
+
     def __init__(self, servers: list[Reachable]) -> None:
+        super().__init__()
         self.servers = servers
         self.seen: list[tuple[float, int, int, str]] = []  # (time, instance index, status, reasons.redis)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> ReadyzWatcher:
-        self.thread.start()
-        return self
 
     def _run(self) -> None:
         deadline = time.monotonic() + 240
@@ -108,10 +118,6 @@ class ReadyzWatcher:
                 except requests.RequestException as exc:
                     self.seen.append((time.monotonic(), index, 0, type(exc).__name__))
             self.stop.wait(0.2)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(10)
 
 
 def received(client: HubClient, channel: str) -> list[tuple[int, str]]:

@@ -4,14 +4,13 @@ and puts again what the promoted replica lacks."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 import socketio
 
 from tests.hub.realtime_client import Api, HubClient, unique
-from tests.scale.failover import record
+from tests.scale.failover import BackgroundLoop, record
 from tests.scale.processes import SentinelCluster, redis_cli, running_instances, wait_until
 from tests.server import ServerProcess
 from tests.webhooks.support import Receiver, of_type, webhook_env
@@ -32,23 +31,18 @@ def instances(cluster: SentinelCluster, receiver: Receiver, key_prefix: str) -> 
     return [ServerProcess(INSTANCE_ID="a", **env), ServerProcess(INSTANCE_ID="b", **env)]
 
 
-class Raiser:
+class Raiser(BackgroundLoop):
     """Raises webhook events steadily on both instances: a connection (connection.opened) that publishes once
     (message.published when acknowledged), then closes. Keeps what must reach the receiver: the sid of each
     connection that opened and the id of each acknowledged publish."""
 
     def __init__(self, servers: list[ServerProcess], token: str, channel: str) -> None:
+        super().__init__()
         self.servers = servers
         self.token = token
         self.channel = channel
         self.opened: list[tuple[float, str]] = []  # (when, sid)
         self.published: list[tuple[float, str]] = []  # (when, message id)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> Raiser:
-        self.thread.start()
-        return self
 
     def _run(self) -> None:
         deadline = time.monotonic() + 240  # bounded whatever happens
@@ -73,10 +67,6 @@ class Raiser:
             pass  # no ack: the connection went during the failover; the open still counts
         finally:
             client.disconnect()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(30)
 
     def since(self, moment: float) -> int:
         return sum(1 for at, _ in self.opened if at > moment)
