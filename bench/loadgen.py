@@ -145,7 +145,8 @@ class _Worker:
         c.sock.close()
 
     def _start_connect(self, index: int) -> None:
-        host, port = self.opts["host"], self.opts["port"]
+        host, ports = self.opts["host"], self.opts["ports"]
+        port = ports[index % len(ports)]  # several instances of one server: its clients split evenly over them
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
@@ -466,14 +467,15 @@ class LoadGen:
     def open(
         self,
         host: str,
-        port: int,
+        port: int | list[int],
         n: int,
         auth: dict[str, Any] | None = None,
         subscribe: str | None = None,
         timeout: float = 60.0,
         concurrency: int = 64,
     ) -> dict[str, Any]:
-        """Open n more clients spread over the workers; returns counts, errors and connect times."""
+        """Open n more clients spread over the workers (and over the ports, if several); returns counts, errors and
+        connect times."""
         shares = [n // len(self.pipes) + (1 if i < n % len(self.pipes) else 0) for i in range(len(self.pipes))]
         t0 = time.time()
         for pipe, share in zip(self.pipes, shares, strict=True):
@@ -482,7 +484,7 @@ class LoadGen:
                     "cmd": "open",
                     "n": share,
                     "host": host,
-                    "port": port,
+                    "ports": port if isinstance(port, list) else [port],
                     "auth": auth,
                     "subscribe": subscribe,
                     "timeout": timeout,

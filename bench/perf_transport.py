@@ -27,11 +27,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import capacity  # noqa: E402
 import run  # noqa: E402
 import servers  # noqa: E402
 from loadgen import LoadGen  # noqa: E402
+
+from tests.scale.processes import RedisProcess  # noqa: E402
 
 log = logging.getLogger("bench.perf_transport")
 
@@ -48,14 +51,50 @@ def signalboard(transport: str) -> Callable[[], servers.Server]:
     return start
 
 
+def redis_pair(name: str, start_one: Callable[[str], servers.Server]) -> Callable[[], servers.Server]:
+    """Two instances started by `start_one(redis_url)` on their own ports, sharing a fresh redis-server (no
+    persistence); the first one, with the second as its peer, is the server measured."""
+
+    def start() -> servers.Server:
+        redis = RedisProcess(durable=False).start()
+        started: list[servers.Server] = []
+        try:
+            while len(started) < 2:
+                started.append(start_one(redis.url))
+        except BaseException:
+            for server in started:
+                server.stop()
+            redis.close()
+            raise
+        first, second = started
+        first.name, first.peers, first.queue = name, [second], redis
+        return first
+
+    return start
+
+
+def signalboard_redis(redis_url: str) -> servers.Server:
+    # start_signalboard gives every instance the same SECRET_KEY and API key: a token minted on one works on both.
+    return servers.start_signalboard(SIGNALBOARD_ENV | {"WEBSOCKET_TRANSPORT": "shared", "REDIS_URL": redis_url})
+
+
 def starters(names: list[str]) -> dict[str, Callable[[], servers.Server]]:
     every: dict[str, Callable[[], servers.Server]] = {
         "signalboard-threaded": signalboard("threaded"),
         "signalboard-shared": signalboard("shared"),
+        "signalboard-redis": redis_pair("signalboard-redis", signalboard_redis),
         "node": servers.start_node,
+        "node-redis": redis_pair("node-redis", lambda url: servers.start_node(redis_url=url)),
         f"stock-t{run.STOCK_BIG_THREADS}": lambda: servers.start_stock(run.STOCK_BIG_THREADS, worker_connections=4096),
     }
-    return {name: start for name, start in every.items() if any(name.startswith(n) for n in names)}
+    return {name: start for name, start in every.items()
+            if name in names or (name.startswith("stock") and "stock" in names)}
+
+
+# Ratios shown when both servers ran: (numerator, denominator).
+RATIOS = [("signalboard-shared", "node"), ("signalboard-shared", "stock"),
+          ("signalboard-shared", "signalboard-threaded"), ("signalboard-redis", "node-redis"),
+          ("signalboard-redis", "signalboard-shared")]
 
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:
@@ -97,18 +136,25 @@ def write(report: dict[str, Any], out: Path) -> None:
              f"{report['machine']['cpu_model']})", "",
              f"Medians of the runs listed (up to {report['reps']} per server, interleaved); ratios are between "
              "these medians, measured in the same session.", ""]
+    stock = next((n for n in names if n.startswith("stock")), "stock")
+    ratios = [(a, stock if b == "stock" else b) for a, b in RATIOS]
+    ratios = [(a, b) for a, b in ratios if a in names and b in names]
+    short = [f"{a.removeprefix('signalboard-')}/{b.removeprefix('signalboard-')}" for a, b in ratios]
     for clients, per_server in report["broadcast"].items():
         runs = ", ".join(f"{n}: {len(per_server.get(n, {}).get('runs', []))}" for n in names)
-        header = "| figure | " + " | ".join(names) + " | shared/node | shared/stock | shared/threaded |"
-        lines += [f"## {clients} clients", "", f"Runs: {runs}.", "", header, "| --- |" + " ---: |" * (len(names) + 3)]
+        header = "| figure | " + " | ".join(names + short) + " |"
+        lines += [f"## {clients} clients", "", f"Runs: {runs}.", "", header,
+                  "| --- |" + " ---: |" * (len(names) + len(short))]
         for label, _, _ in run.FIGURES:
-            cells = [run._fmt(per_server.get(n, {}).get("median", {}).get(label)) for n in names]
             med = {n: per_server.get(n, {}).get("median", {}).get(label) for n in names}
-            stock = next((n for n in names if n.startswith("stock")), "")
-            ratios = [run._ratio(med.get("signalboard-shared"), med.get(other))
-                      for other in ("node", stock, "signalboard-threaded")]
-            lines.append(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+            cells = [run._fmt(med[n]) for n in names] + [run._ratio(med[a], med[b]) for a, b in ratios]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
+    if any(n.endswith("-redis") for n in names):
+        lines += ["`-redis`: two instances on their own ports sharing one redis-server (no persistence); the clients "
+                  "are split evenly over the two, every publish goes to the first, so half of the recipients receive "
+                  "it through Redis. Server CPU, RSS and threads are summed over both instances; Redis CPU is "
+                  "redis-server's own.", ""]
     if report["capacity"]:
         lines += ["## Capacity (/livez p99 < 250 ms)", "", "| server | max clients held | why the ramp stopped |",
                   "| --- | ---: | --- |"]
@@ -188,7 +234,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     cmp_ = sub.add_parser("compare")
     cmp_.add_argument("--quick", action="store_true")
-    cmp_.add_argument("--servers", default="signalboard-threaded,signalboard-shared,node,stock")
+    cmp_.add_argument("--servers", default="signalboard-threaded,signalboard-shared,node,stock",
+                      help="also signalboard-redis, node-redis: two instances sharing a redis-server")
     cmp_.add_argument("--counts", default="500,1000")
     cmp_.add_argument("--reps", type=int, default=3)
     cmp_.add_argument("--processes", type=int, default=4)

@@ -145,15 +145,17 @@ def _broadcasts(
 
         lg.reset(min_seq=cfg.spaced)
         publisher.call_ms = []
-        tree0 = set(servers.process_tree(server.pid))
-        cpu0, lg_cpu0, t0 = servers.tree_cpu_seconds(server.pid), lg.cpu_seconds(), time.time()
+        tree0 = server.processes()
+        cpu0, queue_cpu0 = server.cpu_seconds(), server.queue_cpu_seconds()
+        lg_cpu0, t0 = lg.cpu_seconds(), time.time()
         for seq in range(cfg.spaced, cfg.spaced + cfg.burst):
             publisher.publish(seq)
         published_s = time.time() - t0
         lg.wait_received(n * cfg.burst, timeout=120)
-        cpu = servers.tree_cpu_seconds(server.pid) - cpu0
+        cpu = server.cpu_seconds() - cpu0
+        queue_cpu = server.queue_cpu_seconds()
         loadgen_cpu = lg.cpu_seconds() - lg_cpu0
-        if tree0 - set(servers.process_tree(server.pid)):
+        if tree0 - server.processes():
             # A process of the tree died (gunicorn killed its worker): its CPU time left the sum with it.
             cpu = float("nan")
             out["error"] = "a server process died during the burst"
@@ -163,10 +165,17 @@ def _broadcasts(
     burst = _latency_stats(col, n * cfg.burst)
     span = col["last_recv"] - t0 if col["received"] else float("nan")
     burst["delivered_per_s"] = col["received"] / span if col["received"] else 0.0
-    burst["cpu_s_per_10k"] = cpu / col["received"] * 1e4 if col["received"] else float("nan")
+
+    def per_10k(seconds: float) -> float:
+        return seconds / col["received"] * 1e4 if col["received"] else float("nan")
+
+    burst["cpu_s_per_10k"] = per_10k(cpu)
     # The clients' own cost over the same span: a load generator near a core per process would be the bottleneck.
-    burst["loadgen_cpu_s_per_10k"] = loadgen_cpu / col["received"] * 1e4 if col["received"] else float("nan")
+    burst["loadgen_cpu_s_per_10k"] = per_10k(loadgen_cpu)
     burst["loadgen_cpu_s"], burst["server_cpu_s"], burst["span_s"] = loadgen_cpu, cpu, span
+    if queue_cpu is not None and queue_cpu0 is not None:  # the Redis the instances share, apart from their CPU
+        burst["queue_cpu_s"] = queue_cpu - queue_cpu0
+        burst["queue_cpu_ms_per_10k"] = per_10k(queue_cpu - queue_cpu0) * 1e3  # ms: it is small
     burst["publish_calls_s"] = published_s
     calls = sorted(publisher.call_ms)
     burst["publish_call_p50_ms"] = percentile(calls, 50)
@@ -185,11 +194,11 @@ def measure_broadcast(start: Callable[[], servers.Server], clients: int, cfg: ar
     publisher = Publisher(server)
     try:
         time.sleep(0.5)
-        base = servers.tree_status(server.pid)
+        base = server.status()
         with LoadGen(cfg.processes) as lg:
             opened = lg.open(
                 "127.0.0.1",
-                server.port,
+                server.ports,
                 clients,
                 auth=server.auth,
                 subscribe=server.subscribe,
@@ -209,10 +218,11 @@ def measure_broadcast(start: Callable[[], servers.Server], clients: int, cfg: ar
                 out["error"] = f"no client connected: {opened['errors']}"
                 return out
             time.sleep(1.0)
-            loaded = servers.tree_status(server.pid)
+            loaded = server.status()
             out["rss_kib_per_conn"] = (loaded["rss_kib"] - base["rss_kib"]) / n
             out["threads_per_conn"] = (loaded["threads"] - base["threads"]) / n
             out["server_threads"] = loaded["threads"]
+            out["server_rss_mib"] = loaded["rss_kib"] / 1024
             if server.has_publish_api:
                 out |= _broadcasts(server, lg, publisher, n, cfg)
             else:
@@ -234,11 +244,17 @@ def measure_broadcast(start: Callable[[], servers.Server], clients: int, cfg: ar
 
 
 def _log_errors(server: servers.Server) -> list[str]:
-    """ERROR lines and tracebacks in the server's log: they count against a server."""
-    try:
-        lines = server.log_path.read_text(errors="replace").splitlines()
-    except OSError:
-        return []
+    """ERROR lines and tracebacks in the server's logs (every instance's): they count against a server."""
+    found = []
+    for member in server.members:
+        try:
+            found += _errors_in(member.log_path.read_text(errors="replace").splitlines())
+        except OSError:
+            pass
+    return found[:20]
+
+
+def _errors_in(lines: list[str]) -> list[str]:
     found = []
     for i, line in enumerate(lines):
         if line.startswith("Traceback"):
@@ -258,11 +274,15 @@ KEPT_LOGS = Path(tempfile.gettempdir()) / "signalboard-bench-logs"
 
 
 def _keep_log(server: servers.Server, clients: int) -> str:
-    """Copy a server log that has errors out of its work directory (removed on stop); returns the copy's path."""
+    """Copy the logs of a server that has errors out of their work directories (removed on stop); returns the
+    copies' paths."""
     KEPT_LOGS.mkdir(exist_ok=True)
-    dest = KEPT_LOGS / f"{server.name}-{clients}-{time.strftime('%H%M%S')}.log"
-    shutil.copyfile(server.log_path, dest)
-    return str(dest)
+    kept = []
+    for i, member in enumerate(server.members):
+        dest = KEPT_LOGS / f"{server.name}-{clients}-{time.strftime('%H%M%S')}{f'-{i}' if i else ''}.log"
+        shutil.copyfile(member.log_path, dest)
+        kept.append(str(dest))
+    return ", ".join(kept)
 
 
 # Figures in the report: (label, path into a measurement, lower is better).
@@ -277,9 +297,11 @@ FIGURES: list[tuple[str, tuple[str, ...], bool]] = [
     ("delivered msgs/s (burst)", ("burst", "delivered_per_s"), False),
     ("delivered % (burst)", ("burst", "delivered_pct"), False),
     ("server CPU s per 10k deliveries", ("burst", "cpu_s_per_10k"), True),
+    ("Redis CPU ms per 10k deliveries", ("burst", "queue_cpu_ms_per_10k"), True),
     ("load generator CPU s per 10k deliveries", ("burst", "loadgen_cpu_s_per_10k"), True),
     ("publish call p50 (ms, burst)", ("burst", "publish_call_p50_ms"), True),
     ("RSS per connection (KiB)", ("rss_kib_per_conn",), True),
+    ("server RSS after connect (MiB)", ("server_rss_mib",), True),
     ("OS threads per connection", ("threads_per_conn",), True),
     ("/livez under load p50 (ms)", ("livez_under_load", "p50_ms"), True),
     ("/livez under load p99 (ms)", ("livez_under_load", "p99_ms"), True),

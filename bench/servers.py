@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +114,18 @@ def http_request(
         conn.close()
 
 
+class Queue(Protocol):
+    """A process the servers share (tests/scale/processes.py's RedisProcess): its CPU is reported apart."""
+
+    process: subprocess.Popen | None
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class Server:
-    """A running server under test."""
+    """A running server under test; with `peers`, the first of several instances sharing `queue` (Redis mode):
+    clients are split over all of them, publishes go to this one, and CPU, RSS and threads are summed."""
 
     name: str
     kind: str  # "stock", "node" or "signalboard"
@@ -129,10 +138,33 @@ class Server:
     auth: dict[str, Any] | None = None
     subscribe: str | None = BENCH_CHANNEL
     has_publish_api: bool = True
+    peers: list[Server] = field(default_factory=list)
+    queue: Queue | None = None
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def members(self) -> list[Server]:
+        return [self, *self.peers]
+
+    @property
+    def ports(self) -> list[int]:
+        return [m.port for m in self.members]
+
+    def processes(self) -> set[int]:
+        return {p for m in self.members for p in process_tree(m.pid)}
+
+    def cpu_seconds(self) -> float:
+        return sum(tree_cpu_seconds(m.pid) for m in self.members)
+
+    def status(self) -> dict[str, int]:
+        every = [tree_status(m.pid) for m in self.members]
+        return {key: sum(s[key] for s in every) for key in ("rss_kib", "threads")}
+
+    def queue_cpu_seconds(self) -> float | None:
+        return tree_cpu_seconds(self.queue.process.pid) if self.queue and self.queue.process else None
 
     def publish_body(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
         if self.kind == "signalboard":
@@ -155,6 +187,10 @@ class Server:
             except ProcessLookupError:
                 pass
         shutil.rmtree(self.workdir, ignore_errors=True)
+        for peer in self.peers:
+            peer.stop(timeout)
+        if self.queue is not None:
+            self.queue.close()
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -224,12 +260,13 @@ def start_stock(threads: int, worker_connections: int = 1000) -> Server:
     return _spawn(f"stock-t{threads}", "stock", cmd, env, BENCH_DIR, publish_path="/broadcast")
 
 
-def start_node(port: int | None = None) -> Server:
-    """The reference Node.js Socket.IO server (needs `npm ci` in bench/), on `port` or a free one."""
-    if not (BENCH_DIR / "node_modules" / "socket.io").is_dir():
+def start_node(port: int | None = None, redis_url: str | None = None) -> Server:
+    """The reference Node.js Socket.IO server (needs `npm ci` in bench/), on `port` or a free one; with `redis_url`,
+    through @socket.io/redis-adapter (several instances sharing that Redis)."""
+    if not (BENCH_DIR / "node_modules" / "@socket.io" / "redis-adapter").is_dir():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=BENCH_DIR, check=True, timeout=300)
     port = port or free_port()
-    env = _base_env() | {"PORT": str(port)}
+    env = _base_env() | {"PORT": str(port)} | ({"REDIS_URL": redis_url} if redis_url else {})
     cmd = ["node", str(BENCH_DIR / "anchors" / "node_server.js"), str(port), "127.0.0.1"]
     return _spawn("node", "node", cmd, env, BENCH_DIR, publish_path="/broadcast")
 

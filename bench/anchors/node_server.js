@@ -1,5 +1,7 @@
 // Anchor: the reference Node.js Socket.IO server with the same endpoints as the Python anchor.
 // Usage: node node_server.js <port> [host]
+// With REDIS_URL set, several of these share one Redis through @socket.io/redis-adapter: an emit on one instance
+// reaches the clients of every instance (the adapter's pub/sub), as socket.io documents for scaling out.
 "use strict";
 const http = require("http");
 const { Server } = require("socket.io");
@@ -43,6 +45,24 @@ io.on("connection", (socket) => {
   });
 });
 
-server.listen(port, host, () => {
-  console.log(`listening on ${host}:${port}`);
-});
+async function useRedisAdapter(url) {
+  const { createClient } = require("redis");
+  const { createAdapter } = require("@socket.io/redis-adapter");
+  const pubClient = createClient({ url });
+  const subClient = pubClient.duplicate();
+  for (const client of [pubClient, subClient]) client.on("error", (err) => console.error(`ERROR redis: ${err}`));
+  await Promise.all([pubClient.connect(), subClient.connect()]);
+  io.adapter(createAdapter(pubClient, subClient));
+}
+
+(process.env.REDIS_URL ? useRedisAdapter(process.env.REDIS_URL) : Promise.resolve()).then(
+  () => {
+    server.listen(port, host, () => {
+      console.log(`listening on ${host}:${port}${process.env.REDIS_URL ? " (Redis adapter)" : ""}`);
+    });
+  },
+  (err) => {
+    console.error(`Redis adapter: ${err}`);
+    process.exit(1);
+  },
+);
