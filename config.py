@@ -284,8 +284,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DRAIN_BATCH_SIZE", "200", _integer(1, 1_000_000),
             "clients told to reconnect and disconnected at a time during a graceful shutdown"),
     Setting("DRAIN_NOTICE_SECONDS", "2", _integer(0, 3600),
-            "seconds a stopping server keeps answering (/readyz 503, new sessions refused) so load balancers notice; "
-            "capped to fit GUNICORN_GRACEFUL_TIMEOUT"),
+            "seconds a stopping server keeps answering (/readyz 503, new sessions refused) so load balancers notice, "
+            "before it refuses new connections; capped to fit GUNICORN_GRACEFUL_TIMEOUT"),
     Setting("GUNICORN_THREADS", "1200", _integer(4, MAX_GUNICORN_THREADS),
             "gthread threads: each long-polling client holds one "
             "(each websocket too with WEBSOCKET_TRANSPORT=threaded)"),

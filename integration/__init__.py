@@ -48,6 +48,8 @@ gunicorn_keepalive.py replaces `gunicorn.http.wsgi.Response.should_close` so an 
 than gunicorn drains (`parser._DRAIN_MAX_BYTES`, read through `LengthReader.length`) says `Connection: close`;
 gunicorn_descriptors.py replaces gthread's `ThreadWorker.accept` (out of descriptors it answers 503 instead of
 raising EMFILE out of the worker's loop) and `TConn.wait_for_data` (poll(2) instead of a selector per connection).
+Called by the drain (utils/drain.py) in the worker: gunicorn_listeners.py closes gthread's listeners (`sockets`,
+`set_accept_enabled`, on the loop thread through `method_queue.defer`) when the drain's notice ends, not at exit.
 
 Named by gunicorn.conf.py's `worker_class`: request_reader.py subclasses gunicorn gthread's `ThreadWorker`
 (`accept`, `enqueue_req`, `handle`, `murder_pending`, `TConn`, the parser's `Unreader`) so request heads and bodies

@@ -104,6 +104,7 @@ def internal_mismatches() -> list[str]:
     from engineio import base_socket, packet
     from engineio import server as eio_server
     from engineio import socket as eio_socket
+    from gunicorn import arbiter as gunicorn_arbiter
     from gunicorn import util as gunicorn_util
     from gunicorn.http import body as gunicorn_body
     from gunicorn.http import parser as gunicorn_parser
@@ -265,6 +266,16 @@ def internal_mismatches() -> list[str]:
          and _in_order(_source(gunicorn_base.Worker.init_process), "self.cfg.post_worker_init(self)", "self.run()"),
          "gunicorn gthread ThreadWorker.accept re-raises EMFILE before counting the connection; set_accept_enabled "
          "registers self.accept, looked up after post_worker_init"),
+        # --- the draining worker's listeners (gunicorn_listeners.py) ---
+        (_in_order(_source(gthread.ThreadWorker.set_accept_enabled), "if enabled == self._accepting:",
+                   "for listener in self.sockets:", "self.poller.unregister(listener)", "self._accepting = enabled")
+         and _params(gthread.PollableMethodQueue.defer) == ["self", "callback", "args"]
+         and _in_order(_source(gthread.ThreadWorker.run), "self.method_queue.run_callbacks",
+                       "self.set_accept_enabled(can_accept)", "for s in self.sockets:")
+         and _in_order(_source(gunicorn_arbiter.Arbiter.stop), "sock.close_sockets(self.LISTENERS, unlink)",
+                       "self.kill_workers(sig)"),
+         "gunicorn gthread set_accept_enabled registers self.sockets as _accepting says; method_queue.defer runs a "
+         "callback on the loop thread; Arbiter.stop closes its listeners before it signals the workers"),
         (_params(gthread.TConn.wait_for_data) == ["self", "timeout"]
          and all(part in _source(gthread.TConn.wait_for_data) for part in (
              "if self.data_ready:", "sel = selectors.DefaultSelector()",

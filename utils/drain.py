@@ -5,13 +5,18 @@ Why a hook of our own: gunicorn's gthread worker answers SIGTERM by leaving its 
 but every websocket holds its connection (and a thread) until the client goes, so the worker would sit out the whole
 graceful timeout and be killed. `install_sigterm_drain` (called from gunicorn.conf.py's `post_worker_init`) puts a
 handler in front of gunicorn's: it flags the drain at once and wakes a thread that runs `Drain.run`, which hands back
-to gunicorn's own handler when the sessions are gone. Meanwhile the worker keeps answering HTTP, so load balancers see
-/readyz turn 503 and new Socket.IO sessions get 503 with Retry-After (utils/admission.py).
+to gunicorn's own handler when the sessions are gone. For the notice the worker keeps answering HTTP, so load
+balancers see /readyz turn 503 and new Socket.IO sessions get 503 with Retry-After (utils/admission.py); then it
+stops listening (integration/gunicorn_listeners.py): a new connection is refused at TCP, as by any stopped server,
+so a client that comes back while the drain goes on is never answered 5xx, and a new server can take the port.
 
 Timeline for a graceful timeout G (seconds):
   0                  /readyz 503, new sessions refused
+  notice             the listeners close: new connections refused at TCP
   0 .. G/2 at most   batches of DRAIN_BATCH_SIZE clients get `signalboard:reconnect` {"reason", "retry_after_ms"},
-                     then a Socket.IO disconnect (each namespace they joined); batches at most 1 s apart
+                     then a Socket.IO disconnect (each namespace they joined); batches at most 1 s apart;
+                     `retry_after_ms` is 500-5000 ms (jittered) after the notice's end, so no client told to come
+                     back returns while this server still answers 503
   + up to 2 s        clients close their own transport; the ones that do not are closed
   + up to 1.5 s      background tasks stop in STOP_ORDER and are waited for, then the Socket.IO service task
   >= notice          the drain lasts at least DRAIN_NOTICE_SECONDS, so load balancers notice the 503
@@ -49,6 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from integration.gunicorn_listeners import stop_listening
 from utils.metrics import DRAINED_SESSIONS
 from utils.readiness import Readiness
 from utils.socketio_error_handler import swallow_disconnected_session
@@ -62,7 +68,8 @@ STOP_ORDER = ("demo publisher", "token expiry", "control listener", "long-poll c
 STOP_WAIT = 1.5  # how long the stopped tasks get, together, to return
 
 RECONNECT_EVENT = "signalboard:reconnect"
-RETRY_AFTER_MS = (500, 5000)  # jittered, so the clients of one instance do not all land elsewhere in the same second
+# Jittered, so the clients of one instance do not all land elsewhere in the same second; counted from the notice's end.
+RETRY_AFTER_MS = (500, 5000)
 # gunicorn's gthread worker keeps idle keep-alive connections this long after it stops (STOP_KEEPALIVE_LINGER), and
 # the drain must end early enough for that plus a margin to fit in the graceful timeout.
 GUNICORN_STOP_LINGER = 2.0
@@ -166,6 +173,8 @@ class Drain:
         self._lock = threading.Lock()  # guards _stop_callbacks
         self._stop_callbacks: list[tuple[str, Callable[[], object]]] = []
         self._requested = threading.Event()
+        self._stop_listening: Callable[[], object] = lambda: None  # outside gunicorn (tests): nothing listens
+        self._listening_ends = 0.0  # monotonic time the notice ends, set when the drain starts
         self.finished = threading.Event()
 
     def add_stop_callback(self, name: str, callback: Callable[[], object]) -> None:
@@ -177,12 +186,15 @@ class Drain:
         with self._lock:
             self._stop_callbacks.append((name, callback))
 
-    def arm(self, then: Callable[[], object]) -> None:
-        """Start the thread that waits for `request()`, drains, and then calls `then` (gunicorn's own handler).
+    def arm(self, then: Callable[[], object], stop_listening: Callable[[], object]) -> None:
+        """Start the thread that waits for `request()`, drains, and then calls `then` (gunicorn's own handler);
+        `stop_listening` closes the worker's listeners when the notice ends.
 
         Started ahead of time because a signal handler must not start threads: it could interrupt the main thread
         while that holds the lock thread creation needs.
         """
+
+        self._stop_listening = stop_listening
 
         def wait_then_drain() -> None:
             self._requested.wait()
@@ -205,6 +217,9 @@ class Drain:
         """The drain itself, in the calling thread; returns when it is time to hand back to gunicorn."""
         self.readiness.start_draining()
         started = time.monotonic()
+        self._listening_ends = started + self.notice
+        listening = threading.Timer(self.notice, self._stop_listening)
+        listening.start()
         sids = self._open_sessions()
         log.info("graceful shutdown: %d sessions to drain in batches of %d", len(sids), self.batch_size)
         batches = [sids[i:i + self.batch_size] for i in range(0, len(sids), self.batch_size)]
@@ -229,7 +244,7 @@ class Drain:
         DRAINED_SESSIONS.labels("asked").inc(len(sids) - len(forced))
         DRAINED_SESSIONS.labels("forced").inc(len(forced))
         self._stop_background_work()
-        time.sleep(max(0.0, started + self.notice - time.monotonic()))
+        listening.join()  # the drain lasts the notice at least
         log.info("graceful shutdown: %d sessions drained (%d closed by the server) in %.1f s",
                  len(sids), len(forced), time.monotonic() - started)
         self.finished.set()
@@ -255,7 +270,8 @@ class Drain:
         manager = self.server.manager
         namespaces = [(ns, sid) for ns in list(manager.get_namespaces())
                       if (sid := manager.sid_from_eio_sid(eio_sid, ns)) is not None]
-        hint = {"reason": "server_shutdown", "retry_after_ms": random.randint(*RETRY_AFTER_MS)}
+        until_refusing = max(0, round((self._listening_ends - time.monotonic()) * 1000))
+        hint = {"reason": "server_shutdown", "retry_after_ms": until_refusing + random.randint(*RETRY_AFTER_MS)}
         for namespace, sid in [(ns, sid) for ns, sid in namespaces if ns == self.namespace] or namespaces:
             self.server.emit(RECONNECT_EVENT, hint, to=sid, namespace=namespace, ignore_queue=True)
         for namespace, sid in namespaces:
@@ -293,7 +309,7 @@ def install_sigterm_drain(worker: Any) -> None:
         log.warning("the app has no drain; SIGTERM stops the worker without telling clients")
         return
     gunicorn_handler = worker.handle_exit
-    drain.arm(then=lambda: gunicorn_handler(signal.SIGTERM, None))
+    drain.arm(then=lambda: gunicorn_handler(signal.SIGTERM, None), stop_listening=lambda: stop_listening(worker))
 
     def on_sigterm(signum: int, frame: Any) -> None:
         if not drain.request():  # a second SIGTERM: stop waiting for the drain

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -106,8 +107,10 @@ def test_sigterm_drains_every_client_and_exits_early(server_factory, client_log_
 
     for watched in clients:
         assert watched.kinds() == ["reconnect", "disconnect"], (watched.transport, watched.seen)
-        hint, reason = watched.seen[0][2], watched.seen[1][2]
-        assert hint["reason"] == "server_shutdown" and 500 <= hint["retry_after_ms"] <= 5000
+        (told_at, _, hint), reason = watched.seen[0], watched.seen[1][2]
+        # Back after the 3 s notice, when this server refuses connections rather than answering 503: 0.5-5 s later.
+        assert hint["reason"] == "server_shutdown" and 500 <= hint["retry_after_ms"] <= 3000 + 5000
+        assert told_at + hint["retry_after_ms"] / 1000 >= sent_at + 3 + 0.5, (told_at - sent_at, hint)
         assert reason == socketio.Client.reason.SERVER_DISCONNECT
     assert len({watched.seen[0][2]["retry_after_ms"] for watched in clients}) > 1  # jittered
     assert client_log_problems == []
@@ -115,6 +118,35 @@ def test_sigterm_drains_every_client_and_exits_early(server_factory, client_log_
     assert exited_after < GRACEFUL_TIMEOUT / 2, exited_after
     assert server.bad_log_lines() == []
     assert "graceful shutdown: 6 sessions drained (0 closed by the server)" in server.log()
+
+
+def test_after_the_notice_new_connections_are_refused_and_the_port_is_free(server_factory, client_log_problems):
+    """Once the notice is over, a client coming back meets a refused connect (never a 5xx) while the drain goes on
+    over the connections it has, and a new server could already bind the port."""
+    server = start(server_factory, DRAIN_BATCH_SIZE="1", DRAIN_NOTICE_SECONDS="1")
+    clients = connect_clients(server, 3)  # six batches of one, about a second apart: the drain outlasts the notice
+    sent_at = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    refused_at = None
+    while refused_at is None and time.monotonic() - sent_at < 5:
+        try:
+            socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+            time.sleep(0.05)
+        except ConnectionRefusedError:
+            refused_at = time.monotonic()
+    assert refused_at is not None and refused_at - sent_at >= 1, "new connections were accepted throughout"
+    assert server.process.poll() is None and not all(watched.done.is_set() for watched in clients)
+    successor = socket.socket()
+    successor.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+    with successor:
+        successor.bind(("127.0.0.1", server.port))
+        successor.listen()
+    for watched in clients:
+        assert watched.done.wait(15), watched.seen
+        assert watched.kinds() == ["reconnect", "disconnect"], (watched.transport, watched.seen)
+    assert server.process.wait(timeout=GRACEFUL_TIMEOUT) == 0
+    assert client_log_problems == []
+    assert server.bad_log_lines() == []
 
 
 def test_clients_are_disconnected_in_batches(server_factory, client_log_problems):

@@ -57,15 +57,18 @@ def test_run_calls_every_stop_callback_even_after_one_fails(app, caplog):
     assert "0 sessions drained" in caplog.text
 
 
-def test_armed_drain_hands_back_after_the_request(app):
-    drain = make_drain()
+def test_armed_drain_stops_listening_when_the_notice_ends_and_hands_back_after(app):
+    drain = make_drain(notice=0.4)
     handed_back = threading.Event()
-    drain.arm(then=handed_back.set)
+    stopped_listening: list[float] = []
+    drain.arm(then=handed_back.set, stop_listening=lambda: stopped_listening.append(time.monotonic()))
     time.sleep(0.1)
-    assert not handed_back.is_set()  # nothing happens before SIGTERM
+    assert not handed_back.is_set() and stopped_listening == []  # nothing happens before SIGTERM
+    requested = time.monotonic()
     drain.request()
     assert handed_back.wait(5)
     assert drain.finished.is_set()
+    assert len(stopped_listening) == 1 and stopped_listening[0] - requested >= 0.4
 
 
 def test_background_tasks_stop_in_the_stated_order_and_are_waited_for(app, caplog):
