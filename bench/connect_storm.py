@@ -7,7 +7,9 @@ Signalboard, next to the Node.js Socket.IO server's plain connects (and its conn
     .venv/bin/python bench/connect_storm.py --baseline /tmp/old        # also an older checkout (git archive), same run
 
 Each round starts a fresh server and opens every client with no cap on handshakes in flight. Reported per server:
-wall time until all are connected, refusals by reason, /livez p50/p99 sampled every 20 ms throughout, server CPU
+wall time until all are connected, refusals by reason, /livez p50/p99 sampled every 20 ms throughout (on a new
+connection each time, as a health checker asks, and on one kept-alive connection, which skips the listen backlog
+every connect of the storm waits in), server CPU
 per client, the load generator's own CPU per client, RSS per connection. The token is minted once (POST
 /api/v1/tokens) and shared by every client: minting is the publisher's cost, not the connect path's. Results go to
 docs/perf-connects.{json,md} (medians of the rounds; ratios against Node's plain connects).
@@ -38,7 +40,7 @@ from loadgen import LoadGen  # noqa: E402
 log = logging.getLogger("bench.connect_storm")
 
 FIGURES = ("wall_s", "server_cpu_ms_per_client", "loadgen_cpu_ms_per_client", "livez_p50_ms", "livez_p99_ms",
-           "rss_kib_per_conn", "connected", "failed")
+           "livez_kept_alive_p50_ms", "livez_kept_alive_p99_ms", "rss_kib_per_conn", "connected", "failed")
 
 
 def plain(start: Callable[[], servers.Server]) -> Callable[[], servers.Server]:
@@ -67,8 +69,10 @@ def storm(start: Callable[[], servers.Server], clients: int, processes: int,
         time.sleep(0.5)
         base = servers.tree_status(server.pid)
         with LoadGen(processes) as lg:
-            sampler = run.LivezSampler(server.port)
-            sampler.start()
+            samplers = {"livez": run.LivezSampler(server.port),
+                        "livez_kept_alive": run.LivezSampler(server.port, kept_alive=True)}
+            for sampler in samplers.values():
+                sampler.start()
             if profile is not None:
                 spy = subprocess.Popen([str(servers.VENV_BIN / "py-spy"), "record", "--pid",
                                         str(servers.process_tree(server.pid)[1]), "--format", "raw", "--output",
@@ -79,14 +83,14 @@ def storm(start: Callable[[], servers.Server], clients: int, processes: int,
             opened = lg.open("127.0.0.1", server.port, clients, auth=server.auth, subscribe=server.subscribe,
                              timeout=120, concurrency=clients)
             cpu, lg_cpu = servers.tree_cpu_seconds(server.pid) - cpu0, lg.cpu_seconds() - lg_cpu0
-            livez = sampler.stop()
+            livez = {name: sampler.stop() for name, sampler in samplers.items()}
             n = opened["connected"]
             loaded = servers.tree_status(server.pid)
             out |= {"connected": n, "failed": opened["failed"], "errors": opened["errors"], "wall_s": opened["wall"],
                     "server_cpu_ms_per_client": cpu / max(n, 1) * 1e3,
                     "loadgen_cpu_ms_per_client": lg_cpu / max(n, 1) * 1e3,
-                    "livez_p50_ms": livez["p50_ms"], "livez_p99_ms": livez["p99_ms"],
-                    "livez_failures": livez["failures"],
+                    **{f"{name}_{key}": stats[key] for name, stats in livez.items()
+                       for key in ("p50_ms", "p99_ms", "failures")},
                     "rss_kib_per_conn": (loaded["rss_kib"] - base["rss_kib"]) / max(n, 1)}
             if spy is not None:
                 spy.send_signal(signal.SIGINT)  # py-spy writes what it has and exits
