@@ -5,7 +5,9 @@ every client back with the jittered `retry_after_ms` the drain sent and its miss
     .venv/bin/python bench/reconnect_storm.py --clients 500 --servers signalboard
 
 Signalboard runs with REDIS_URL (a redis-server of its own): the history a `since` recovery reads must outlive the
-process, as in production; one instance on a fixed port, restarted on the same port as soon as the old one exited.
+process, as in production; one instance on a fixed port, restarted on the same port as soon as the old one exited
+(`--restart port-free`: as soon as it stopped listening, which Signalboard's drain does after its notice; the old one
+then finishes its drain beside the new one).
 A publisher POSTs one numbered message every `--interval` s from before the SIGTERM until after every client is
 back, retrying each number (same idempotency key) until it is accepted. Each client:
 - on `signalboard:reconnect` remembers `retry_after_ms`; when its session ends it reconnects after that delay (or,
@@ -457,17 +459,62 @@ class Publisher(threading.Thread):
         self.join(15)
 
 
-class RssPeak(threading.Thread):
+class ServerWatch(threading.Thread):
+    """The server processes' peak RSS (summed over those alive: old and new overlap with `--restart port-free`) and
+    their CPU, sampled every 0.1 s: a process's CPU can be read only while it lives, so its last sample is what it
+    spent."""
+
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.pid: int | None = None
         self.peak_kib = 0
+        self._cpu: dict[int, float] = {}  # pid -> its last CPU sample
+        self._base: dict[int, float] = {}  # pid -> its CPU when counting began (mark)
+        self._lock = threading.Lock()
         self.stopping = threading.Event()
+
+    def add(self, pid: int) -> None:
+        with self._lock:
+            self._cpu[pid] = self._base[pid] = servers.tree_cpu_seconds(pid)
+
+    def mark(self) -> None:
+        """Count CPU from now on."""
+        self._sample()
+        with self._lock:
+            self._base = dict(self._cpu)
+
+    def cpu_since_mark(self) -> float:
+        self._sample()
+        with self._lock:
+            return sum(cpu - self._base[pid] for pid, cpu in self._cpu.items())
+
+    def _sample(self) -> None:
+        with self._lock:
+            pids = list(self._cpu)
+        rss = 0
+        for pid in pids:
+            if (cpu := servers.tree_cpu_seconds(pid)) > 0:  # 0 once it is gone: keep its last sample
+                with self._lock:
+                    self._cpu[pid] = cpu
+                rss += servers.tree_status(pid)["rss_kib"]
+        self.peak_kib = max(self.peak_kib, rss)
 
     def run(self) -> None:
         while not self.stopping.wait(0.1):
-            if self.pid is not None:
-                self.peak_kib = max(self.peak_kib, servers.tree_status(self.pid)["rss_kib"])
+            self._sample()
+
+
+def stopped_listening(port: int, timeout: float) -> bool:
+    """Wait until nothing accepts connections on `port` (the old server closed its listener)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            pass  # a full backlog (timeout): still listening
+        time.sleep(0.05)
+    return False
 
 
 def start(name: str, port: int, redis_url: str | None) -> servers.Server:
@@ -478,40 +525,53 @@ def start(name: str, port: int, redis_url: str | None) -> servers.Server:
     return servers.start_signalboard(env | ({"REDIS_URL": redis_url} if redis_url else {}))
 
 
-def storm(name: str, clients: int, processes: int, interval: float, timeout: float) -> dict[str, Any]:
+def wait_exit(server: servers.Server, out: dict[str, Any], t0: float) -> None:
+    try:
+        server.proc.wait(60)
+    except subprocess.TimeoutExpired:
+        log.warning("%s did not exit within 60 s of SIGTERM", server.name)
+    out["old_exit_s"] = time.time() - t0
+
+
+def storm(name: str, clients: int, processes: int, interval: float, timeout: float, restart: str) -> dict[str, Any]:
     redis = RedisProcess(durable=False).start() if name == "signalboard" else None
     port = servers.free_port()
     server = start(name, port, redis.url if redis else None)
-    out: dict[str, Any] = {"server": name, "clients": clients}
-    rss = RssPeak()
-    rss.pid = server.pid
-    rss.start()
+    out: dict[str, Any] = {"server": name, "clients": clients, "restart": restart}
+    watch = ServerWatch()
+    watch.add(server.pid)
+    watch.start()
     opts = {"port": port, "auth": server.auth, "channel": servers.BENCH_CHANNEL, "recover": name == "signalboard"}
     fleet = Clients(clients, processes, opts)
     publisher = Publisher(server, interval)
     try:
         held = fleet.wait("ready", clients, timeout)
         if held is None:
-            raise RuntimeError(f"only {fleet.status()['ready']} of {clients} clients connected")
+            events: dict[str, int] = {}
+            for reply in fleet.ask({"cmd": "summary", "published": 0}):
+                for k, v in reply["counts"].items():
+                    events[k] = events.get(k, 0) + v
+            raise RuntimeError(f"only {fleet.status()['ready']} of {clients} clients connected; client events "
+                               f"{json.dumps(events, sort_keys=True)}; server log: {problems(server)[:5]}")
         out["connect_s"] = held
         publisher.start()
         time.sleep(2.0)
-        cpu0 = servers.tree_cpu_seconds(server.pid)
+        watch.mark()
         lg0 = fleet.cpu_seconds()
         t0 = time.time()
-        server.proc.send_signal(15)  # SIGTERM to gunicorn's master (or node): the drain, where there is one
-        try:
-            server.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not exit within 60 s of SIGTERM", name)
-        cpu_old = servers.tree_cpu_seconds(server.pid) - cpu0 if server.proc.poll() is None else 0.0
-        out["old_exit_s"] = time.time() - t0
-        out["old_log"] = problems(server)
-        server.stop()  # by PID: nothing is left of it
+        old = server
+        old.proc.send_signal(15)  # SIGTERM to gunicorn's master (or node): the drain, where there is one
+        if stopped_listening(port, 60):
+            out["old_stopped_listening_s"] = time.time() - t0
+        if restart == "exit":
+            wait_exit(old, out, t0)
         server = start(name, port, redis.url if redis else None)
-        rss.pid = server.pid
+        watch.add(server.pid)
         out["new_ready_s"] = time.time() - t0
-        cpu1 = servers.tree_cpu_seconds(server.pid)
+        if restart == "port-free":
+            wait_exit(old, out, t0)  # it finishes its drain beside the new one
+        out["old_log"] = problems(old)
+        old.stop()  # by PID: nothing is left of it
         back = fleet.wait("back", clients, timeout)
         out["all_back_s"] = (time.time() - t0) if back is not None else None
         out["back"] = fleet.status()["back"]
@@ -528,7 +588,7 @@ def storm(name: str, clients: int, processes: int, interval: float, timeout: flo
                 break
             time.sleep(0.5)
         out["settle_s"] = time.time() - t_stop
-        out["server_cpu_s"] = cpu_old + servers.tree_cpu_seconds(server.pid) - cpu1
+        out["server_cpu_s"] = watch.cpu_since_mark()
         out["loadgen_cpu_s"] = fleet.cpu_seconds() - lg0
         gaps = sorted(g for r in replies for g in r["gaps"])
         counts: dict[str, int] = {}
@@ -547,11 +607,11 @@ def storm(name: str, clients: int, processes: int, interval: float, timeout: flo
                 "gap_p50_s": percentile(gaps, 50), "gap_p99_s": percentile(gaps, 99),
                 "handshake_5xx": sum(v for k, v in counts.items() if k.startswith("http 5")),
                 "publish_5xx": sum(v for k, v in statuses.items() if k.startswith("5")),
-                "recovered_false": counts.get("recovered false", 0), "peak_rss_mib": rss.peak_kib / 1024,
+                "recovered_false": counts.get("recovered false", 0), "peak_rss_mib": watch.peak_kib / 1024,
                 "events": counts, "publisher": statuses}
     finally:
         publisher.stopping.set()
-        rss.stopping.set()
+        watch.stopping.set()
         fleet.stop()
         server.stop()
         if redis is not None:
@@ -586,9 +646,9 @@ def problems(server: servers.Server) -> list[str]:
     return [line[:300] for line in lines if "WARNING" in line or "ERROR" in line or "Traceback" in line][:10]
 
 
-FIGURES = ("all_back_s", "gap_p50_s", "gap_p99_s", "old_exit_s", "new_ready_s", "settle_s", "lost", "duplicated",
-           "recovered_false", "handshake_5xx", "publish_5xx", "peak_rss_mib", "server_cpu_s", "loadgen_cpu_s",
-           "published", "back")
+FIGURES = ("all_back_s", "gap_p50_s", "gap_p99_s", "old_stopped_listening_s", "old_exit_s", "new_ready_s",
+           "settle_s", "lost", "duplicated", "recovered_false", "handshake_5xx", "publish_5xx", "peak_rss_mib",
+           "server_cpu_s", "loadgen_cpu_s", "published", "back")
 
 
 def write(report: dict[str, Any], out: Path) -> None:
@@ -619,6 +679,9 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.05, help="seconds between published messages")
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--servers", default="signalboard,node")
+    parser.add_argument("--restart", choices=("exit", "port-free"), default="exit",
+                        help="start the new server once the old one exited, or once it stopped listening (it "
+                        "then finishes its drain beside the new one)")
     parser.add_argument("--out", default=str(servers.REPO_DIR / "docs" / "perf-reconnect"))
     parser.add_argument("--logs", type=Path, help="copy each server's whole log into this directory")
     args = parser.parse_args()
@@ -629,7 +692,7 @@ def main() -> None:
     report: dict[str, Any] = {"machine": run.machine_info(), "clients": args.clients, "runs": {n: [] for n in names}}
     for rep in range(args.reps):
         for name in names:
-            result = storm(name, args.clients, args.processes, args.interval, args.timeout)
+            result = storm(name, args.clients, args.processes, args.interval, args.timeout, args.restart)
             log.info("%s round %d: %s", name, rep + 1, json.dumps(result, default=str))
             report["runs"][name].append(result)
             write(report, Path(args.out))
