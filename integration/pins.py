@@ -188,6 +188,10 @@ def internal_mismatches() -> list[str]:
         (_in_order(sio_connect, "packet.CONNECT, {'sid': sid}", "self.manager.connect(sid, namespace)")
          or _in_order(sio_connect, "self.manager.connect(eio_sid, namespace)", "packet.CONNECT, {'sid': sid}"),
          "socketio Server._handle_connect answers CONNECT (the shared transport gates messages around it)"),
+        (_in_order(sio_connect, "sid = self.manager.pre_connect(eio_sid, namespace)", "self.environ[eio_sid]")
+         and "del self.environ[eio_sid]" in _source(sio_server.Server._handle_eio_disconnect),
+         "socketio Server._handle_connect reads self.environ[eio_sid] after manager.pre_connect; "
+         "_handle_eio_disconnect deletes it (lifecycle.py's connect race)"),
         (not hasattr(packet.Packet, "__slots__"), "engineio Packet instances accept extra attributes"),
         ("eio_pkt = [eio_packet.Packet(" in _source(manager.Manager.emit)
          and "self.server._send_eio_packet(eio_sid, p)" in _source(manager.Manager.emit),
