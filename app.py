@@ -19,6 +19,7 @@ from integration.gunicorn_errors import register_body_read_errors
 from utils.address_limits import AddressLimits
 from utils.admission import Admission, ThreadBudget
 from utils.connect_timeout import ConnectTimeout
+from utils.cookie_sessions import CachedSigningSessions
 from utils.credential_throttle import init_credential_throttle
 from utils.descriptors import raise_soft_limit, websocket_cap
 from utils.drain import BackgroundTasks, Drain
@@ -61,6 +62,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def configure_sessions(app: Flask) -> None:
+    app.session_interface = CachedSigningSessions()
     secure = app.config["SESSION_COOKIE_SECURE"]  # None: decided by SIGNALBOARD_ENV
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True,
