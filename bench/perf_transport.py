@@ -4,6 +4,8 @@
     python bench/perf_transport.py compare            # 500 and 1000 clients, 3 repetitions, capacity ramps
     python bench/perf_transport.py compare --quick    # 1 repetition, 500 clients, no capacity ramp
     python bench/perf_transport.py profile --transport shared --clients 1000   # py-spy while broadcasting
+    python bench/perf_transport.py compare --servers signalboard-redis,node-redis --counts 1000 --no-capacity
+                                           # Redis mode: two instances each, sharing a redis-server (see RATIOS)
 
 It reuses bench/run.py's broadcast measurement and bench/capacity.py's ramp, so the figures mean the same as in
 docs/bench-report.md; the results go to docs/perf-transport.{json,md}, and docs/perf.md quotes them.
@@ -153,8 +155,10 @@ def write(report: dict[str, Any], out: Path) -> None:
     if any(n.endswith("-redis") for n in names):
         lines += ["`-redis`: two instances on their own ports sharing one redis-server (no persistence); the clients "
                   "are split evenly over the two, every publish goes to the first, so half of the recipients receive "
-                  "it through Redis. Server CPU, RSS and threads are summed over both instances; Redis CPU is "
-                  "redis-server's own.", ""]
+                  "it through Redis (Node's adapter emits locally, then publishes; Signalboard's publishing instance "
+                  "also delivers from its queue listener: the PUBLISH is part of the history append, so every "
+                  "Signalboard copy comes through Redis). Server CPU, RSS and threads are summed over both "
+                  "instances; Redis CPU is redis-server's own.", ""]
     if report["capacity"]:
         lines += ["## Capacity (/livez p99 < 250 ms)", "", "| server | max clients held | why the ramp stopped |",
                   "| --- | ---: | --- |"]
@@ -167,11 +171,12 @@ def profile(args: argparse.Namespace) -> None:
     py_spy = shutil.which("py-spy", path=str(servers.VENV_BIN)) or shutil.which("py-spy")
     if not py_spy:
         raise SystemExit("py-spy is not installed: pip install py-spy")
-    server = signalboard(args.transport)()
+    # redis: the pair of compare's signalboard-redis, clients split over both, the first instance's worker recorded.
+    server = starters([f"signalboard-{args.transport}"])[f"signalboard-{args.transport}"]()
     raw = Path(tempfile.mkdtemp(prefix="perf-profile-")) / "stacks.txt"
     try:
         with LoadGen(args.processes) as lg:
-            opened = lg.open("127.0.0.1", server.port, args.clients, auth=server.auth, subscribe=server.subscribe,
+            opened = lg.open("127.0.0.1", server.ports, args.clients, auth=server.auth, subscribe=server.subscribe,
                              timeout=120)
             log.info("connected %d", opened["connected"])
             worker = servers.process_tree(server.pid)[1]
@@ -245,7 +250,7 @@ def main() -> None:
     cmp_.add_argument("--capacity-steps", default=",".join(map(str, CAPACITY_STEPS)))
     cmp_.add_argument("--out", default=str(servers.REPO_DIR / "docs" / "perf-transport"))
     prof = sub.add_parser("profile")
-    prof.add_argument("--transport", choices=("shared", "threaded"), default="shared")
+    prof.add_argument("--transport", choices=("shared", "threaded", "redis"), default="shared")
     prof.add_argument("--clients", type=int, default=1000)
     prof.add_argument("--seconds", type=int, default=15)
     prof.add_argument("--interval", type=float, default=0.02, help="seconds between publishes")
