@@ -47,6 +47,10 @@ class Fanout(Protocol):
     and each message reaches it once, in offset order.
     """
 
+    # True when attach() reads the backlog again itself, in the step that places the join (Redis), so it needs of
+    # `backlog` only its first message, which says where the replay starts: the hub then reads just that one.
+    replays_backlog: bool
+
     def admit(self, count: int = 1) -> None:
         """Raise Unavailable if `count` more messages cannot be taken now; called before they are stored."""
 
@@ -100,6 +104,8 @@ class FanoutQueue:
     The bound is checked by admit() before a message is stored, not when it is queued, so a message that
     was stored is always queued too: refusing it afterwards would leave it in history but never sent live.
     """
+
+    replays_backlog = False  # attach() sends the backlog it is given
 
     def __init__(self, delivery: Delivery, *, max_pending: int = 10_000, start: StartTask | None = None) -> None:
         """`start` runs the worker when the first item is queued (lazy, so that apps built only for a CLI command or a

@@ -79,11 +79,14 @@ class HistoryStore(Protocol):
         """
         ...
 
-    def since(self, channel: str, offset: int, limit: int | None = None) -> tuple[list[Message], bool]:
+    def since(self, channel: str, offset: int, limit: int | None = None, *,
+              subscribing: bool = False) -> tuple[list[Message], bool]:
         """Messages with an offset above `offset`, oldest first, at most `limit`.
 
         The flag is True when nothing after `offset` is missing (all of them are still held),
         False when some were evicted or `offset` lies beyond the latest offset (stale client state).
+        `subscribing`: the read starts a subscription, and a store whose fanout replays the backlog itself (Redis)
+        remembers where the read ended, also when `limit` cut it short.
         """
         ...
 
@@ -232,7 +235,8 @@ class MemoryHistoryStore(HistoryStore):
                 results.append(message)
             return results
 
-    def since(self, channel: str, offset: int, limit: int | None = None) -> tuple[list[Message], bool]:
+    def since(self, channel: str, offset: int, limit: int | None = None, *,
+              subscribing: bool = False) -> tuple[list[Message], bool]:
         with self._lock:
             log = self._logs.get(channel)
             if log is None:

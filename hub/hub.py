@@ -350,7 +350,10 @@ class Hub:
             recovered = False
             try:
                 if since is not None:
-                    backlog, complete = self.history.since(channel, since)
+                    # Decoding thousands of held messages per recovering client only to have Redis replay them
+                    # again was most of a reconnect storm's CPU: a fanout that replays needs the first one only.
+                    limit = 1 if self.fanout.replays_backlog else None
+                    backlog, complete = self.history.since(channel, since, limit, subscribing=True)
                     recovered = complete and epoch in (None, self.history.epoch)
                     if not recovered:
                         backlog = []

@@ -63,6 +63,8 @@ class RedisFanout:
     python-socketio's message-queue listener of every instance emits it to that instance's subscribers.
     """
 
+    replays_backlog = True  # history.replay() publishes the backlog from its first offset in the join's atomic step
+
     def __init__(self, history: RedisHistoryStore, markers: JoinMarkers, delivery: Delivery, *,
                  on_use: Callable[[], Any] = lambda: None):
         self.history = history

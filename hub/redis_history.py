@@ -457,14 +457,15 @@ class RedisHistoryStore(HistoryStore):
             messages.append(Message(channel, fields["e"], data, offset, fields["i"], int(fields["t"])))
         return messages
 
-    def since(self, channel: str, offset: int, limit: int | None = None) -> tuple[list[Message], bool]:
+    def since(self, channel: str, offset: int, limit: int | None = None, *,
+              subscribing: bool = False) -> tuple[list[Message], bool]:
         with unavailable_on_outage("history read"):
             complete, latest, self._epoch, entries = self._since(
                 keys=[self.keys.epoch, self.keys.offsets, self.keys.stream(channel)],
                 args=[channel, offset, limit or 0, self.max_age_ms, self._epoch_candidate()],
             )
         self.high_water.saw(channel, self._epoch, int(latest))
-        if limit is None:
+        if limit is None or subscribing:
             self._note_read("since", channel, int(latest))
         return self._entries(channel, entries), bool(complete)
 

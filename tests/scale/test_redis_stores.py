@@ -73,6 +73,21 @@ def test_since_returns_what_is_held_in_order_and_reports_gaps(client, keys):
     assert store.channels() == ["ch"]
 
 
+def test_a_limited_read_that_starts_a_subscription_still_marks_where_the_replay_continues(client, keys):
+    """The hub reads one message of a Redis backlog (RedisFanout replays the rest); the read point it leaves must be
+    the latest offset that read saw, as a full read's is, and a limited read for anything else leaves none."""
+    store = RedisHistoryStore(client, keys)
+    for n in range(4):
+        store.append("ch", "tick", {"n": n})
+    first, complete = store.since("ch", 1, 1, subscribing=True)
+    assert [m.offset for m in first] == [2] and complete
+    store.append("ch", "tick", {"n": 4})  # published after the read: the replay must still start from the read
+    assert store.latest("ch") == 5  # a subscription reads latest() next; it must not move the read point
+    assert store.take_read_point("ch") == 4
+    store.since("ch", 1, 1)  # a history page
+    assert store.take_read_point("ch") is None
+
+
 def test_age_trimming(client, keys):
     store = RedisHistoryStore(client, keys, max_age_seconds=0.3)
     store.append("ch", "a", 1)
