@@ -155,9 +155,9 @@ def write(report: dict[str, Any], out: Path) -> None:
     if any(n.endswith("-redis") for n in names):
         lines += ["`-redis`: two instances on their own ports sharing one redis-server (no persistence); the clients "
                   "are split evenly over the two, every publish goes to the first, so half of the recipients receive "
-                  "it through Redis (Node's adapter emits locally, then publishes; Signalboard's publishing instance "
-                  "also delivers from its queue listener: the PUBLISH is part of the history append, so every "
-                  "Signalboard copy comes through Redis). Server CPU, RSS and threads are summed over both "
+                  "it through Redis (Node's adapter publishes and emits locally in one call; Signalboard's publishing "
+                  "instance also delivers from its queue listener: the PUBLISH is part of the history append, so "
+                  "every Signalboard copy comes through Redis). Server CPU, RSS and threads are summed over both "
                   "instances; Redis CPU is redis-server's own.", ""]
     if report["capacity"]:
         lines += ["## Capacity (/livez p99 < 250 ms)", "", "| server | max clients held | why the ramp stopped |",
