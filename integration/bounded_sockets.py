@@ -36,6 +36,11 @@ class BoundedSendQueue(queue.Queue):
 
     def __init__(self, maxsize: int = 0) -> None:
         super().__init__(maxsize)
+        if maxsize <= 0:
+            # Nothing ever waits on not_full in an unbounded queue (put only waits while full), so get()'s
+            # not_full.notify() may go to not_empty: at most a spurious wake-up a getter re-checks. One Condition
+            # (its deque, lock methods) less for every session the process holds (docs/perf.md, GC pauses).
+            self.not_full = self.not_empty
         self.bytes = 0
         self.backlog: Backlog | None = None
         self.on_slow: Callable[[int], None] | None = None
@@ -104,9 +109,21 @@ def bound_socket(eio_socket: Socket, queue_class: type[BoundedSendQueue], limit:
     else a new `queue_class` taking over what it holds."""
     current = eio_socket.queue
     bounded = current if type(current) is queue_class else queue_class.taking_over(current)
-    server = eio_socket.server
-    bounded.bound(limit, lambda backlog: server.start_background_task(drop_slow_consumer, eio_socket, backlog, limit))
+    bounded.bound(limit, SlowConsumerDrop(eio_socket, limit))
     eio_socket.queue = bounded
+
+
+class SlowConsumerDrop:
+    """A queue's `on_slow`: drop its session in a background task. One object per session where a closure costs a
+    function, its cell tuple and three cells, all traversed by every full garbage collection."""
+
+    __slots__ = ("eio_socket", "limit")
+
+    def __init__(self, eio_socket: Socket, limit: int) -> None:
+        self.eio_socket, self.limit = eio_socket, limit
+
+    def __call__(self, backlog: int) -> None:
+        self.eio_socket.server.start_background_task(drop_slow_consumer, self.eio_socket, backlog, self.limit)
 
 
 def drop_slow_consumer(eio_socket: Socket, backlog: int, limit: int) -> None:

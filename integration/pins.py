@@ -100,8 +100,10 @@ def _sessions_changed_only_by_item(*classes: type) -> bool:
 
 def internal_mismatches() -> list[str]:
     """One phrase per library internal a hook relies on that is not as the hook was written for."""
+    import flask_socketio
     from engineio import base_server as eio_base_server
     from engineio import base_socket, packet
+    from engineio import middleware as eio_middleware
     from engineio import server as eio_server
     from engineio import socket as eio_socket
     from gunicorn import arbiter as gunicorn_arbiter
@@ -213,6 +215,17 @@ def internal_mismatches() -> list[str]:
                                                          "self.not_empty.notify()"))
          and "self._get()" in _source(queue.Queue.get) and "self.mutex = " in _source(queue.Queue.__init__),
          "queue.Queue.put/get go through _put/_get under self.mutex and count unfinished_tasks"),
+        # An unbounded queue never waits on not_full: BoundedSendQueue makes it the not_empty Condition.
+        ("if self.maxsize > 0:" in _source(queue.Queue.put) and "self.not_full.notify()" in _source(queue.Queue.get)
+         and "self.not_full.wait(" not in _source(queue.Queue.get),
+         "queue.Queue.put waits on not_full only with a maxsize; get only notifies it"),
+        # --- session_environ.py: the environ python-socketio keeps per session is a copy only it holds ---
+        ("self.environ[eio_sid] = environ" in _source(sio_server.Server._handle_eio_connect)
+         and "environ = environ.copy()" in _source(flask_socketio._SocketIOMiddleware.__call__)
+         and "environ['eventlet.input'] = Input(environ['gunicorn.socket'])"
+         in _source(eio_middleware.WSGIApp.__call__),
+         "socketio Server keeps each session's environ (Flask-SocketIO's copy of the request's); engineio's "
+         "middleware wraps gunicorn.socket in eventlet.input"),
         # --- the malformed-input guard ---
         ("self._binary_packet = {}" in _source(sio_base_server.BaseServer.__init__)
          and "self._binary_packet[eio_sid]" in _source(sio_server.Server._handle_eio_message),

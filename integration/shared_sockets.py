@@ -28,7 +28,9 @@ Hooks, each replacing one python-engineio (or gunicorn) internal; integration/pi
   from a shared-loop websocket, already in a thread of its own, runs its handler there (not in a second thread).
 - `SharedTransport.take_over`: raises StopIteration, gunicorn gthread's "the application took the connection", and
   swaps the descriptor gunicorn holds (`_take_from_gunicorn`), relying on `util.close_graceful` ignoring ENOTCONN;
-  out of descriptors for that, it answers 503 + Retry-After through gunicorn's descriptor instead.
+  out of descriptors for that, it answers 503 + Retry-After through gunicorn's descriptor instead. Then the
+  session's stored environ lets go of gunicorn's request objects and python-engineio's `eventlet.input`
+  (integration/session_environ.py).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from engineio import packet as eio_packet
 from engineio.socket import Socket
 
 from integration.bounded_sockets import BoundedSendQueue, BoundedSocket, bound_socket
+from integration.session_environ import slim_environ
 from transport import inbound
 from transport.frames import HandshakeError, handshake_response, packet_frame
 from transport.loop import SharedLoop
@@ -298,6 +301,9 @@ class SharedTransport:
             self.loop.call_later(self.server.ping_interval + self.server.ping_timeout, session.upgrade_deadline)
         else:
             session.attach()  # sends the OPEN packet queued by the handshake
+            # The handshake is answered and its connection is ours: the environ python-socketio keeps for the
+            # session lets go of gunicorn's objects for this request (integration/session_environ.py).
+            slim_environ(environ)
         log.debug("%s: websocket handed to the shared loop (%s)", eio_socket.sid,
                   "upgrade" if upgrading else "direct")
         # gunicorn's gthread worker reads StopIteration as "the application took the connection": it stops

@@ -58,3 +58,23 @@ def test_taking_over_keeps_order_and_counts_what_was_queued():
     old.put(second)
     q = BoundedSendQueue.taking_over(old)
     assert q.bytes == 32 and q.get() is first and q.get() is second and q.bytes == 0
+
+
+def test_bound_socket_drops_a_slow_consumer_through_one_slotted_call_not_a_closure():
+    from integration.bounded_sockets import SlowConsumerDrop, bound_socket, drop_slow_consumer
+
+    started: list[tuple] = []
+
+    class Server:
+        def start_background_task(self, target, *args):
+            started.append((target, *args))
+
+    class Sock:
+        server = Server()
+        queue = BoundedSendQueue()
+
+    sock = Sock()
+    bound_socket(sock, BoundedSendQueue, 1000)
+    assert isinstance(sock.queue.on_slow, SlowConsumerDrop) and not hasattr(sock.queue.on_slow, "__dict__")
+    sock.queue.put(message(HARD_LIMIT * 1000 + 10))  # far over the bound: dropped at once
+    assert started == [(drop_slow_consumer, sock, sock.queue.bytes, 1000)]

@@ -61,3 +61,18 @@ def test_close_with_wait_does_not_hang_once_attached():
     threading.Thread(target=lambda: (q.join(), finished.set()), daemon=True).start()
     assert finished.wait(2), "queue.join() blocked: Socket.close(wait=True) would hang"
     assert sink.items == ["pending", None]
+
+
+def test_an_unbounded_queue_shares_one_condition_for_not_full_and_still_wakes_its_getter():
+    q = SinkQueue()
+    assert q.not_full is q.not_empty and q.all_tasks_done is not q.not_empty
+    got: list = []
+    getter = threading.Thread(target=lambda: got.append(q.get(timeout=10)))
+    getter.start()
+    q.put("a")  # the getter is woken by put's not_empty.notify()
+    getter.join(timeout=10)
+    assert got == ["a"]
+    q.task_done()
+    q.join()
+    bounded = SinkQueue(maxsize=1)
+    assert bounded.not_full is not bounded.not_empty  # a bounded queue's put waits on not_full: its own Condition

@@ -1,0 +1,76 @@
+"""What a held shared-loop websocket costs the garbage collector, counted inside the real server (start.sh, gunicorn):
+every GC-tracked object is traversed by each full collection, whose pause stops the worker (docs/perf.md, issue 20).
+
+The counts come from bench/gc_probe/sitecustomize.py in the gunicorn worker (a snapshot of `gc.get_objects()` by
+type after a full collection, on request); they are counts, not timings, so the bounds hold on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.eio import RawWebSocket
+from tests.transport.test_shared_server import next_event, publish, subscribed_websocket
+
+pytestmark = pytest.mark.integration
+
+PROBE = Path(__file__).resolve().parents[2] / "bench" / "gc_probe"
+WARM, HELD = 10, 100
+# Measured at 84 per session before issue 20's GC work (the handshake's gunicorn objects kept in the environ,
+# python-engineio's per-request Input class, a closure per queue, three Conditions per queue), 47 after.
+MAX_TRACKED_PER_SESSION = 52
+
+
+def snapshot(prefix: str, master: int, label: str) -> dict:
+    Path(f"{prefix}.request").write_text(f"{label} tracked\n")
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        answers = [p for p in Path(prefix).parent.glob(f"probe.*.{label}.json") if p.name != f"probe.{master}."
+                   f"{label}.json"]
+        if answers:
+            time.sleep(0.2)  # written with a rename: a file that is there is whole
+            return json.loads(answers[0].read_text())
+        time.sleep(0.1)
+    raise AssertionError(f"the worker's probe did not answer {label}")
+
+
+def grown(before: dict, after: dict, kind: str) -> int:
+    return after["types"].get(kind, 0) - before["types"].get(kind, 0)
+
+
+def test_a_held_websocket_session_costs_a_bounded_number_of_tracked_objects(server_factory, tmp_path):
+    prefix = str(tmp_path / "probe")
+    server = server_factory(ALLOW_ANONYMOUS="1", WEBSOCKET_TRANSPORT="shared", PING_INTERVAL="25", PING_TIMEOUT="20",
+                            MAX_WEBSOCKET_CLIENTS="500", PYTHONPATH=str(PROBE), BENCH_GC_COUNTS=prefix)
+    opened: list[RawWebSocket] = []
+    try:
+        for _ in range(WARM):  # every lazily imported module and first-use cache is in the baseline
+            subscribed_websocket(server.port, opened)
+        publish(server, 0)
+        for ws in opened:
+            assert next_event(ws)[1]["n"] == 0
+        base = snapshot(prefix, server.process.pid, "base")
+        for _ in range(HELD):
+            subscribed_websocket(server.port, opened)
+        held = snapshot(prefix, server.process.pid, "held")
+        per_session = (held["total"] - base["total"]) / HELD
+        assert per_session <= MAX_TRACKED_PER_SESSION, (per_session, sorted(
+            ((grown(base, held, k) / HELD, k) for k in held["types"]), reverse=True)[:20])
+        # What the handshake request left in the session's environ is gone (integration/session_environ.py) ...
+        for kind in ("gunicorn.http.message.Request", "gunicorn.http.wsgi.Response", "gunicorn.http.body.Body",
+                     "gunicorn.http.wsgi.WSGIErrorsWrapper", "engineio.middleware.WSGIApp.__call__.<locals>.Input"):
+            assert grown(base, held, kind) < HELD / 10, kind
+        # ... and each queue has two Conditions (not_full is not_empty), and no closure for its slow-consumer call.
+        assert grown(base, held, "threading.Condition") <= 2 * HELD + 5
+        assert grown(base, held, "builtins.cell") < HELD / 2
+        # The sessions still work: every one gets a broadcast.
+        publish(server, 1)
+        for ws in opened:
+            assert next_event(ws)[1]["n"] == 1
+    finally:
+        for ws in opened:
+            ws.close()
