@@ -14,7 +14,8 @@ Timeline for a graceful timeout G (seconds):
   0                  /readyz 503, new sessions refused
   notice             the listeners close: new connections refused at TCP
   0 .. G/2 at most   batches of DRAIN_BATCH_SIZE clients get `signalboard:reconnect` {"reason", "retry_after_ms"},
-                     then a Socket.IO disconnect (each namespace they joined); batches at most 1 s apart;
+                     then a Socket.IO disconnect (each namespace they joined); batches at most 1 s apart, kept to
+                     a schedule (after a slow batch the next one starts at once);
                      `retry_after_ms` is 500-5000 ms (jittered) after the notice's end, so no client told to come
                      back returns while this server still answers 503
   + up to 2 s        clients close their own transport; the ones that do not are closed
@@ -225,8 +226,10 @@ class Drain:
         batches = [sids[i:i + self.batch_size] for i in range(0, len(sids), self.batch_size)]
         interval = min(MAX_BATCH_INTERVAL, self.budget / 2 / len(batches)) if len(batches) > 1 else 0.0
         for number, batch in enumerate(batches):
-            if number:
-                time.sleep(interval)
+            # Batch n is due `n * interval` after the start, at once if the batches before took longer: asking
+            # thousands of clients to leave runs their disconnect handlers, and waits on top of that would push
+            # the drain past gunicorn's graceful timeout (a SIGKILL, and the clients not yet asked get no hint).
+            time.sleep(max(0.0, started + number * interval - time.monotonic()))
             for eio_sid in batch:
                 self._ask_to_leave(eio_sid)
         # A handshake that passed admission just before the drain flag was set opens its session after the snapshot.

@@ -71,6 +71,27 @@ def test_armed_drain_stops_listening_when_the_notice_ends_and_hands_back_after(a
     assert len(stopped_listening) == 1 and stopped_listening[0] - requested >= 0.4
 
 
+def test_batches_keep_their_schedule_without_waiting_on_top_of_slow_ones(app, monkeypatch):
+    """Batch n is due n intervals after the start: when asking a batch to leave takes longer than the interval
+    (their disconnect handlers), the next one starts at once instead of sleeping a whole interval more."""
+    drain = Drain(socketio.server, Readiness(), BackgroundTasks(socketio.start_background_task),
+                  graceful_timeout=5, batch_size=1, notice=0)  # budget 2 s: 5 batches of one, 0.2 s apart
+    asked: list[tuple[float, float]] = []
+
+    def slow_ask(eio_sid: str) -> None:
+        begun = time.monotonic()
+        time.sleep(0.3)  # longer than the interval
+        asked.append((begun, time.monotonic()))
+
+    monkeypatch.setattr(drain, "_open_sessions", lambda: [f"sid{n}" for n in range(5)])
+    monkeypatch.setattr(drain, "_ask_to_leave", slow_ask)
+    monkeypatch.setattr(drain, "_still_open", lambda sids: [])
+    drain.run()
+    assert len(asked) == 5
+    waits = [asked[n + 1][0] - asked[n][1] for n in range(4)]
+    assert max(waits) < 0.1, waits  # behind schedule from the first batch on: no wait between batches
+
+
 def test_background_tasks_stop_in_the_stated_order_and_are_waited_for(app, caplog):
     """Started in any order, stopped in STOP_ORDER; each is joined, and one that does not return is named."""
     drain = make_drain()
