@@ -461,8 +461,8 @@ class Publisher(threading.Thread):
 
 class ServerWatch(threading.Thread):
     """The server processes' peak RSS (summed over those alive: old and new overlap with `--restart port-free`) and
-    their CPU, sampled every 0.1 s: a process's CPU can be read only while it lives, so its last sample is what it
-    spent."""
+    their CPU, sampled every 0.1 s: a process tree's CPU can be read only while it lives, so its highest sample is
+    what it spent."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
@@ -492,10 +492,10 @@ class ServerWatch(threading.Thread):
             pids = list(self._cpu)
         rss = 0
         for pid in pids:
-            if (cpu := servers.tree_cpu_seconds(pid)) > 0:  # 0 once it is gone: keep its last sample
-                with self._lock:
-                    self._cpu[pid] = cpu
-                rss += servers.tree_status(pid)["rss_kib"]
+            cpu = servers.tree_cpu_seconds(pid)  # of the tree: it falls when the worker exits before the master
+            with self._lock:
+                self._cpu[pid] = max(self._cpu[pid], cpu)
+            rss += servers.tree_status(pid)["rss_kib"]
         self.peak_kib = max(self.peak_kib, rss)
 
     def run(self) -> None:
