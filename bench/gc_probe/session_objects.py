@@ -50,9 +50,11 @@ def per_session(before: dict[str, int], after: dict[str, int], n: int, top: int 
     return {k: round(v / n, 2) for k, v in sorted(grown.items(), key=lambda kv: -abs(kv[1]))[:top] if v}
 
 
-def steady(prefix: str, publisher: run.Publisher, args: argparse.Namespace) -> dict[str, Any]:
-    """Broadcasts flowing for `--steady` s with the clients held: the full collections logged meanwhile (count,
-    pauses, what they collected) and what was promoted into generation 2 between them."""
+def steady(prefix: str, worker: int, publisher: run.Publisher, args: argparse.Namespace) -> dict[str, Any]:
+    """Broadcasts flowing for `--steady` s with the clients held (it starts right after a full collection): the
+    automatic collections per generation meanwhile, the full ones logged (count, pauses, what they collected) and
+    what was promoted into generation 2 between them."""
+    first = snapshot(prefix, worker, "steady-start", "stats")
     t0 = time.time()
     seq = 100000
     while time.time() - t0 < args.steady:
@@ -60,6 +62,7 @@ def steady(prefix: str, publisher: run.Publisher, args: argparse.Namespace) -> d
         seq += 1
         time.sleep(args.steady_interval)
     t1 = time.time()
+    last = snapshot(prefix, worker, "steady-end", "stats")
     fulls = []
     for path in Path(prefix).parent.glob("probe-gc.*.log"):
         for line in path.read_text().splitlines():
@@ -71,6 +74,8 @@ def steady(prefix: str, publisher: run.Publisher, args: argparse.Namespace) -> d
     growth = [g for g in growth if t0 <= g["t"] <= t1]
     minutes = (t1 - t0) / 60
     return {"seconds": round(t1 - t0, 1), "publishes": seq - 100000,
+            "collections_by_generation": [b["collections"] - a["collections"]
+                                          for a, b in zip(first["stats"], last["stats"], strict=True)],
             "full_collections": len(fulls), "full_per_minute": round(len(fulls) / minutes, 2),
             "pause_ms": sorted(f["ms"] for f in fulls), "collected": [f["collected"] for f in fulls],
             "between_full_collections": growth}
@@ -126,7 +131,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                            round((g["collections"] - c["collections"]) / max(args.publishes, 1), 3)
                            for c, g in zip(cleared["stats"], garbage["stats"], strict=True)][:2]}
             if args.steady:
-                result["steady"] = steady(prefix, publisher, args)
+                result["steady"] = steady(prefix, worker, publisher, args)
             closed = lg.close_clients(30)
             time.sleep(args.settle)
             closed_garbage = snapshot(prefix, worker, "closed-garbage", "garbage")

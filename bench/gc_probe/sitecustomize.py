@@ -72,8 +72,11 @@ if _PREFIX and _IN_GUNICORN:
 
 
 def _snapshot(mode: str) -> dict[str, Any]:
-    """`tracked`: the types of every GC-tracked object after a full collection. `garbage`: the types of what a full
-    collection finds unreachable (cyclic garbage), kept for the census with DEBUG_SAVEALL and then freed."""
+    """`stats`: the collection counts only. `tracked`: the types of every GC-tracked object after a full collection.
+    `garbage`: the types of what a full collection finds unreachable (cyclic garbage), kept for the census with
+    DEBUG_SAVEALL and then freed. `detail`: `tracked`, and each object named with its holder."""
+    if mode == "stats":  # no collection: gc.get_stats() as it is (added to every answer)
+        return {"count": gc.get_count()}
     if mode == "garbage":
         gc.set_debug(gc.DEBUG_SAVEALL)
         try:
