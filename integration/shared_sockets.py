@@ -85,6 +85,14 @@ class SinkQueue(BoundedSendQueue):
                 sink.deliver(item)
             self.sink = sink  # set last: a put() that sees it must not overtake the pending packets
 
+    def detach(self) -> None:
+        """The session is over: later packets (there should be none) are dropped, and this queue no longer refers to
+        the websocket session, which refers back to the socket that holds this queue: refcounting can free all three
+        (with `on_slow`, which refers to the socket too)."""
+        with self.mutex:
+            self.sink = DROP
+            self.on_slow = None
+
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         sink = self.sink
         if sink is None:
@@ -96,6 +104,18 @@ class SinkQueue(BoundedSendQueue):
                     self.not_empty.notify()
                     return
         sink.deliver(item)
+
+
+class _Drop:
+    """A sink for an ended session's queue: packets put after the end go nowhere, as a closed connection drops them."""
+
+    __slots__ = ()
+
+    def deliver(self, item: Any) -> None:
+        pass
+
+
+DROP: Any = _Drop()
 
 
 class SharedSocket(BoundedSocket):
@@ -324,6 +344,8 @@ class SharedTransport:
         eio_socket.close(wait=False, abort=True, reason=reason)
         if self.server.sockets.get(eio_socket.sid) is eio_socket:
             self.server.sockets.pop(eio_socket.sid, None)
+        if isinstance(eio_socket.queue, SinkQueue):
+            eio_socket.queue.detach()  # no reference cycle left for a full collection to find
 
 
 _RECEIVING = threading.local()  # event_thread: this thread was started for one shared-loop packet, still unused

@@ -8,7 +8,8 @@ answering snapshot requests in the gunicorn worker, then: warms up with a few cl
 object by type; connects `--clients` more (subscribed to the bench channel) and counts again (the difference over
 the clients is the per-session cost); frees any cyclic garbage so far, publishes `--publishes` broadcasts with
 the clients held and has a full collection report what it found unreachable (cyclic garbage, by type: what
-refcounting could not free per publish or per delivery); closes the clients and counts again (what stayed).
+refcounting could not free per publish or per delivery); closes the clients with automatic full collections held
+off, and has a full collection report what the closed sessions left as cycles; counts again (what stayed).
 Counts, not timings: they do not depend on the machine's load. More than 500 clients: hold the benchmark lock.
 """
 
@@ -132,9 +133,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                            for c, g in zip(cleared["stats"], garbage["stats"], strict=True)][:2]}
             if args.steady:
                 result["steady"] = steady(prefix, worker, publisher, args)
+            snapshot(prefix, worker, "before-close", "garbage")
+            snapshot(prefix, worker, "no-full", "no-full")  # the closes' old cycles wait for the census below
             closed = lg.close_clients(30)
             time.sleep(args.settle)
             closed_garbage = snapshot(prefix, worker, "closed-garbage", "garbage")
+            snapshot(prefix, worker, "full-on", "full-on")
             after = snapshot(prefix, worker, "closed")
             result |= {"cyclic_garbage_per_closed_session": round(closed_garbage["collected"] / max(n, 1), 2),
                        "closed_garbage_by_type": {k: round(v / max(n, 1), 2)
@@ -152,7 +156,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--publishes", type=int, default=200)
     parser.add_argument("--interval", type=float, default=0.01, help="seconds between publishes")
-    parser.add_argument("--settle", type=float, default=8.0, help="seconds after closing (sockets linger 2 s)")
+    parser.add_argument("--settle", type=float, default=32.0,
+                        help="seconds after closing: sockets linger 2 s, a ping timer holds its socket up to 25 s")
     parser.add_argument("--steady", type=float, default=0.0, help="seconds of broadcasts after the counts")
     parser.add_argument("--steady-interval", type=float, default=0.02, help="seconds between those publishes")
     parser.add_argument("--detail", action="store_true", help="name each object and its holder (slow)")

@@ -71,12 +71,22 @@ if _PREFIX and _IN_GUNICORN:
     gc.callbacks.append(_record)
 
 
+_THRESHOLD2 = gc.get_threshold()[2]
+
+
 def _snapshot(mode: str) -> dict[str, Any]:
     """`stats`: the collection counts only. `tracked`: the types of every GC-tracked object after a full collection.
     `garbage`: the types of what a full collection finds unreachable (cyclic garbage), kept for the census with
-    DEBUG_SAVEALL and then freed. `detail`: `tracked`, and each object named with its holder."""
+    DEBUG_SAVEALL and then freed. `detail`: `tracked`, and each object named with its holder. `no-full`/`full-on`:
+    automatic full collections off or on again."""
     if mode == "stats":  # no collection: gc.get_stats() as it is (added to every answer)
         return {"count": gc.get_count()}
+    if mode in ("no-full", "full-on"):
+        # No automatic full collection meanwhile (younger ones go on): what a later `garbage` finds is what only a
+        # full collection would have freed.
+        young, middle, _ = gc.get_threshold()
+        gc.set_threshold(young, middle, 10**9 if mode == "no-full" else _THRESHOLD2)
+        return {"threshold": gc.get_threshold()}
     if mode == "garbage":
         gc.set_debug(gc.DEBUG_SAVEALL)
         try:

@@ -25,8 +25,8 @@ WARM, HELD = 10, 100
 MAX_TRACKED_PER_SESSION = 52
 
 
-def snapshot(prefix: str, master: int, label: str) -> dict:
-    Path(f"{prefix}.request").write_text(f"{label} tracked\n")
+def snapshot(prefix: str, master: int, label: str, mode: str = "tracked") -> dict:
+    Path(f"{prefix}.request").write_text(f"{label} {mode}\n")
     deadline = time.time() + 60
     while time.time() < deadline:
         answers = [p for p in Path(prefix).parent.glob(f"probe.*.{label}.json") if p.name != f"probe.{master}."
@@ -74,3 +74,26 @@ def test_a_held_websocket_session_costs_a_bounded_number_of_tracked_objects(serv
     finally:
         for ws in opened:
             ws.close()
+
+
+def test_closed_websocket_sessions_are_freed_by_refcounting_not_left_as_cycles(server_factory, tmp_path):
+    """A session's socket, queue, Engine.IO session and connection refer to each other while it lives; at its end
+    the references are dropped, so what a full collection would find after the closes is not the sessions."""
+    prefix = str(tmp_path / "probe")
+    # Pings every 2 s: a closed session's ping timer (which holds its socket) fires soon after the close.
+    server = server_factory(ALLOW_ANONYMOUS="1", WEBSOCKET_TRANSPORT="shared", PING_INTERVAL="2", PING_TIMEOUT="20",
+                            MAX_WEBSOCKET_CLIENTS="500", PYTHONPATH=str(PROBE), BENCH_GC_COUNTS=prefix)
+    master = server.process.pid
+    opened: list[RawWebSocket] = []
+    for _ in range(HELD // 2):
+        subscribed_websocket(server.port, opened)
+    snapshot(prefix, master, "cleared", "garbage")  # every session is old (generation 2) from here on
+    snapshot(prefix, master, "no-full", "no-full")  # younger collections go on; only a full one would free cycles
+    for ws in opened:
+        ws.close()
+    time.sleep(2 + 2 + 3)  # the sockets' linger, one ping interval, a margin
+    found = snapshot(prefix, master, "after-close", "garbage")
+    snapshot(prefix, master, "full-on", "full-on")
+    for kind in ("integration.shared_sockets.SharedSocket", "integration.shared_sockets.EngineIOWebSocket",
+                 "transport.websocket.WebSocketConnection", "integration.shared_sockets.SinkQueue"):
+        assert found["types"].get(kind, 0) < HELD // 20, (kind, found["collected"], list(found["types"].items())[:15])

@@ -76,3 +76,34 @@ def test_an_unbounded_queue_shares_one_condition_for_not_full_and_still_wakes_it
     q.join()
     bounded = SinkQueue(maxsize=1)
     assert bounded.not_full is not bounded.not_empty  # a bounded queue's put waits on not_full: its own Condition
+
+
+def test_detach_drops_later_packets_and_leaves_no_cycle_through_the_queue():
+    import gc
+    import weakref
+
+    from integration.bounded_sockets import SlowConsumerDrop
+
+    class Session:  # the socket -> queue -> sink -> socket shape of a shared-loop session
+        def __init__(self) -> None:
+            self.queue = SinkQueue()
+            sink = ListSink()
+            sink.socket = self  # type: ignore[attr-defined]
+            self.queue.bound(1000, SlowConsumerDrop(self, 1000))
+            self.queue.attach(sink)  # type: ignore[arg-type]
+
+    gc.collect()
+    gc.disable()
+    try:
+        session = Session()
+        q = session.queue
+        sink = q.sink
+        q.put("before")
+        q.detach()
+        q.put("after")  # dropped: the session is over
+        assert sink.items == ["before"] and q.on_slow is None and q.empty()
+        alive = weakref.ref(session)
+        del session, sink, q
+        assert alive() is None  # freed by refcounting alone, with the collector off
+    finally:
+        gc.enable()

@@ -348,3 +348,19 @@ def test_the_bound_still_drops_a_slow_consumer_of_written_through_broadcasts(loo
         assert results[0] is False  # the first went straight into the kernel buffer
         assert True in results and results[-1] is None  # then the rest was buffered, until the bound dropped it
         assert recorder.closed.wait(5) and conn.closed and conn.slow_consumer
+
+
+def test_a_finished_connection_lets_go_of_its_handler(pair):
+    """The handler (the Engine.IO session) usually refers back to its connection: once on_close has run the
+    connection drops it, so the pair is freed by refcounting, not left as a cycle for a full collection."""
+    from transport.websocket import FINISHED
+
+    conn, peer, recorder = pair
+    peer.send(CloseConnection(code=1000))
+    assert recorder.closed.wait(5) and recorder.close_calls == 1
+    deadline = time.time() + 5
+    while conn._handler is not FINISHED and time.time() < deadline:  # set right after on_close, on the loop thread
+        time.sleep(0.01)
+    assert conn._handler is FINISHED
+    FINISHED.on_message("late")  # a handler that takes anything and does nothing
+    FINISHED.on_close()
