@@ -304,7 +304,8 @@ SETTINGS: tuple[Setting, ...] = (
             "dropped as a slow consumer"),
     Setting("CONNECT_TIMEOUT_SECONDS", "10", _integer(0, 3600),
             "an Engine.IO session that has joined no Socket.IO namespace this long after opening is closed "
-            "(reason `connect_timeout`); 0 disables"),
+            "(reason `connect_timeout`); one whose CONNECT arrived but is not answered yet gets 3 times as long; "
+            "0 disables"),
     Setting("MAX_SESSIONS_PER_ADDRESS", "", _optional_integer(1, 1_000_000),
             "open Engine.IO sessions one client address may hold (429 + Retry-After above); empty means half the "
             "session capacity (the smaller of the polling and websocket capacities), at most 500"),

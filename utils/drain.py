@@ -194,7 +194,6 @@ class Drain:
         Started ahead of time because a signal handler must not start threads: it could interrupt the main thread
         while that holds the lock thread creation needs.
         """
-
         self._stop_listening = stop_listening
 
         def wait_then_drain() -> None:
