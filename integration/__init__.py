@@ -25,7 +25,8 @@ Installed by `install_integration`, in this order:
    `Socket._websocket_handler`, simple-websocket's `ws.sock`), or with `shared` the loop's socket
    (shared_sockets.py: `Socket.schedule_ping` instead of the `_send_ping` thread, `_upgrade_websocket`,
    `Server._bad_request`, `_trigger_event(..., run_async=False)`, python-socketio's `Server.start_background_task`
-   for an event already in its own thread, gunicorn gthread's StopIteration and the descriptor it closes).
+   for an event already in its own thread, gunicorn gthread's StopIteration and the descriptor it closes; then
+   session_environ.py trims the environ python-socketio keeps in `Server.environ[eio_sid]`).
    Before it, session_counts.py puts a counting dict in python-engineio's `Server.sockets` (filled by
    `self.sockets[sid] = s`, emptied by `del`/`pop`) and the adopted classes turn `closed`/`upgraded` into
    properties that move the counts: admission reads them on every handshake instead of walking every session.
