@@ -8,11 +8,12 @@ handler in front of gunicorn's: it flags the drain at once and wakes a thread th
 to gunicorn's own handler when the sessions are gone. For the notice the worker keeps answering HTTP, so load
 balancers see /readyz turn 503 and new Socket.IO sessions get 503 with Retry-After (utils/admission.py); then it
 stops listening (integration/gunicorn_listeners.py): a new connection is refused at TCP, as by any stopped server,
-so a client that comes back while the drain goes on is never answered 5xx, and a new server can take the port.
+so a client that comes back while the drain goes on is never answered 5xx, and a new server can take the port. While
+long-polling sessions are left it keeps listening (each poll comes on a new connection) until they have gone.
 
 Timeline for a graceful timeout G (seconds):
   0                  /readyz 503, new sessions refused
-  notice             the listeners close: new connections refused at TCP
+  notice             the listeners close (once no long-polling session is left): new connections refused at TCP
   0 .. G/2 at most   batches of DRAIN_BATCH_SIZE clients get `signalboard:reconnect` {"reason", "retry_after_ms"},
                      then a Socket.IO disconnect (each namespace they joined); batches at most 1 s apart, kept to
                      a schedule (after a slow batch the next one starts at once);
@@ -58,6 +59,7 @@ from typing import Any
 from integration.gunicorn_listeners import stop_listening
 from utils.metrics import DRAINED_SESSIONS
 from utils.readiness import Readiness
+from utils.runtime_stats import connected_clients
 from utils.socketio_error_handler import swallow_disconnected_session
 
 log = logging.getLogger(__name__)
@@ -218,38 +220,60 @@ class Drain:
         self.readiness.start_draining()
         started = time.monotonic()
         self._listening_ends = started + self.notice
-        listening = threading.Timer(self.notice, self._stop_listening)
+        listening = threading.Thread(target=self._stop_listening_after_notice, args=(started,),
+                                     name="signalboard: drain listener close")
         listening.start()
         sids = self._open_sessions()
         log.info("graceful shutdown: %d sessions to drain in batches of %d", len(sids), self.batch_size)
-        batches = [sids[i:i + self.batch_size] for i in range(0, len(sids), self.batch_size)]
-        interval = min(MAX_BATCH_INTERVAL, self.budget / 2 / len(batches)) if len(batches) > 1 else 0.0
-        for number, batch in enumerate(batches):
-            # Batch n is due `n * interval` after the start, at once if the batches before took longer: asking
-            # thousands of clients to leave runs their disconnect handlers, and waits on top of that would push
-            # the drain past gunicorn's graceful timeout (a SIGKILL, and the clients not yet asked get no hint).
-            time.sleep(max(0.0, started + number * interval - time.monotonic()))
-            for eio_sid in batch:
-                self._ask_to_leave(eio_sid)
+        batches = -(-len(sids) // self.batch_size)
+        interval = min(MAX_BATCH_INTERVAL, self.budget / 2 / batches) if batches > 1 else 0.0
+        # Asking a client to leave runs its disconnect handlers (about 3 ms each with Redis on a loaded 2-core
+        # machine); what does not fit before the clients' leave grace and the background tasks' stop (or half the
+        # budget, if that is longer) is left to end with the process, as in a crash, rather than have gunicorn
+        # SIGKILL the worker at its graceful timeout in the middle.
+        asking_ends = started + max(self.budget / 2, self.budget - LEAVE_GRACE - STOP_WAIT)
+        asked: list[str] = []
+        for index, eio_sid in enumerate(sids):
+            if index % self.batch_size == 0:
+                # Batch n is due n intervals after the start, at once if the batches before took longer.
+                time.sleep(max(0.0, started + index // self.batch_size * interval - time.monotonic()))
+            if time.monotonic() >= asking_ends:
+                break
+            self._ask_to_leave(eio_sid)
+            asked.append(eio_sid)
         # A handshake that passed admission just before the drain flag was set opens its session after the snapshot.
         known = set(sids)
-        late = [sid for sid in self._open_sessions() if sid not in known]
-        for eio_sid in late:
+        for eio_sid in [sid for sid in self._open_sessions() if sid not in known]:
+            if time.monotonic() >= asking_ends:
+                break
             self._ask_to_leave(eio_sid)
-        sids += late
+            asked.append(eio_sid)
         deadline = min(started + self.budget, time.monotonic() + LEAVE_GRACE)
-        while self._still_open(sids) and time.monotonic() < deadline:
+        while self._still_open(asked) and time.monotonic() < deadline:
             time.sleep(0.05)
-        forced = self._still_open(sids)
+        forced = self._still_open(asked)
         for eio_sid in forced:
             self._close(eio_sid)
-        DRAINED_SESSIONS.labels("asked").inc(len(sids) - len(forced))
+        left = self._still_open(list(set(self._open_sessions()) - set(asked)))
+        DRAINED_SESSIONS.labels("asked").inc(len(asked) - len(forced))
         DRAINED_SESSIONS.labels("forced").inc(len(forced))
+        DRAINED_SESSIONS.labels("left").inc(len(left))
+        if left:
+            log.warning("graceful shutdown: %d sessions were not asked to leave within the graceful timeout and end "
+                        "with the process (raise GUNICORN_GRACEFUL_TIMEOUT for this many clients)", len(left))
         self._stop_background_work()
         listening.join()  # the drain lasts the notice at least
         log.info("graceful shutdown: %d sessions drained (%d closed by the server) in %.1f s",
-                 len(sids), len(forced), time.monotonic() - started)
+                 len(asked), len(forced), time.monotonic() - started)
         self.finished.set()
+
+    def _stop_listening_after_notice(self, started: float) -> None:
+        """Close the listeners when the notice ends, or later, once no long-polling session is left (within the
+        budget): every poll of one comes on a new connection, and a refused one would cut it off from its hint."""
+        time.sleep(max(0.0, self._listening_ends - time.monotonic()))
+        while connected_clients(self.server.eio)["polling"] and time.monotonic() < started + self.budget:
+            time.sleep(0.05)
+        self._stop_listening()
 
     def close_all_now(self) -> None:
         """Quick shutdown (SIGINT/SIGQUIT): no notice, no batches; close every session so no thread holds the exit."""

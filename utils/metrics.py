@@ -129,8 +129,9 @@ FANOUT_LATENCY = Histogram(f"{PREFIX}_fanout_latency_seconds", "Time from a publ
 HTTP_REQUESTS = Counter(f"{PREFIX}_http_requests", "HTTP requests answered by Flask routes (Socket.IO transport "
                         "requests are counted as sessions and events instead)", ["endpoint", "method", "status"])
 DRAINED_SESSIONS = Counter(f"{PREFIX}_drained_sessions", "Sessions ended by a graceful shutdown: `asked` left when "
-                           "told to, `forced` had to be closed", ["outcome"])
-for _outcome in ("asked", "forced"):
+                           "told to, `forced` had to be closed, `left` ended with the process (no time to ask)",
+                           ["outcome"])
+for _outcome in ("asked", "forced", "left"):
     DRAINED_SESSIONS.labels(_outcome)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from extensions import socketio
 from utils.drain import STOP_ORDER, BackgroundTasks, Drain
+from utils.metrics import DRAINED_SESSIONS
 from utils.readiness import Readiness
 
 
@@ -71,25 +72,50 @@ def test_armed_drain_stops_listening_when_the_notice_ends_and_hands_back_after(a
     assert len(stopped_listening) == 1 and stopped_listening[0] - requested >= 0.4
 
 
+def slow_drain(monkeypatch, graceful_timeout: float, sessions: int, ask_seconds: float) -> tuple[Drain, list]:
+    """A drain of `sessions` fake sessions in batches of one, each ask taking `ask_seconds`; the list gets
+    (sid, began, ended) per ask. A session is open until asked."""
+    drain = Drain(socketio.server, Readiness(), BackgroundTasks(socketio.start_background_task),
+                  graceful_timeout=graceful_timeout, batch_size=1, notice=0)
+    asked: list[tuple[str, float, float]] = []
+
+    def slow_ask(eio_sid: str) -> None:
+        began = time.monotonic()
+        time.sleep(ask_seconds)
+        asked.append((eio_sid, began, time.monotonic()))
+
+    sids = [f"sid{n}" for n in range(sessions)]
+    monkeypatch.setattr(drain, "_open_sessions", lambda: list(sids))
+    monkeypatch.setattr(drain, "_ask_to_leave", slow_ask)
+    monkeypatch.setattr(drain, "_still_open", lambda wanted: [s for s in wanted if s not in {a[0] for a in asked}])
+    return drain, asked
+
+
 def test_batches_keep_their_schedule_without_waiting_on_top_of_slow_ones(app, monkeypatch):
     """Batch n is due n intervals after the start: when asking a batch to leave takes longer than the interval
     (their disconnect handlers), the next one starts at once instead of sleeping a whole interval more."""
-    drain = Drain(socketio.server, Readiness(), BackgroundTasks(socketio.start_background_task),
-                  graceful_timeout=5, batch_size=1, notice=0)  # budget 2 s: 5 batches of one, 0.2 s apart
-    asked: list[tuple[float, float]] = []
-
-    def slow_ask(eio_sid: str) -> None:
-        begun = time.monotonic()
-        time.sleep(0.3)  # longer than the interval
-        asked.append((begun, time.monotonic()))
-
-    monkeypatch.setattr(drain, "_open_sessions", lambda: [f"sid{n}" for n in range(5)])
-    monkeypatch.setattr(drain, "_ask_to_leave", slow_ask)
-    monkeypatch.setattr(drain, "_still_open", lambda sids: [])
+    monkeypatch.setattr("utils.drain.MAX_BATCH_INTERVAL", 0.2)
+    drain, asked = slow_drain(monkeypatch, graceful_timeout=20, sessions=5, ask_seconds=0.3)
     drain.run()
     assert len(asked) == 5
-    waits = [asked[n + 1][0] - asked[n][1] for n in range(4)]
+    waits = [asked[n + 1][1] - asked[n][2] for n in range(4)]
     assert max(waits) < 0.1, waits  # behind schedule from the first batch on: no wait between batches
+
+
+def test_sessions_there_is_no_time_to_ask_are_left_and_the_background_work_still_stops(app, monkeypatch, caplog):
+    """Budget 7 s: asking must end 3.5 s before it (leave grace, then the background tasks), so of ten asks of
+    0.5 s each seven fit; the other three end with the process, and the stop callbacks still run in time."""
+    drain, asked = slow_drain(monkeypatch, graceful_timeout=10, sessions=10, ask_seconds=0.5)
+    stopped: list[float] = []
+    drain.add_stop_callback("webhook outbox", lambda: stopped.append(time.monotonic()))
+    left_before = DRAINED_SESSIONS.labels("left")._value.get()
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="utils.drain"):
+        drain.run()
+    assert 1 <= len(asked) <= 7 and all(end - started <= 3.5 + 0.5 for _, _, end in asked), asked
+    assert DRAINED_SESSIONS.labels("left")._value.get() - left_before == 10 - len(asked)
+    assert stopped and stopped[0] - started < drain.budget, (stopped, drain.budget)
+    assert f"{10 - len(asked)} sessions were not asked to leave" in caplog.text
 
 
 def test_background_tasks_stop_in_the_stated_order_and_are_waited_for(app, caplog):
