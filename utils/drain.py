@@ -52,7 +52,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,17 +233,10 @@ class Drain:
         # SIGKILL the worker at its graceful timeout in the middle.
         asking_ends = started + max(self.budget / 2, self.budget - LEAVE_GRACE - STOP_WAIT)
         asked: list[str] = []
-        for index, eio_sid in enumerate(sids):
+        for index, eio_sid in enumerate(self._to_ask(sids)):
             if index % self.batch_size == 0:
                 # Batch n is due n intervals after the start, at once if the batches before took longer.
                 time.sleep(max(0.0, started + index // self.batch_size * interval - time.monotonic()))
-            if time.monotonic() >= asking_ends:
-                break
-            self._ask_to_leave(eio_sid)
-            asked.append(eio_sid)
-        # A handshake that passed admission just before the drain flag was set opens its session after the snapshot.
-        known = set(sids)
-        for eio_sid in [sid for sid in self._open_sessions() if sid not in known]:
             if time.monotonic() >= asking_ends:
                 break
             self._ask_to_leave(eio_sid)
@@ -254,7 +247,7 @@ class Drain:
         forced = self._still_open(asked)
         for eio_sid in forced:
             self._close(eio_sid)
-        left = self._still_open(list(set(self._open_sessions()) - set(asked)))
+        left = set(self._open_sessions()) - set(asked)
         DRAINED_SESSIONS.labels("asked").inc(len(asked) - len(forced))
         DRAINED_SESSIONS.labels("forced").inc(len(forced))
         DRAINED_SESSIONS.labels("left").inc(len(left))
@@ -266,6 +259,13 @@ class Drain:
         log.info("graceful shutdown: %d sessions drained (%d closed by the server) in %.1f s",
                  len(asked), len(forced), time.monotonic() - started)
         self.finished.set()
+
+    def _to_ask(self, sids: list[str]) -> Iterator[str]:
+        """`sids`, then the sessions opened since: a handshake that passed admission just before the drain flag was
+        set opens its session after the snapshot."""
+        yield from sids
+        known = set(sids)
+        yield from [sid for sid in self._open_sessions() if sid not in known]
 
     def _stop_listening_after_notice(self, started: float) -> None:
         """Close the listeners when the notice ends, or later, once no long-polling session is left (within the
