@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import json
 import logging
 import multiprocessing
@@ -525,6 +526,14 @@ def start(name: str, port: int, redis_url: str | None) -> servers.Server:
     return servers.start_signalboard(env | ({"REDIS_URL": redis_url} if redis_url else {}))
 
 
+def summed(replies: list[dict[str, Any]], key: str) -> dict[Any, int]:
+    """The client workers' `key` counts, added up."""
+    total: collections.Counter[Any] = collections.Counter()
+    for reply in replies:
+        total.update(reply[key])
+    return dict(total)
+
+
 def wait_exit(server: servers.Server, out: dict[str, Any], t0: float) -> None:
     try:
         server.proc.wait(60)
@@ -547,10 +556,7 @@ def storm(name: str, clients: int, processes: int, interval: float, timeout: flo
     try:
         held = fleet.wait("ready", clients, timeout)
         if held is None:
-            events: dict[str, int] = {}
-            for reply in fleet.ask({"cmd": "summary", "published": 0}):
-                for k, v in reply["counts"].items():
-                    events[k] = events.get(k, 0) + v
+            events = summed(fleet.ask({"cmd": "summary", "published": 0}), "counts")
             raise RuntimeError(f"only {fleet.status()['ready']} of {clients} clients connected; client events "
                                f"{json.dumps(events, sort_keys=True)}; server log: {problems(server)[:5]}")
         out["connect_s"] = held
@@ -591,15 +597,9 @@ def storm(name: str, clients: int, processes: int, interval: float, timeout: flo
         out["server_cpu_s"] = watch.cpu_since_mark()
         out["loadgen_cpu_s"] = fleet.cpu_seconds() - lg0
         gaps = sorted(g for r in replies for g in r["gaps"])
-        counts: dict[str, int] = {}
-        for r in replies:
-            for k, v in r["counts"].items():
-                counts[k] = counts.get(k, 0) + v
+        counts = summed(replies, "counts")
         statuses = publisher.statuses
-        missing: dict[int, int] = {}
-        for r in replies:
-            for seq, n in r["missing"].items():
-                missing[seq] = missing.get(seq, 0) + n
+        missing = summed(replies, "missing")
         out["missing_seqs"] = _ranges(sorted(missing)), max(missing.values(), default=0)
         out["new_log"] = problems(server)
         out |= {"published": publisher.published, "lost": sum(r["lost"] for r in replies),

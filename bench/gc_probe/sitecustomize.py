@@ -163,8 +163,7 @@ def _serve_requests(prefix: str) -> None:
             found = _snapshot(mode or "tracked")
         except Exception as exc:  # noqa: BLE001 - said in the answer, and the probe keeps answering
             found = {"error": repr(exc)}
-        result = found | {"label": label, "pid": os.getpid(), "t": time.time(),
-                                                 "stats": gc.get_stats()}
+        result = found | {"label": label, "pid": os.getpid(), "t": time.time(), "stats": gc.get_stats()}
         target = Path(f"{prefix}.{os.getpid()}.{label}.json")
         target.with_suffix(".tmp").write_text(json.dumps(result))
         target.with_suffix(".tmp").replace(target)
