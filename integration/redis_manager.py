@@ -73,7 +73,12 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager, Broadcast
         self._stopping = threading.Event()
         self._subscribed = threading.Event()
         self.last_marker = 0.0  # monotonic time the listener last ran a marker (probes included)
-        self.last_receive = 0.0  # monotonic time the listener last received a message on its channel
+        # Monotonic time the listener last received a message on its channel, or subscribed (a probe published before
+        # that never comes back, so silence counts from then).
+        self.last_receive = 0.0
+        # Monotonic time a poll last came back empty: the listener had handled everything Redis had sent it. A listener
+        # that is behind (starved of CPU, or replaying a catch-up) does not move it, a deaf idle one does.
+        self.last_idle = 0.0
         self._reconnect = threading.Event()
         # Written only by the listener thread (live packets, catch-up and markers all run there).
         self._delivered: dict[str, tuple[str, int]] = {}
@@ -197,12 +202,16 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager, Broadcast
                     self._listener_connect()
                     self.pubsub.subscribe(self.channel)
                     self._subscribed.set()
+                    self.last_receive = time.monotonic()
                     log.info("message queue listener subscribed to %s", self.channel)
                     self._reconcile()
                     yield from self._catch_up()
                 message = self.pubsub.get_message(timeout=POLL_SECONDS)
                 retry = RETRY_MIN_SECONDS
-                if message is None or message.get("type") != "message":
+                if message is None:
+                    self.last_idle = time.monotonic()
+                    continue
+                if message.get("type") != "message":
                     continue  # (pongs of redis-py's health checks prove the connection, not the subscription)
                 self.last_receive = time.monotonic()
                 packet = self._decode(message["data"])

@@ -2,8 +2,13 @@
 
 A background monitor probes once a second by sending a marker through Redis to this instance's own listener,
 which is the only way to know the listener receives (python-socketio reports nothing). It also restarts a
-listener thread that ended, asks a listener that receives nothing at all to reconnect, and keeps this
-instance's presence heartbeat going.
+listener thread that ended, asks a listener that is idle yet receives nothing at all to reconnect, and keeps
+this instance's presence heartbeat going.
+
+Idle matters: a listener behind on its queue (starved of CPU by a reconnect storm, or replaying a catch-up) also
+receives nothing new for seconds, and reconnecting it would throw away what Redis already sent it, join markers
+included, so every subscription waiting for one fails and comes back as more work. Such a listener is only
+reported not ready until it catches up.
 """
 
 from __future__ import annotations
@@ -24,14 +29,18 @@ log = logging.getLogger(__name__)
 PROBE_INTERVAL = 1.0
 # No probe back for this long: not ready (the listener is dead, stuck or far behind).
 STALE_AFTER = 5.0
-# Nothing at all received for this long while Redis answers: the subscription is dead, reconnect it.
+# Nothing at all received for this long while Redis answers and the listener polls idle: the subscription is
+# dead, reconnect it.
 RECONNECT_AFTER = 5.0
+# An empty poll at most this long ago means the listener is idle now (it polls every second when it is).
+IDLE_WITHIN = 2.5
 
 
 class QueueListener(Protocol):
     subscribed: bool
     last_marker: float
     last_receive: float
+    last_idle: float
 
     def initialize(self) -> None: ...
     def listener_alive(self) -> bool: ...
@@ -74,6 +83,7 @@ class RedisHealth:
         self._redis_error: str | None = None
         self._last_beat = 0.0
         self._last_reconnect = 0.0
+        self._said_behind = False  # a listener behind is logged once per episode
 
     def ensure_started(self) -> None:
         """Start the monitor (and the listener) on first use: apps built for a CLI command never start them."""
@@ -120,11 +130,25 @@ class RedisHealth:
             except OUTAGE_ERRORS as exc:
                 log.warning("presence heartbeat failed: %s", exc)
         silent = now - max(self.listener.last_receive, self.listener.last_marker)
-        if self._ticked and silent > RECONNECT_AFTER and now - self._last_reconnect > RECONNECT_AFTER:
+        if self._ticked and silent > RECONNECT_AFTER:
+            self._silent(now, silent)
+        else:
+            self._said_behind = False
+        self._ticked = True
+
+    def _silent(self, now: float, silent: float) -> None:
+        """Nothing received for RECONNECT_AFTER: reconnect a deaf idle listener; leave a busy one to catch up."""
+        if now - self.listener.last_idle > IDLE_WITHIN:
+            if not self._said_behind:
+                self._said_behind = True
+                log.warning("message-queue listener is behind (nothing new for %.0fs, still working through what "
+                            "arrived); not reconnecting it", silent)
+            return
+        self._said_behind = False
+        if now - self._last_reconnect > RECONNECT_AFTER:
             log.warning("message-queue listener received nothing for %.0fs while redis answers; reconnecting", silent)
             self._last_reconnect = now
             self.listener.reconnect()
-        self._ticked = True
 
     def check(self) -> str | None:
         """Readiness check: None when ready, else why not."""

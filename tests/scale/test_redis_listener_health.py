@@ -1,0 +1,108 @@
+"""The Redis health monitor against a real redis-server: it reconnects a deaf listener, never a busy one.
+
+A listener that is behind (in a reconnect storm it is starved of CPU for seconds) receives nothing new for as long
+as a dead subscription does; reconnecting it would drop what Redis already sent it, the join markers of waiting
+subscriptions included. Here the listener is held busy by a marker callback that sleeps, the stand-in for the
+starvation (which cannot be produced on demand).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+import socketio
+
+from hub.external import history_for
+from hub.redis_history import CHANNEL_ROOM_PREFIX
+from integration.redis_manager import ClusterQueueManager
+from utils import redis_health
+from utils.redis_health import RedisHealth
+
+pytestmark = [pytest.mark.scale, pytest.mark.integration]
+
+BUSY_SECONDS = redis_health.RECONNECT_AFTER + 2.5
+
+
+class _NoPresence:
+    def heartbeat(self) -> list:
+        return []
+
+
+@pytest.fixture
+def monitored(redis_server, key_prefix):
+    """A real queue manager (on a python-socketio server) and its health monitor, both running."""
+    history = history_for(redis_server.url, key_prefix, 100, 60.0)
+    stops: list[Callable[[], None]] = []
+    threads: list[threading.Thread] = []
+
+    def start_task(name: str, target: Callable[[], None], stop: Callable[[], None]) -> threading.Thread:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        stops.append(stop)
+        threads.append(thread)
+        return thread
+
+    manager = ClusterQueueManager(redis_server.url, history.keys.socketio_channel, history, CHANNEL_ROOM_PREFIX,
+                                  start_task)
+    socketio.Server(client_manager=manager)
+    health = RedisHealth(history.client, manager, _NoPresence(), start_task, presence_interval=3600)
+    health.ensure_started()
+    _wait(lambda: health.check() is None, 10, "the monitor to report ready")
+    assert manager.pubsub is not None
+    yield manager, health
+    for stop in stops:
+        stop()
+    for thread in threads:
+        thread.join(5)
+
+
+def _wait(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_listener_just_started_is_not_taken_for_deaf(caplog, monitored):
+    # A probe published before the subscription is lost; silence counts from the subscription, not from zero.
+    time.sleep(redis_health.PROBE_INTERVAL * 2)
+    startup = [record.getMessage() for record in caplog.get_records("setup") + caplog.get_records("call")]
+    assert not any("; reconnecting" in message for message in startup), startup
+
+
+def test_a_busy_listener_is_left_to_catch_up_and_loses_nothing(monitored, caplog):
+    manager, health = monitored
+    caplog.set_level(logging.INFO, logger="utils.redis_health")
+    caplog.set_level(logging.INFO, logger="integration.redis_manager")
+    busy = threading.Event()
+    manager.probe(lambda: (busy.set(), time.sleep(BUSY_SECONDS)))
+    _wait(busy.is_set, 5, "the listener to be held busy")
+    reached: list[int] = []
+    for n in range(5):  # markers Redis hands to the busy listener, as a storm's join markers
+        manager.probe(lambda n=n: reached.append(n))
+        time.sleep(0.2)
+    _wait(lambda: reached == [0, 1, 2, 3, 4], BUSY_SECONDS + 5, "every marker sent while the listener was busy")
+    messages = [record.getMessage() for record in caplog.records]
+    assert not any("; reconnecting" in message for message in messages), messages
+    assert sum("subscribed to" in message for message in messages) == 0, messages  # no new subscription
+    assert sum("is behind" in message for message in messages) == 1, messages
+    _wait(lambda: health.check() is None, 5, "the monitor to report ready again")
+
+
+def test_a_deaf_idle_listener_is_reconnected(monitored, caplog):
+    manager, health = monitored
+    caplog.set_level(logging.INFO, logger="utils.redis_health")
+    caplog.set_level(logging.INFO, logger="integration.redis_manager")
+    # Redis stops sending to the listener while its connection stays up and it keeps polling: deaf and idle.
+    manager.pubsub.execute_command("UNSUBSCRIBE", manager.channel)
+    _wait(lambda: any("subscribed to" in record.getMessage() for record in caplog.records),
+          redis_health.RECONNECT_AFTER + 10, "the monitor to resubscribe the listener")
+    assert any("received nothing" in record.getMessage() for record in caplog.records)
+    reached = threading.Event()
+    manager.probe(reached.set)
+    assert reached.wait(5), "a marker after the reconnect never came back"
+    _wait(lambda: health.check() is None, 10, "the monitor to report ready again")
