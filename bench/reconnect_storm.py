@@ -13,7 +13,9 @@ back, retrying each number (same idempotency key) until it is accepted. Each cli
 - on `signalboard:reconnect` remembers `retry_after_ms`; when its session ends it reconnects after that delay (or,
   with no hint, after socket.io-client's default backoff: 1 s +-50 %, doubling, at most 5 s); a refused handshake
   waits its Retry-After, a refused TCP connect (nothing listening yet) the backoff;
-- subscribes again with `since` (the last offset it saw) and the `epoch` of its previous ack.
+- subscribes again with `since` (the last offset it saw) and the `epoch` of its previous ack; a subscribe refused
+  `unavailable` with a `retry_after` is sent again on the same connection after it (+-50 %), any other refusal ends
+  the session.
 Reported: time from the SIGTERM until every client was subscribed again (p50/p99 of each client's own gap), messages
 lost (numbers published that a client never got, counted once nothing more arrived for 5 s: late is not lost) and
 duplicated, `recovered: false` acks, handshake answers by
@@ -66,7 +68,7 @@ _REASON = re.compile(rb'"reason":\s*"([a-z_]+)"')
 _LENGTH = re.compile(rb"\r\ncontent-length:\s*([0-9]+)", re.IGNORECASE)
 _RETRY_AFTER = re.compile(rb"\r\nretry-after:\s*([0-9]+)", re.IGNORECASE)
 
-DOWN, HANDSHAKE, EIO_OPEN, SIO_CONNECT, SUBSCRIBING, READY = range(6)
+DOWN, HANDSHAKE, EIO_OPEN, SIO_CONNECT, SUBSCRIBING, READY, RESUBSCRIBE = range(7)
 
 
 @dataclass
@@ -260,17 +262,20 @@ class Worker:
             if sio == b"2":
                 self.event(c, pkt)
             elif sio == b"0" and c.state == SIO_CONNECT:
-                c.state = SUBSCRIBING
-                sub: dict[str, Any] = {"channel": self.opts["channel"]}
-                if c.offset is not None and self.opts["recover"]:
-                    sub |= {"since": c.offset, "epoch": c.epoch}
-                self.send(c, "421" + json.dumps(["subscribe", sub]))
+                self.subscribe(c)
             elif sio == b"3" and c.state == SUBSCRIBING:
                 self.ack(c, pkt)
             elif sio == b"4":
                 self.lost(c, "connect_error")
             elif sio == b"1":
                 self.lost(c, "socket.io disconnect")
+
+    def subscribe(self, c: Client) -> None:
+        c.state = SUBSCRIBING
+        sub: dict[str, Any] = {"channel": self.opts["channel"]}
+        if c.offset is not None and self.opts["recover"]:
+            sub |= {"since": c.offset, "epoch": c.epoch}
+        self.send(c, "421" + json.dumps(["subscribe", sub]))
 
     def ack(self, c: Client, pkt: bytes) -> None:
         try:
@@ -279,7 +284,13 @@ class Worker:
             self.lost(c, "bad ack")
             return
         if not answer.get("ok"):
-            self.lost(c, f"subscribe refused {answer.get('error', {}).get('code')}")
+            error = answer.get("error", {})
+            if error.get("code") == "unavailable" and isinstance(error.get("retry_after"), (int, float)):
+                self.count("subscribe unavailable, retried")
+                c.state = RESUBSCRIBE
+                c.next_try = time.time() + error["retry_after"] * (1 + self.rng.uniform(-0.5, 0.5))
+                return
+            self.lost(c, f"subscribe refused {error.get('code')}")
             return
         if c.sessions and answer.get("recovered") is False and self.opts["recover"]:
             self.count("recovered false")
@@ -331,6 +342,8 @@ class Worker:
             for c in self.clients:
                 if c.state == DOWN and c.next_try <= now:
                     self.connect(c)
+                elif c.state == RESUBSCRIBE and c.next_try <= now:
+                    self.subscribe(c)
             for key, mask in self.sel.select(0.02):
                 if key.data is None:
                     msg = self.pipe.recv()

@@ -54,6 +54,9 @@ class Fanout(Protocol):
     def admit(self, count: int = 1) -> None:
         """Raise Unavailable if `count` more messages cannot be taken now; called before they are stored."""
 
+    def admit_join(self) -> None:
+        """Raise Unavailable if a subscription started now would not be placed in time; called before it starts."""
+
     def deliver(self, message: Message, *, exclude: str | None = None) -> threading.Event | None:
         """Send a stored message live (to every subscriber but connection `exclude`); the event is set once it was
         handed to every subscriber's connection. None: there is nothing to wait for."""
@@ -152,6 +155,9 @@ class FanoutQueue:
         """Raise Unavailable if `count` more messages would take the queue past its bound."""
         if self._queue.qsize() + count > self.max_pending:
             raise Unavailable("fan-out queue is full, retry shortly")
+
+    def admit_join(self) -> None:
+        """Never refuses: a join waits in the worker's queue behind at most max_pending messages."""
 
     def deliver(self, message: Message, *, exclude: str | None = None) -> threading.Event | None:
         """Queue `message` for its channel (but not connection `exclude`); the returned event is set once it has

@@ -344,6 +344,7 @@ class Hub:
             if sub is None:
                 raise Forbidden("anonymous connections may only subscribe to public channels")
             raise Forbidden(f"no subscribe permission on {channel}")
+        self.fanout.admit_join()
         with self._lock_for(channel):
             change = self.presence.add(sid, sub, channel, max_per_sid=self.max_subscriptions)
             backlog: list[Message] = []

@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 _STALE_JOIN_SECONDS = 60.0
 # How long a join waits for the listener to be subscribed (it starts with the first client, or reconnects).
 _LISTENER_WAIT_SECONDS = 5.0
+# A join still waiting for its marker after this long means the listener is that far behind (a reconnect storm): a
+# join started now would likely outlast its subscriber's wait (blueprints.realtime.namespace.ATTACH_TIMEOUT, 10 s),
+# and the backlog replayed for it would be work nobody waits for. New joins are refused at once until it catches up.
+JOIN_DELAY_LIMIT = 4.0
 
 
 class JoinMarkers(Protocol):
@@ -75,10 +79,20 @@ class RedisFanout:
         self._lock = threading.Lock()
         self._joins: dict[tuple[str, str], _Join] = {}
         self._failed = 0
+        self._delayed = 0
 
     def admit(self, count: int = 1) -> None:
         """Never refuses: nothing is queued in this process, and Redis itself refuses (503) a message it cannot
         take when the history store appends it."""
+
+    def admit_join(self) -> None:
+        """Refuse a join while the oldest one waiting for its marker has waited JOIN_DELAY_LIMIT (listener behind)."""
+        with self._lock:
+            oldest = next(iter(self._joins.values()), None)  # dicts keep insertion order: the first is the oldest
+            if oldest is None or time.monotonic() - oldest.since < JOIN_DELAY_LIMIT:
+                return
+            self._delayed += 1
+        raise Unavailable("subscriptions are waiting for the message queue, retry shortly", retry_after=2.0)
 
     def deliver(self, message: Message, *, exclude: str | None = None) -> None:
         """Nothing to do or to wait for: RedisHistoryStore.append_all broadcast the message (skipping `exclude` on
@@ -156,6 +170,6 @@ class RedisFanout:
 
     def stats(self) -> dict[str, int]:
         """`pending`: joins waiting for their marker; `failed`: joins that could not be placed (listener not
-        subscribed, Redis unreachable), since start."""
+        subscribed, Redis unreachable), `delayed`: joins refused by admit_join, both since start."""
         with self._lock:
-            return {"pending": len(self._joins), "failed": self._failed}
+            return {"pending": len(self._joins), "failed": self._failed, "delayed": self._delayed}

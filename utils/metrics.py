@@ -239,6 +239,9 @@ class FanoutCollector(Collector):
                                   "not be placed); each is logged", value=stats["failed"])
         yield GaugeMetricFamily(f"{PREFIX}_fanout_pending", "Fan-out items in flight (memory: queued for the worker; "
                                 "Redis: joins waiting for their marker)", value=stats["pending"])
+        yield CounterMetricFamily(f"{PREFIX}_fanout_joins_delayed", "Subscribes refused at once (`unavailable`, "
+                                  "retry_after 2 s) because earlier ones had waited 4 s for the message-queue "
+                                  "listener (Redis mode: it is behind)", value=stats.get("delayed", 0))
         refused = CounterMetricFamily(f"{PREFIX}_publish_refused", "Publishes answered 503: `fanout_full` (the "
                                       "fan-out queue at FANOUT_QUEUE_SIZE; not stored), `store_unavailable` (Redis "
                                       "unreachable, or fewer than REDIS_MIN_REPLICAS confirmed in time: then it may "

@@ -349,6 +349,18 @@ def test_subscribe_that_fails_on_history_leaves_no_presence_behind(hub, monkeypa
     assert hub.subscribe("s1", "alice", ["room"], "room").ready.wait(5)  # not "already subscribed"
 
 
+def test_subscribe_the_fanout_cannot_place_in_time_is_refused_before_anything_changes(hub, monkeypatch):
+    def listener_behind():
+        raise Unavailable("subscriptions are waiting for the message queue, retry shortly", retry_after=2.0)
+
+    monkeypatch.setattr(hub.fanout, "admit_join", listener_behind)
+    with pytest.raises(Unavailable):
+        hub.subscribe("s1", "alice", ["room"], "room")
+    assert hub.presence.channels_of("s1") == set()
+    monkeypatch.undo()
+    assert hub.subscribe("s1", "alice", ["room"], "room").ready.wait(5)
+
+
 @pytest.mark.parametrize("anonymous_presence_subs, anonymous_view", [(False, "anonymous"), (True, "subs")])
 def test_anonymous_presence_listeners_get_the_anonymous_view_unless_configured(
         worker, delivery, anonymous_presence_subs, anonymous_view):

@@ -237,6 +237,7 @@ def test_fanout_failures_and_refusals_reach_metrics_and_the_dashboard(monkeypatc
     samples = scrape(client)
     assert samples["signalboard_fanout_failed_total"] == {(): 2}
     assert samples["signalboard_fanout_pending"] == {(): 0}
+    assert samples["signalboard_fanout_joins_delayed_total"] == {(): 0}  # memory mode never delays a join
     assert samples["signalboard_publish_refused_total"] == {(("reason", "fanout_full"),): 1,
                                                             (("reason", "store_unavailable"),): 0}
     assert app.extensions["dashboard"]["sampler"].fanout_figures() == {"pending": 0, "failed": 2, "refused": 1}

@@ -1,4 +1,5 @@
-"""The Redis health monitor against a real redis-server: it reconnects a deaf listener, never a busy one.
+"""A listener behind, against a real redis-server: the health monitor reconnects a deaf listener, never a busy one,
+and joins are refused at once while earlier ones wait for it.
 
 A listener that is behind (in a reconnect storm it is starved of CPU for seconds) receives nothing new for as long
 as a dead subscription does; reconnecting it would drop what Redis already sent it, the join markers of waiting
@@ -16,9 +17,13 @@ from collections.abc import Callable
 import pytest
 import socketio
 
+from hub import redis_fanout
+from hub.errors import Unavailable
 from hub.external import history_for
+from hub.redis_fanout import RedisFanout
 from hub.redis_history import CHANNEL_ROOM_PREFIX
 from integration.redis_manager import ClusterQueueManager
+from tests.hub.recording_delivery import RecordingDelivery
 from utils import redis_health
 from utils.redis_health import RedisHealth
 
@@ -106,3 +111,27 @@ def test_a_deaf_idle_listener_is_reconnected(monitored, caplog):
     manager.probe(reached.set)
     assert reached.wait(5), "a marker after the reconnect never came back"
     _wait(lambda: health.check() is None, 10, "the monitor to report ready again")
+
+
+def test_joins_are_refused_at_once_while_earlier_ones_wait_for_a_listener_behind(monitored):
+    """A join replays its backlog through Redis; one started while the listener is far behind would outlast its
+    subscriber's wait, so it is refused before anything is published, and joins pass again once it caught up."""
+    manager, _ = monitored
+    delivery = RecordingDelivery()
+    fanout = RedisFanout(manager.history, manager, delivery)
+    busy = threading.Event()
+    manager.probe(lambda: (busy.set(), time.sleep(redis_fanout.JOIN_DELAY_LIMIT + 1.5)))
+    _wait(busy.is_set, 5, "the listener to be held busy")
+    fanout.admit_join()
+    first = fanout.attach("a", "orders", [])
+    time.sleep(redis_fanout.JOIN_DELAY_LIMIT * 0.5)
+    fanout.admit_join()  # the first join has not waited long yet
+    time.sleep(redis_fanout.JOIN_DELAY_LIMIT * 0.5 + 0.2)
+    with pytest.raises(Unavailable) as refused:
+        fanout.admit_join()
+    assert refused.value.retry_after == 2.0
+    assert fanout.stats() == {"pending": 1, "failed": 0, "delayed": 1}
+    assert first.wait(10), "the join waiting behind the busy listener was never placed"
+    assert delivery.audience["orders"] == {"a"}
+    fanout.admit_join()
+    assert fanout.stats() == {"pending": 0, "failed": 0, "delayed": 1}
