@@ -99,11 +99,14 @@ end
 -- so numbers keep their exact JSON spelling.
 -- `skip` is the JSON of python-socketio's skip_sid: null, or the sid every instance leaves out of the emit.
 -- python-socketio's emit packet; its keys, in this order, are integration/pubsub_packets.py EMIT_KEYS (pins check).
-local function emit_packet(room, channel, entry, host, extra, skip)
-  local meta = '{"channel":' .. cjson.encode(channel) .. ',"offset":' .. offset_of(entry[1])
+-- The arguments a client gets with a message: its data, as stored, then its meta.
+local function message_args(channel, entry)
+  return field(entry, 'd') .. ',{"channel":' .. cjson.encode(channel) .. ',"offset":' .. offset_of(entry[1])
     .. ',"id":' .. cjson.encode(field(entry, 'i')) .. ',"ts":' .. field(entry, 't') .. '}'
-  return '{"method":"emit","event":' .. cjson.encode(field(entry, 'e')) .. ',"data":[' .. field(entry, 'd')
-    .. ',' .. meta .. '],"binary":false,"namespace":"/","room":' .. cjson.encode(room)
+end
+local function emit_packet(room, channel, entry, host, extra, skip)
+  return '{"method":"emit","event":' .. cjson.encode(field(entry, 'e')) .. ',"data":[' .. message_args(channel, entry)
+    .. '],"binary":false,"namespace":"/","room":' .. cjson.encode(room)
     .. ',"skip_sid":' .. skip .. ',"callback":null,"host_id":' .. cjson.encode(host) .. extra .. '}'
 end
 """
@@ -174,10 +177,11 @@ if #entries > 0 and offset_of(entries[1][1]) == from + 1 then complete = 1 end
 return {complete, latest, epoch, entries}
 """
 
-# Publishes every held message after `after` to one connection's room, then the marker (a python-socketio
-# `callback` packet, completed with the latest offset and the epoch) that tells its instance where the
-# replay ends in the pub/sub order. KEYS: epoch, offsets, stream.
-# ARGV: channel, after, max_age_ms, epoch candidate, pubsub channel, sid room, host, marker prefix.
+# Publishes every held message after `after` to one connection's room as one BACKLOG_METHOD packet (a packet per
+# message cost the listener of every instance that many packets), then the marker (a python-socketio `callback`
+# packet, completed with the latest offset and the epoch) that tells its instance where the replay ends in the
+# pub/sub order. KEYS: epoch, offsets, stream.
+# ARGV: channel, after, max_age_ms, epoch candidate, pubsub channel, sid room, marker prefix, backlog method.
 _REPLAY = _LUA_HELPERS + """
 local epoch = get_epoch(KEYS[1], ARGV[4])
 local latest = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
@@ -188,14 +192,19 @@ if after < latest then
   trim_old(KEYS[3], now_ms() - tonumber(ARGV[3]))
   local entries = redis.call('XRANGE', KEYS[3], (after + 1) .. '-0', '+')
   if #entries == 0 or offset_of(entries[1][1]) ~= after + 1 then complete = 0 end
-  for _, entry in ipairs(entries) do
-    redis.call('PUBLISH', ARGV[5], emit_packet(ARGV[6], ARGV[1], entry, ARGV[7], '', 'null'))
-    sent = sent + 1
+  if #entries > 0 then
+    local messages = {}
+    for i, entry in ipairs(entries) do
+      messages[i] = '[' .. cjson.encode(field(entry, 'e')) .. ',' .. message_args(ARGV[1], entry) .. ']'
+    end
+    redis.call('PUBLISH', ARGV[5], '{"method":' .. cjson.encode(ARGV[8]) .. ',"room":' .. cjson.encode(ARGV[6])
+      .. ',"messages":[' .. table.concat(messages, ',') .. ']}')
+    sent = #entries
   end
 elseif after > latest then
   complete = 0
 end
-redis.call('PUBLISH', ARGV[5], ARGV[8] .. latest .. ',' .. cjson.encode(epoch) .. ']}')
+redis.call('PUBLISH', ARGV[5], ARGV[7] .. latest .. ',' .. cjson.encode(epoch) .. ']}')
 return {complete, latest, epoch, sent}
 """
 
@@ -219,6 +228,10 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 
+# Our own queue packet, {"method": BACKLOG_METHOD, "room", "messages": [[event, data, meta], ...]}: a recovering
+# connection's backlog in one message (replay()), which integration/redis_manager.py's listener handles itself:
+# python-socketio never sees it.
+BACKLOG_METHOD = "signalboard:backlog"
 # Who the queue packets claim to come from. No python-socketio instance has this host id, so every instance's
 # listener handles them, including the one whose hub published.
 BROADCAST_HOST_ID = "signalboard"
@@ -500,7 +513,7 @@ class RedisHistoryStore(HistoryStore):
                 keys=[self.keys.epoch, self.keys.offsets, self.keys.stream(channel)],
                 args=[
                     channel, after, self.max_age_ms, self._epoch_candidate(), self.broadcast.pubsub_channel,
-                    sid_room, BROADCAST_HOST_ID, marker_prefix,
+                    sid_room, marker_prefix, BACKLOG_METHOD,
                 ],
             )
         self._epoch = epoch

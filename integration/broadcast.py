@@ -19,6 +19,8 @@ unchanged; emits with a callback go to `Manager.emit` itself. A closed session's
 `Socket.send` would; a session past its ping timeout is closed by python-engineio's service task instead of by
 the next send. Each participant gets the packets once, in emit order (the fan-out worker emits a channel's
 messages one after the other, and a connection sends directly only while nothing of it is buffered).
+`emit_each` sends several emits to one room the same way, each connection getting all their frames in one write: a
+recovering client's backlog, which arrives from Redis as one packet (integration/redis_manager.py).
 
 Internals it relies on (integration/pins.py checks them): `Manager.emit`'s packet building (`packet_class`,
 `encode()`, one `eio_packet.Packet(MESSAGE, p)` per encoded part), `get_participants(namespace, room)` yielding
@@ -28,7 +30,7 @@ python-engineio's service task checking every session's ping timeout.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import socketio
@@ -64,14 +66,34 @@ class BroadcastManager(socketio.Manager):
         if namespace in (None, "/"):
             self.taps.deliver(to or room, event, data, skip_sid)
 
+    def emit_each(self, emits: Sequence[tuple[str, tuple[Any, ...]]], namespace: str, room: str) -> None:
+        """Several callback-less emits to one room, in order, as `emit` would send them one by one, but each shared
+        websocket gets all their frames in one write: a recovering client's backlog (integration/redis_manager.py)."""
+        if self.loop is None:
+            for event, data in emits:
+                self.emit(event, data, namespace, room=room)
+            return
+        if namespace in self.rooms:
+            encoded = [self._encode(event, data, namespace) for event, data in emits]
+            self._hand_over(namespace, room, None, [pkt for pkts, _ in encoded for pkt in pkts],
+                            b"".join(frames for _, frames in encoded))
+        if namespace in (None, "/"):
+            for event, data in emits:
+                self.taps.deliver(room, event, data, None)
+
     def _emit_to_sessions(self, event: Any, data: Any, namespace: Any, room: Any = None, skip_sid: Any = None,
                           callback: Any = None, to: Any = None, **kwargs: Any) -> None:
         if callback or self.loop is None:
             return super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, to=to,
                                 **kwargs)
-        room = to or room
         if namespace not in self.rooms:
             return None
+        eio_pkts, frames = self._encode(event, data, namespace)
+        self._hand_over(namespace, to or room, skip_sid, eio_pkts, frames)
+        return None
+
+    def _encode(self, event: Any, data: Any, namespace: Any) -> tuple[list[eio_packet.Packet], bytes]:
+        """The Engine.IO packets of an emit, built as Manager.emit builds them, and their websocket frames."""
         if isinstance(data, tuple):  # as Manager.emit: a tuple is several arguments
             data = list(data)
         elif data is not None:
@@ -81,7 +103,10 @@ class BroadcastManager(socketio.Manager):
         encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event] + data).encode()
         eio_pkts = [eio_packet.Packet(eio_packet.MESSAGE, part)
                     for part in (encoded if isinstance(encoded, list) else [encoded])]
-        frames = b"".join(packet_frame(pkt) for pkt in eio_pkts)
+        return eio_pkts, b"".join(packet_frame(pkt) for pkt in eio_pkts)
+
+    def _hand_over(self, namespace: Any, room: Any, skip_sid: Any, eio_pkts: list[eio_packet.Packet],
+                   frames: bytes) -> None:
         # The loop below runs once per recipient: everything it can do once is done here (no attribute lookups, no
         # allocation per recipient; a written-through send needs no flush, so to_flush stays empty in the common case).
         get_conn = self.direct.get
@@ -97,7 +122,6 @@ class BroadcastManager(socketio.Manager):
                 to_flush.append(conn)
         if to_flush and self.loop is not None:
             self.loop.flush_all(to_flush)
-        return None
 
     def _send_by_library(self, eio_sid: str, eio_pkts: list[eio_packet.Packet]) -> None:
         """python-socketio's own path, for a recipient not on a shared websocket (polling, upgrading, threaded)."""

@@ -30,7 +30,7 @@ from redis.retry import Retry
 
 from hub.errors import Unavailable
 from hub.redis_client import CONNECT_TIMEOUT, OUTAGE_ERRORS, client_for
-from hub.redis_history import BROADCAST_HOST_ID, RedisHistoryStore
+from hub.redis_history import BACKLOG_METHOD, BROADCAST_HOST_ID, RedisHistoryStore
 from integration.broadcast import BroadcastManager
 from integration.manager import SerializedMembership
 from integration.pubsub_packets import SIGNALBOARD_KEY, callback_id, callback_prefix, emit_packet
@@ -215,7 +215,12 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager, Broadcast
                     continue  # (pongs of redis-py's health checks prove the connection, not the subscription)
                 self.last_receive = time.monotonic()
                 packet = self._decode(message["data"])
-                if packet is not None and self._is_new(packet):
+                if packet is not None and packet.get("method") == BACKLOG_METHOD:
+                    try:
+                        self._send_backlog(packet)
+                    except Exception:  # as python-socketio's dispatch does for the packets it handles
+                        log.exception("a backlog packet could not be sent")
+                elif packet is not None and self._is_new(packet):
                     self._count(packet)
                     yield packet
             except (*OUTAGE_ERRORS, Unavailable) as exc:
@@ -234,6 +239,16 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager, Broadcast
             log.warning("ignored a message-queue packet that is not JSON")
             return None
         return packet if isinstance(packet, dict) else None
+
+    def _send_backlog(self, packet: dict[str, Any]) -> None:
+        """A recovering connection's backlog (hub.redis_history's replay), here if the connection is: its messages
+        in one write (BroadcastManager.emit_each), still ahead of its join marker."""
+        room, messages = packet.get("room"), packet.get("messages")
+        if not isinstance(room, str) or not isinstance(messages, list):
+            return
+        if not self.room_members("/", room) and not self.taps.known(room):  # an SSE stream's room is its sid
+            return  # held by another instance: nothing to encode here
+        self.emit_each([(event, tuple(args)) for event, *args in messages], "/", room)
 
     def _is_new(self, packet: dict[str, Any]) -> bool:
         """False for a live message this instance already delivered (during catch-up); records the rest."""

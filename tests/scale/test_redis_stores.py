@@ -12,7 +12,7 @@ import redis
 from hub.errors import AlreadySubscribed, TooManySubscriptions, Unavailable
 from hub.presence import PresenceChange
 from hub.redis_client import RedisKeys, connect
-from hub.redis_history import Broadcast, RedisHistoryStore
+from hub.redis_history import BACKLOG_METHOD, Broadcast, RedisHistoryStore
 from hub.redis_presence import RedisPresenceRegistry
 from tests.scale.processes import RedisProcess
 
@@ -138,11 +138,15 @@ def test_append_publishes_in_offset_order_with_socketio_packets(client, keys):
     marker = '{"method":"callback","host_id":"h","sid":"x","namespace":"/","id":7,"args":['
     replay = store.replay("prices", 1, "SID", marker)
     assert (replay.complete, replay.latest, replay.sent) == (True, 3, 2)
-    replayed = [json.loads(pubsub.get_message(timeout=2)["data"]) for _ in range(3)]
-    assert [p["room"] for p in replayed[:2]] == ["SID", "SID"]
-    assert [p["data"][1]["offset"] for p in replayed[:2]] == [2, 3]
-    assert replayed[2] == {"method": "callback", "host_id": "h", "sid": "x", "namespace": "/", "id": 7,
-                           "args": [3, store.epoch]}
+    # The backlog in one packet (the listener of every instance reads one, not one per message), then the marker.
+    backlog, reached = [json.loads(pubsub.get_message(timeout=2)["data"]) for _ in range(2)]
+    assert backlog["method"] == BACKLOG_METHOD and backlog["room"] == "SID"
+    # Each replayed message as the live packet of its offset carried it: event, data, meta.
+    assert backlog["messages"] == [[p["event"], *p["data"]] for p in packets[1:]]
+    assert reached == {"method": "callback", "host_id": "h", "sid": "x", "namespace": "/", "id": 7,
+                       "args": [3, store.epoch]}
+    assert store.replay("prices", 3, "SID", marker).sent == 0  # nothing owed: no backlog packet, only the marker
+    assert json.loads(pubsub.get_message(timeout=2)["data"])["method"] == "callback"
     pubsub.close()
 
 

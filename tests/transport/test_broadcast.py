@@ -26,6 +26,14 @@ class FakeConn:
         return not was_pending
 
 
+class RecordingTap:
+    def __init__(self) -> None:
+        self.emits: list[tuple[str, list[Any]]] = []
+
+    def deliver(self, event: str, args: list[Any]) -> None:
+        self.emits.append((event, list(args)))
+
+
 class FakeLoop:
     def __init__(self) -> None:
         self.flushes: list[list[Any]] = []
@@ -105,3 +113,22 @@ def test_both_managers_reach_the_fast_path_where_python_socketio_calls_manager_e
         assert all(mro.index(BroadcastManager) > mro.index(base) for base in mro
                    if base.__module__.startswith("socketio.") and base is not socketio.Manager
                    and issubclass(base, socketio.Manager))
+
+
+def test_emit_each_hands_a_shared_websocket_every_frame_in_one_write_and_the_others_each_packet_in_order():
+    manager, server, sids = manager_with("ws-a", "polling")
+    manager.enter_room(sids["ws-a"], "/", "owed")  # a recovering connection's room (its sid room in the app)
+    manager.enter_room(sids["polling"], "/", "owed")
+    conns = {"ws-a": FakeConn()}
+    manager.use_shared_transport(conns, FakeLoop())
+    stream = RecordingTap()  # an SSE stream in the room
+    manager.taps.register("stream-1", stream)
+    manager.taps.enter("stream-1", "owed")
+    emits = [("tick", ({"n": 1}, {"offset": 1})), ("tock", ({"n": 2}, {"offset": 2}))]
+    manager.emit_each(emits, "/", "owed")
+    assert conns["ws-a"].frames == [expected_frame("tick", [{"n": 1}, {"offset": 1}])
+                                    + expected_frame("tock", [{"n": 2}, {"offset": 2}])]
+    assert [(eio_sid, pkt.data) for eio_sid, pkt in server.sent] == [
+        ("polling", socketio.packet.Packet(socketio.packet.EVENT, namespace="/", data=[event, *data]).encode())
+        for event, data in emits]
+    assert stream.emits == [(event, list(data)) for event, data in emits]
