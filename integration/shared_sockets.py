@@ -10,7 +10,8 @@ one interval. Here every Engine.IO socket is adopted into `SharedSocket` when it
 - a websocket upgrade answers the handshake itself, takes the TCP connection over from gunicorn and returns the
   gthread thread to the pool; the shared loop reads, parses (wsproto) and runs the Engine.IO upgrade dance.
 
-Event handlers still run in their own threads, as python-engineio starts them; only the transport changed.
+Event handlers still run in threads of their own, as python-engineio starts them, but those threads are reused
+while idle (transport/handler_threads.py) instead of one new thread per packet; only the transport changed.
 
 Hooks, each replacing one python-engineio (or gunicorn) internal; integration/pins.py checks each of them:
 - `SharedTransport.adopt`: a live `__class__` swap of the socket python-engineio just created (at connect, from
@@ -51,6 +52,7 @@ from integration.bounded_sockets import BoundedSendQueue, BoundedSocket, bound_s
 from integration.session_environ import slim_environ
 from transport import inbound
 from transport.frames import HandshakeError, handshake_response, packet_frame
+from transport.handler_threads import HandlerThreads
 from transport.loop import SharedLoop
 from transport.send_bound import SLOW_CONSUMER
 from transport.websocket import WebSocketConnection
@@ -225,13 +227,13 @@ class EngineIOWebSocket:
             # answer) can be handled in that gap and dropped as "not connected". So the connect is handled to
             # the end before anything else this client sent.
             self.connecting = True
-            self.socket.server.start_background_task(self._connect_namespace, pkt)
+            self.transport.handlers.run(self._connect_namespace, pkt)
         elif pkt.packet_type == eio_packet.MESSAGE and self.socket.server.async_handlers:
             self.socket.receive(pkt)  # python-engineio starts the handler thread itself
         else:
             # Anything that may run application code synchronously (a close packet runs the disconnect handler)
             # leaves the loop thread.
-            self.socket.server.start_background_task(self._receive_in_thread, pkt)
+            self.transport.handlers.run(self._receive_in_thread, pkt)
 
     def _connect_namespace(self, pkt: eio_packet.Packet) -> None:
         try:
@@ -270,7 +272,7 @@ class EngineIOWebSocket:
             self.socket.upgrading = False  # the upgrade failed; the session carries on over polling
             return
         reason = SLOW_CONSUMER if self.conn.slow_consumer else self.socket.server.reason.TRANSPORT_CLOSE
-        self.socket.server.start_background_task(self.transport.end_session, self.socket, reason)
+        self.transport.handlers.run(self.transport.end_session, self.socket, reason)
 
 
 class SharedTransport:
@@ -280,6 +282,8 @@ class SharedTransport:
         self.server = engineio_server
         self.max_buffered = max_buffered
         self.loop = SharedLoop(start_task)
+        # The threads client packets are handled in (python-engineio would start one per packet): kept while idle.
+        self.handlers = HandlerThreads()
         # Sessions whose packets go straight to their websocket (attached sinks), by sid: the broadcast fast path's
         # recipients. Written by attach and on_close; read by broadcasts (a dict lookup is atomic).
         self.direct: dict[str, WebSocketConnection] = {}

@@ -6,11 +6,14 @@ import threading
 import time
 from typing import Any
 
+from transport.handler_threads import IDLE_NAME
+
 STARTED_AT = time.time()
 
-# gunicorn's gthread pool names its threads after the executor; everything else (per-connection Engine.IO writers,
-# simple-websocket readers, ping timers, our own tasks) is what can leak.
-_POOL_THREAD_PREFIX = "ThreadPoolExecutor"
+# gunicorn's gthread pool names its threads after the executor, and the shared transport's idle handler threads
+# (transport/handler_threads.py) wait for their next call; everything else (per-connection Engine.IO writers,
+# simple-websocket readers, ping timers, our own tasks, handlers at work) is what can leak.
+_POOL_THREAD_PREFIXES = ("ThreadPoolExecutor", IDLE_NAME)
 
 
 def connected_clients(engineio_server: Any, sse: int = 0) -> dict[str, int]:
@@ -35,7 +38,7 @@ def sse_count(extensions: Any) -> int:
 
 
 def thread_counts() -> dict[str, int]:
-    pool = sum(1 for t in threading.enumerate() if t.name.startswith(_POOL_THREAD_PREFIX))
+    pool = sum(1 for t in threading.enumerate() if t.name.startswith(_POOL_THREAD_PREFIXES))
     total = threading.active_count()
     return {"total": total, "pool": pool, "other": total - pool}
 
