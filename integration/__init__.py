@@ -30,7 +30,9 @@ Installed by `install_integration`, in this order:
    Before it, session_counts.py puts a counting dict in python-engineio's `Server.sockets` (filled by
    `self.sockets[sid] = s`, emptied by `del`/`pop`) and the adopted classes turn `closed`/`upgraded` into
    properties that move the counts: admission reads them on every handshake instead of walking every session.
-5. message guard slot, filled by utils/malformed_input.py: reads python-socketio's `_binary_packet`.
+5. message guard slot, filled by utils/malformed_input.py: reads python-socketio's `_binary_packet`; and
+   decoded_packets.py replaces python-socketio's `Server.packet_class` on the instance, so `_handle_eio_message`
+   takes the packet the guard decoded instead of decoding the same text again.
 6. inbound gate, in the adopted socket classes: `Socket.receive` (bounded_sockets.py) and the shared loop's
    receive check each client packet (transport/inbound.py) before python-engineio starts a handler thread for it;
    python-socketio's per-packet "not connected to namespace" warning is brought to DEBUG, and its namespace test
@@ -55,7 +57,8 @@ Called by the drain (utils/drain.py) in the worker: gunicorn_listeners.py closes
 Named by gunicorn.conf.py's `worker_class`: request_reader.py subclasses gunicorn gthread's `ThreadWorker`
 (`accept`, `enqueue_req`, `handle`, `murder_pending`, `TConn`, the parser's `Unreader`) so request heads and bodies
 are read on the poller, never in the thread pool (slow requests, per-address connection cap); its `accept`
-keeps gunicorn_descriptors.py's answer when out of descriptors.
+keeps gunicorn_descriptors.py's answer when out of descriptors; a direct websocket handshake is served on the
+poller itself (`handle`, then `finish_request` with a done future; `negotiation.prior_knowledge_allowed`).
 
 Used by the SSE stream (transport/sse.py): room_taps.py makes streams members of python-socketio's rooms, fed by
 broadcast.py's local emit; stream_takeover.py (WSGI middleware) hands a stream's connection from gunicorn to the
@@ -71,6 +74,7 @@ from flask import Flask
 from flask_socketio import SocketIO
 
 from integration.broadcast import BroadcastManager
+from integration.decoded_packets import install_decoded_packets
 from integration.lifecycle import install_lifecycle
 from integration.manager import build_client_manager
 from integration.observers import SocketObservers
@@ -114,7 +118,9 @@ def install_integration(app: Flask, socketio: SocketIO, **socketio_options: Any)
         inline_event_handlers(server)  # one thread per event from a shared-loop websocket, not two
     install_not_connected_filter()
     app.extensions["websocket_transport"] = transport
-    # 5. The message guard slot is filled by utils/malformed_input.py (register_error_handlers in app.py).
+    # 5. The message guard slot is filled by utils/malformed_input.py (register_error_handlers in app.py);
+    #    python-socketio takes the packet the guard decoded instead of decoding the message again.
+    install_decoded_packets(server)
     log.debug("library hooks installed (%s websocket transport)", app.config["WEBSOCKET_TRANSPORT"])
     return observers
 

@@ -112,11 +112,13 @@ def internal_mismatches() -> list[str]:
     from gunicorn.http import parser as gunicorn_parser
     from gunicorn.http import unreader as gunicorn_unreader
     from gunicorn.http import wsgi as gunicorn_wsgi
+    from gunicorn.http2 import negotiation as gunicorn_negotiation
     from gunicorn.workers import base as gunicorn_base
     from gunicorn.workers import gthread
     from simple_websocket import ws as simple_websocket_ws
     from socketio import base_manager, manager, pubsub_manager, redis_manager
     from socketio import base_server as sio_base_server
+    from socketio import packet as sio_packet
     from socketio import server as sio_server
     from wsproto import connection as ws_connection
 
@@ -320,9 +322,23 @@ def internal_mismatches() -> list[str]:
          and "conn.init()" in _source(gthread.ThreadWorker.handle)
          and "self.parser = http.get_parser(self.cfg, self.sock, self.client)" in _source(gthread.TConn.init),
          "gunicorn gthread ThreadWorker.handle skips its data wait when data_ready; TConn.init makes the parser"),
+        (_params(gthread.ThreadWorker.finish_request) == ["self", "conn", "fs"]
+         and "result = fs.result() if not fs.cancelled() else False" in _source(gthread.ThreadWorker.finish_request)
+         and "self.method_queue.defer(self.finish_request, conn, fut)" in _source(gthread.ThreadWorker.enqueue_req)
+         and _params(gunicorn_negotiation.prior_knowledge_allowed) == ["cfg", "peer_addr"]
+         and "negotiation.read_preface_blocking(self.sock)" in _source(gthread.TConn.init),
+         "gunicorn gthread finishes a handled request with finish_request(conn, fs) on the poller (fs.result()), and "
+         "TConn.init reads a blocking preface only when negotiation.prior_knowledge_allowed(cfg, peer_addr)"),
         (callable(getattr(gunicorn_unreader.Unreader, "take_buffered", None))
          and "self.buf.write(data)\n        self.buf.write(rest)" in _source(gunicorn_unreader.Unreader.unread),
          "gunicorn Unreader.take_buffered() and unread(data) putting data before what it holds"),
+        # --- decoded_packets.py: the packet python-socketio decodes from each message ---
+        ("pkt = self.packet_class(encoded_packet=data)" in _source(sio_server.Server._handle_eio_message)
+         and _params(sio_packet.Packet.__init__) == ["self", "packet_type", "data", "namespace", "id", "binary",
+                                                     "encoded_packet"]
+         and not hasattr(sio_packet.Packet, "__slots__"),
+         "socketio Server._handle_eio_message decodes with self.packet_class(encoded_packet=data); Packet(packet_type, "
+         "data, namespace, id, binary, encoded_packet) keeps its fields in __dict__"),
         # --- the inbound gate (transport/inbound.py) and the connect timeout (utils/connect_timeout.py) ---
         ("self.logger.warning('%s is not connected to namespace %s',"
          in _source(sio_server.Server._handle_event),

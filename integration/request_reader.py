@@ -16,6 +16,11 @@ parser. So:
   chunked), as gunicorn reads them (the app refuses oversize bodies from their Content-Length without reading them).
   The poller only finds where a body ends: gunicorn's parser still reads and judges every byte.
 
+With the shared websocket transport, a direct websocket Engine.IO handshake (GET /socket.io/?transport=websocket
+without a sid, no body) is not handed to the pool at all: the poller serves it itself (`handle`, then gthread's
+`finish_request`), since the shared transport answers it without blocking and takes the connection over; the pool
+round trip was a large part of a connect's cost.
+
 TLS terminated by gunicorn and HTTP/2 take gunicorn's own path unchanged.
 """
 
@@ -28,9 +33,12 @@ import selectors
 import socket
 import time
 from collections import deque
+from concurrent.futures import Future
 from functools import partial
 from typing import Any
+from urllib.parse import parse_qs
 
+from gunicorn.http2 import negotiation
 from gunicorn.workers import gthread
 from prometheus_client import Counter
 
@@ -63,6 +71,28 @@ TOO_MANY_RESPONSE = _response("429 Too Many Requests", "Retry-After: 5\r\n")
 CHUNKED = -1  # body_length: the body is chunked (ChunkedBody finds its end)
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,8}")  # at most 4 GiB: longer sizes are left to gunicorn's parser
 MAX_CHUNK_LINE = 4096  # a chunk-size line (with extensions) or a trailer longer than this is left to gunicorn
+
+
+def is_direct_websocket_handshake(buffer: bytearray, end: int) -> bool:
+    """Whether the request head `buffer[:end]` opens an Engine.IO session straight on a websocket (GET /socket.io/
+    with transport=websocket, no sid, an Upgrade: websocket header, no body): what the shared transport answers
+    without blocking."""
+    line_end = buffer.find(b"\r\n", 0, end)
+    if not buffer.startswith(b"GET /socket.io/?") or line_end < 0:
+        return False
+    query = bytes(buffer[buffer.find(b"?") + 1:buffer.rfind(b" ", 0, line_end)])
+    fields = parse_qs(query.decode("latin-1"))
+    if fields.get("transport") != ["websocket"] or "sid" in fields:
+        return False
+    upgrade = chunked_or_sized = False
+    for header in bytes(buffer[line_end + 2:end]).split(b"\r\n"):
+        name, _, value = header.partition(b":")
+        name = name.strip().lower()
+        if name == b"upgrade":
+            upgrade = value.strip().lower() == b"websocket"
+        elif name in (b"content-length", b"transfer-encoding"):
+            chunked_or_sized = chunked_or_sized or value.strip() not in (b"0", b"")
+    return upgrade and not chunked_or_sized
 
 
 def body_length(head: bytes) -> int | None:
@@ -144,7 +174,8 @@ class ReadingConn(gthread.TConn):
 
 
 class RequestReadingWorker(gthread.ThreadWorker):
-    """See the module docstring. Everything here runs on the worker's main (poller) thread except `handle`."""
+    """See the module docstring. Everything here runs on the worker's main (poller) thread; `handle` runs in a pool
+    thread, or here for a direct websocket handshake."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -152,6 +183,9 @@ class RequestReadingWorker(gthread.ThreadWorker):
         self.read_timeout = float(settings["REQUEST_READ_TIMEOUT"])
         self.max_per_address = settings["MAX_CONNECTIONS_PER_ADDRESS"]
         self.trusted_proxies = settings["TRUSTED_PROXIES"]
+        # Only the shared transport answers a websocket handshake without blocking: the threaded one serves the
+        # websocket in the handshake's thread for the connection's whole life.
+        self.handshakes_here = settings["WEBSOCKET_TRANSPORT"] == "shared"
         self.connections: dict[str, int] = {}  # address -> open connections (poller thread only)
         self.reading: deque[ReadingConn] = deque()  # connections being read, in deadline order
         self._loop_running = False  # run()'s loops are dispatching the method queue (handle_quit)
@@ -237,8 +271,24 @@ class RequestReadingWorker(gthread.ThreadWorker):
         self.reading.remove(conn)
         conn.ready = True
         conn.data_ready = True
-        super().enqueue_req(conn)
+        if self.handshakes_here and is_direct_websocket_handshake(conn.buffer, end) \
+                and not negotiation.prior_knowledge_allowed(self.cfg, conn.client):
+            self._handle_here(conn)
+        else:
+            super().enqueue_req(conn)
         return True
+
+    def _handle_here(self, conn: ReadingConn) -> None:
+        """Serve the request on this (poller) thread, as a pool thread would, and finish it as gthread does when a
+        pool thread is done (`finish_request`, given the result as a done future).
+
+        Only for a direct websocket Engine.IO handshake: the shared transport answers it and takes the connection
+        over (integration/shared_sockets.py) without blocking, every byte of the request is already read, and so the
+        pool round trip (a submit, a thread woken, a done callback back through gthread's method queue, two GIL
+        hand-overs) was most of what it cost besides the application itself (docs/perf.md, connect path)."""
+        done: Future[Any] = Future()
+        done.set_result(self.handle(conn))
+        self.finish_request(conn, done)
 
     def _drop(self, conn: ReadingConn, response: bytes = b"") -> None:
         try:
@@ -293,7 +343,8 @@ class RequestReadingWorker(gthread.ThreadWorker):
         finally:
             self._loop_running = False
 
-    # Extends ThreadWorker.handle (in a pool thread): the bytes read on the poller go to gunicorn's parser first.
+    # Extends ThreadWorker.handle (in a pool thread, or on the poller by _handle_here): the bytes read on the poller go
+    # to gunicorn's parser first.
     def handle(self, conn: Any) -> Any:
         if isinstance(conn, ReadingConn) and conn.ready:
             conn.ready = False

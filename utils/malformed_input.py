@@ -32,6 +32,7 @@ from flask import Flask
 from socketio import packet as sio_packet
 
 from integration import socket_observers
+from integration.decoded_packets import reuse
 from integration.library_texts import ENGINEIO_PACKET_MODULE, LOG_ONCE_SUFFIX
 from utils.socket_guard import query_sid
 
@@ -111,22 +112,27 @@ class PollingPayloadCheck:
         return [body]
 
 
-def socketio_packet_problem(data: Any, binary_pending: bool,
-                            joined: Callable[[str], bool] = lambda namespace: True) -> str | None:
-    """Why python-socketio could not handle this Engine.IO message, or None when it can.
+def socketio_packet_problem(data: Any, binary_pending: bool, joined: Callable[[str], bool] = lambda namespace: True,
+                            ) -> tuple[str | None, sio_packet.Packet | None]:
+    """Why python-socketio could not handle this Engine.IO message (None when it can), and the packet decoded from
+    it (None for a binary attachment or an undecodable text).
 
     `joined(namespace)` tells whether the client has connected to that namespace: python-socketio raises on a binary
     packet for any other."""
     if binary_pending:
-        return None if isinstance(data, bytes) else "a text packet arrived where a binary attachment was due"
+        return (None if isinstance(data, bytes) else "a text packet arrived where a binary attachment was due"), None
     if not isinstance(data, str):
-        return "a binary attachment arrived without a binary packet announcing it"
+        return "a binary attachment arrived without a binary packet announcing it", None
     try:
         pkt = sio_packet.Packet(encoded_packet=data)
     # ValueError covers malformed JSON; TypeError and IndexError an empty or truncated header; RecursionError JSON
     # nested deeper than the decoder goes.
     except (ValueError, TypeError, IndexError, RecursionError):
-        return "undecodable Socket.IO packet"
+        return "undecodable Socket.IO packet", None
+    return _packet_problem(pkt, joined), pkt
+
+
+def _packet_problem(pkt: sio_packet.Packet, joined: Callable[[str], bool]) -> str | None:
     if pkt.packet_type not in CLIENT_SOCKETIO_TYPES:
         return f"Socket.IO packet type {pkt.packet_type} is not sent by clients"
     if pkt.packet_type in (sio_packet.EVENT, sio_packet.BINARY_EVENT):
@@ -156,7 +162,10 @@ def socketio_message_guard(socketio_server: Any) -> Callable[[str, Any, Callable
         # sid -> packet waiting for its attachments; integration/pins.py checks python-socketio still keeps it there.
         pending = socketio_server._binary_packet
         binary_pending = eio_sid in pending
-        problem = socketio_packet_problem(data, binary_pending, joined(eio_sid))
+        problem, pkt = socketio_packet_problem(data, binary_pending, joined(eio_sid))
+        if problem is None and pkt is not None:
+            with reuse(data, pkt):  # python-socketio takes this packet instead of decoding the text again
+                return deliver()
         if problem is None and not binary_pending:
             return deliver()
         if problem is None:

@@ -65,13 +65,17 @@ class TokenExpiry:
             return
         now = self._clock()
         warn_at = warning_time(exp, now)
+        warning = (warn_at, next(self._order), sid, exp, _WARN)
         with self._changed:
             self._expiry[sid] = exp
-            heapq.heappush(self._heap, (warn_at, next(self._order), sid, exp, _WARN))
+            heapq.heappush(self._heap, warning)
             heapq.heappush(self._heap, (float(exp), next(self._order), sid, exp, _EXPIRE))
             start = not self._started and not self._stopped
             self._started = True
-            self._changed.notify()
+            # The task sleeps until the earliest deadline: only a new earliest one needs it awake (a connect storm
+            # with same-length tokens woke it, and made it wait for the lock, once per connection).
+            if self._heap[0] is warning:
+                self._changed.notify()
         if start:
             self._start_task(self.TASK, self._run, self.stop)
 

@@ -1,0 +1,68 @@
+"""A direct websocket Engine.IO handshake is answered on gunicorn's poller thread (integration/request_reader.py),
+not in the gthread pool: with every pool thread busy, a client still connects, joins the namespace and subscribes."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import requests
+
+from integration.request_reader import is_direct_websocket_handshake
+from tests.eio import RawWebSocket
+from tests.transport.test_shared_server import subscribed_websocket
+
+THREADS = 4
+HOLD_SECONDS = 6.0
+
+
+def head(text: str) -> tuple[bytearray, int]:
+    buffer = bytearray(text.replace("\n", "\r\n").encode() + b"\r\n")
+    return buffer, buffer.find(b"\r\n\r\n")
+
+
+@pytest.mark.parametrize(("request_head", "direct"), [
+    ("GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\nHost: x\nUpgrade: websocket\nConnection: Upgrade\n", True),
+    ("GET /socket.io/?transport=websocket&EIO=4 HTTP/1.1\nupgrade: WebSocket\n", True),
+    ("GET /socket.io/?EIO=4&transport=websocket&sid=abc HTTP/1.1\nUpgrade: websocket\n", False),  # an upgrade
+    ("GET /socket.io/?EIO=4&transport=polling HTTP/1.1\nUpgrade: websocket\n", False),
+    ("GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\nHost: x\n", False),  # no Upgrade header
+    ("GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\nUpgrade: websocket\nContent-Length: 5\n", False),
+    ("GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\nUpgrade: websocket\nTransfer-Encoding: chunked\n", False),
+    ("POST /socket.io/?EIO=4&transport=websocket HTTP/1.1\nUpgrade: websocket\n", False),
+    ("GET /api/v1/stream?transport=websocket HTTP/1.1\nUpgrade: websocket\n", False),
+])
+def test_which_requests_are_answered_on_the_poller(request_head, direct):
+    assert is_direct_websocket_handshake(*head(request_head)) is direct
+
+
+@pytest.mark.integration
+def test_a_websocket_connects_and_subscribes_while_every_pool_thread_is_busy(server_factory):
+    server = server_factory(ALLOW_ANONYMOUS="1", WEBSOCKET_TRANSPORT="shared", GUNICORN_THREADS=str(THREADS),
+                            ADMISSION_RESERVE_THREADS="1", SIGNALBOARD_APP="tests.apps.busy_pool:create_app()")
+    opened: list[RawWebSocket] = []
+    subscribed_websocket(server.port, opened)  # the loop, the handler threads and every lazy import are warm
+    answers: list[int] = []
+
+    def hold() -> None:
+        answers.append(requests.get(f"{server.url}/test/hold?seconds={HOLD_SECONDS}", timeout=30).status_code)
+
+    holders = [threading.Thread(target=hold) for _ in range(THREADS)]
+    for thread in holders:
+        thread.start()
+    time.sleep(1.0)  # every pool thread is in /test/hold now
+    started = time.monotonic()
+    try:
+        subscribed_websocket(server.port, opened)  # handshake, namespace connect, subscribe with its ack
+        took = time.monotonic() - started
+        # Before, the handshake waited in the pool's queue until a held request ended (about 5 s from here).
+        assert took < HOLD_SECONDS / 3, took
+        assert answers == []  # the pool really was busy the whole time
+    finally:
+        for ws in opened:
+            ws.close()
+        for thread in holders:
+            thread.join(30)
+    assert answers == [200] * THREADS
+    assert server.bad_log_lines() == []
