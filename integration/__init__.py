@@ -58,7 +58,8 @@ Named by gunicorn.conf.py's `worker_class`: request_reader.py subclasses gunicor
 (`accept`, `enqueue_req`, `handle`, `murder_pending`, `TConn`, the parser's `Unreader`) so request heads and bodies
 are read on the poller, never in the thread pool (slow requests, per-address connection cap); its `accept`
 keeps gunicorn_descriptors.py's answer when out of descriptors; a direct websocket handshake is served on the
-poller itself (`handle`, then `finish_request` with a done future; `negotiation.prior_knowledge_allowed`).
+poller itself, a few per turn of its loop (`wait_for_and_dispatch_events`; `handle`, then `finish_request`
+with a done future; `negotiation.prior_knowledge_allowed`).
 
 Used by the SSE stream (transport/sse.py): room_taps.py makes streams members of python-socketio's rooms, fed by
 broadcast.py's local emit; stream_takeover.py (WSGI middleware) hands a stream's connection from gunicorn to the

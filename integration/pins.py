@@ -326,9 +326,12 @@ def internal_mismatches() -> list[str]:
          and "result = fs.result() if not fs.cancelled() else False" in _source(gthread.ThreadWorker.finish_request)
          and "self.method_queue.defer(self.finish_request, conn, fut)" in _source(gthread.ThreadWorker.enqueue_req)
          and _params(gunicorn_negotiation.prior_knowledge_allowed) == ["cfg", "peer_addr"]
-         and "negotiation.read_preface_blocking(self.sock)" in _source(gthread.TConn.init),
-         "gunicorn gthread finishes a handled request with finish_request(conn, fs) on the poller (fs.result()), and "
-         "TConn.init reads a blocking preface only when negotiation.prior_knowledge_allowed(cfg, peer_addr)"),
+         and "negotiation.read_preface_blocking(self.sock)" in _source(gthread.TConn.init)
+         and _params(gthread.ThreadWorker.wait_for_and_dispatch_events) == ["self", "timeout"]
+         and _source(gthread.ThreadWorker.run).count("self.wait_for_and_dispatch_events(timeout=") == 2,
+         "gunicorn gthread finishes a handled request with finish_request(conn, fs) on the poller (fs.result()), "
+         "both loops of run() turn through wait_for_and_dispatch_events(timeout), and TConn.init reads a blocking "
+         "preface only when negotiation.prior_knowledge_allowed(cfg, peer_addr)"),
         (callable(getattr(gunicorn_unreader.Unreader, "take_buffered", None))
          and "self.buf.write(data)\n        self.buf.write(rest)" in _source(gunicorn_unreader.Unreader.unread),
          "gunicorn Unreader.take_buffered() and unread(data) putting data before what it holds"),

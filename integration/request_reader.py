@@ -18,8 +18,8 @@ parser. So:
 
 With the shared websocket transport, a direct websocket Engine.IO handshake (GET /socket.io/?transport=websocket
 without a sid, no body) is not handed to the pool at all: the poller serves it itself (`handle`, then gthread's
-`finish_request`), since the shared transport answers it without blocking and takes the connection over; the pool
-round trip was a large part of a connect's cost.
+`finish_request`, a few between two turns of its loop), since the shared transport answers it without blocking and
+takes the connection over; the pool round trip was a large part of a connect's cost.
 
 TLS terminated by gunicorn and HTTP/2 take gunicorn's own path unchanged.
 """
@@ -57,6 +57,7 @@ SLOW_REQUESTS_CLOSED = Counter(f"{PREFIX}_slow_requests_closed", "Connections cl
 MAX_HEAD_BYTES = 65536  # far above any request our clients send (gunicorn's own limits apply after)
 PREREAD_BODY_LIMIT = 1 << 20  # bodies up to this are read before a thread is given (MAX_HTTP_BUFFER_SIZE default)
 RECEIVE_BYTES = 65536
+HANDSHAKES_PER_TURN = 4  # direct websocket handshakes the poller serves between two looks at its other connections
 
 
 def _response(status: str, extra: str = "") -> bytes:
@@ -186,6 +187,7 @@ class RequestReadingWorker(gthread.ThreadWorker):
         # Only the shared transport answers a websocket handshake without blocking: the threaded one serves the
         # websocket in the handshake's thread for the connection's whole life.
         self.handshakes_here = settings["WEBSOCKET_TRANSPORT"] == "shared"
+        self.handshakes: deque[ReadingConn] = deque()  # complete handshake requests waiting to be served here
         self.connections: dict[str, int] = {}  # address -> open connections (poller thread only)
         self.reading: deque[ReadingConn] = deque()  # connections being read, in deadline order
         self._loop_running = False  # run()'s loops are dispatching the method queue (handle_quit)
@@ -273,10 +275,19 @@ class RequestReadingWorker(gthread.ThreadWorker):
         conn.data_ready = True
         if self.handshakes_here and is_direct_websocket_handshake(conn.buffer, end) \
                 and not negotiation.prior_knowledge_allowed(self.cfg, conn.client):
-            self._handle_here(conn)
+            self.handshakes.append(conn)  # served by this thread after the current turn's events
         else:
             super().enqueue_req(conn)
         return True
+
+    # Extends ThreadWorker.wait_for_and_dispatch_events (one turn of the poller, in both of run()'s loops): after the
+    # turn's events, up to HANDSHAKES_PER_TURN waiting handshakes are served, and the next turn does not sleep while
+    # any wait. A storm of handshakes thus never holds up the other connections' accepts and reads (/livez) for more
+    # than a few handshakes' time.
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        super().wait_for_and_dispatch_events(0.0 if self.handshakes else timeout)
+        for _ in range(min(len(self.handshakes), HANDSHAKES_PER_TURN)):
+            self._handle_here(self.handshakes.popleft())
 
     def _handle_here(self, conn: ReadingConn) -> None:
         """Serve the request on this (poller) thread, as a pool thread would, and finish it as gthread does when a

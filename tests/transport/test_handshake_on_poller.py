@@ -3,13 +3,16 @@ not in the gthread pool: with every pool thread busy, a client still connects, j
 
 from __future__ import annotations
 
+import selectors
+import socket
 import threading
 import time
+from collections import deque
 
 import pytest
 import requests
 
-from integration.request_reader import is_direct_websocket_handshake
+from integration.request_reader import HANDSHAKES_PER_TURN, RequestReadingWorker, is_direct_websocket_handshake
 from tests.eio import RawWebSocket
 from tests.transport.test_shared_server import subscribed_websocket
 
@@ -35,6 +38,30 @@ def head(text: str) -> tuple[bytearray, int]:
 ])
 def test_which_requests_are_answered_on_the_poller(request_head, direct):
     assert is_direct_websocket_handshake(*head(request_head)) is direct
+
+
+def test_waiting_handshakes_are_served_a_few_per_turn_after_the_other_connections_events():
+    worker = object.__new__(RequestReadingWorker)  # only the poller's turn is exercised here
+    worker.poller = selectors.DefaultSelector()
+    order: list[str] = []
+    worker._handle_here = lambda conn: order.append(conn)
+    worker.handshakes = deque(f"handshake-{n}" for n in range(10))
+    readable, writer = socket.socketpair()
+    try:
+        writer.send(b"x")  # another connection with something to read (a /livez request, say)
+        worker.poller.register(readable, selectors.EVENT_READ, lambda sock: order.append("other"))
+        started = time.monotonic()
+        worker.wait_for_and_dispatch_events(timeout=5.0)  # no sleep while handshakes wait
+        assert order == ["other", *(f"handshake-{n}" for n in range(HANDSHAKES_PER_TURN))]
+        worker.poller.unregister(readable)
+        while worker.handshakes:
+            worker.wait_for_and_dispatch_events(timeout=5.0)
+        assert time.monotonic() - started < 1.0
+        assert order[1:] == [f"handshake-{n}" for n in range(10)]
+    finally:
+        readable.close()
+        writer.close()
+        worker.poller.close()
 
 
 @pytest.mark.integration
