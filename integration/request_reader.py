@@ -284,7 +284,7 @@ class RequestReadingWorker(gthread.ThreadWorker):
     # turn's events, up to HANDSHAKES_PER_TURN waiting handshakes are served, and the next turn does not sleep while
     # any wait. A storm of handshakes thus never holds up the other connections' accepts and reads (/livez) for more
     # than a few handshakes' time.
-    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+    def wait_for_and_dispatch_events(self, timeout: float | None) -> None:
         super().wait_for_and_dispatch_events(0.0 if self.handshakes else timeout)
         for _ in range(min(len(self.handshakes), HANDSHAKES_PER_TURN)):
             self._handle_here(self.handshakes.popleft())
