@@ -16,7 +16,9 @@ Installed by `install_integration`, in this order:
    serialize the six membership methods (`connect`, `pre_disconnect`, `basic_disconnect`, `basic_enter_room`,
    `basic_leave_room`, `basic_close_room`) and, with Redis, override `_redis_connect`, `_listen`, `_publish`,
    run `_thread` again, read `rooms`, file markers with `_generate_ack_id` in `callbacks`, and write its pub/sub
-   packet format (pubsub_packets.py, also written by the Lua in hub/redis_history.py).
+   packet format (pubsub_packets.py, also written by the Lua in hub/redis_history.py). Right after the binding,
+   event_contexts.py replaces Flask's `create_url_adapter` on the app for the Engine.IO path: the request context
+   Flask-SocketIO's `_handle_event` pushes for every Socket.IO event skips URL matching.
 3. lifecycle dispatchers (lifecycle.py): python-engineio's `handlers` slots connect/message/disconnect (filled by
    python-socketio) and python-socketio's `Server.emit`, so observers replace every rewrap.
 4. websocket transport adopter (websocket_transport.py), called from the connect dispatcher: a live `__class__`
@@ -76,6 +78,7 @@ from flask_socketio import SocketIO
 
 from integration.broadcast import BroadcastManager
 from integration.decoded_packets import install_decoded_packets
+from integration.event_contexts import unrouted_event_contexts
 from integration.lifecycle import install_lifecycle
 from integration.manager import build_client_manager
 from integration.observers import SocketObservers
@@ -100,6 +103,7 @@ def install_integration(app: Flask, socketio: SocketIO, **socketio_options: Any)
     #    in the same process never inherits the first one's, as Flask-SocketIO would keep a message_queue manager).
     start_task = app.extensions["background_tasks"].start  # every background task stops with the drain
     socketio.init_app(app, client_manager=build_client_manager(app.config, start_task), **socketio_options)
+    unrouted_event_contexts(app)  # Socket.IO events' request contexts skip Flask's URL matching
     server = socketio.server
     observers = app.extensions[EXTENSION_KEY] = SocketObservers()
     # 3. One dispatcher per Engine.IO handler slot and around Server.emit; everything below goes through them.

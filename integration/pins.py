@@ -25,6 +25,8 @@ PINNED_VERSIONS = {
     "simple-websocket": "1.1.0",
     "gunicorn": "27.0.1",
     "wsproto": "1.3.2",
+    "flask": "3.1.3",
+    "flask-socketio": "5.7.0",
 }
 
 UPGRADE_ADVICE = ("check the hooks against it with `.venv/bin/pytest tests/unit/test_integration_pins.py "
@@ -106,6 +108,8 @@ def internal_mismatches() -> list[str]:
     from engineio import middleware as eio_middleware
     from engineio import server as eio_server
     from engineio import socket as eio_socket
+    from flask import app as flask_app
+    from flask import ctx as flask_ctx
     from gunicorn import arbiter as gunicorn_arbiter
     from gunicorn import util as gunicorn_util
     from gunicorn.http import body as gunicorn_body
@@ -335,6 +339,15 @@ def internal_mismatches() -> list[str]:
         (callable(getattr(gunicorn_unreader.Unreader, "take_buffered", None))
          and "self.buf.write(data)\n        self.buf.write(rest)" in _source(gunicorn_unreader.Unreader.unread),
          "gunicorn Unreader.take_buffered() and unread(data) putting data before what it holds"),
+        # --- event_contexts.py: the request context of each Socket.IO event ---
+        ("with app.request_context(environ):" in _source(flask_socketio.SocketIO._handle_event)
+         and "self.url_adapter = app.create_url_adapter(self.request)" in _source(flask_ctx.RequestContext.__init__)
+         and "if self.url_adapter is not None:\n            self.match_request()" in _source(
+             flask_ctx.RequestContext.push)
+         and "if path is not None and path.startswith(self.engineio_path):" in _source(eio_middleware.WSGIApp.__call__)
+         and _params(flask_app.Flask.create_url_adapter) == ["self", "request"],
+         "Flask-SocketIO runs each event in app.request_context(environ); Flask's RequestContext matches the URL only "
+         "with the adapter create_url_adapter(request) gave; engineio's middleware takes every path under its own"),
         # --- decoded_packets.py: the packet python-socketio decodes from each message ---
         ("pkt = self.packet_class(encoded_packet=data)" in _source(sio_server.Server._handle_eio_message)
          and _params(sio_packet.Packet.__init__) == ["self", "packet_type", "data", "namespace", "id", "binary",
