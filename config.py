@@ -286,6 +286,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DRAIN_NOTICE_SECONDS", "2", _integer(0, 3600),
             "seconds a stopping server keeps answering (/readyz 503, new sessions refused) so load balancers notice, "
             "before it refuses new connections; capped to fit GUNICORN_GRACEFUL_TIMEOUT"),
+    Setting("GC_FREEZE", "1", _boolean,
+            "1: the survivors of each full garbage collection are left out of the next ones (gc.freeze), so a "
+            "collection's pause follows what is new, not the sessions held; all are walked once more whenever they "
+            "have doubled (utils/gc_policy.py); 0: CPython's own collections"),
     Setting("GUNICORN_THREADS", "1200", _integer(4, MAX_GUNICORN_THREADS),
             "gthread threads: each long-polling client holds one "
             "(each websocket too with WEBSOCKET_TRANSPORT=threaded)"),

@@ -37,16 +37,19 @@ def post_worker_init(worker):
     """SIGTERM drains the app before gunicorn stops the worker (utils/drain.py); requests gunicorn refuses itself
     get our JSON error shape (integration/gunicorn_errors.py); an answer that leaves more body unread than gunicorn
     drains closes the connection and says so (integration/gunicorn_keepalive.py); out of descriptors, a new
-    connection is answered 503 instead of ending the worker (integration/gunicorn_descriptors.py)."""
+    connection is answered 503 instead of ending the worker (integration/gunicorn_descriptors.py); the app built,
+    full garbage collections leave out what survived the previous ones (GC_FREEZE, utils/gc_policy.py)."""
     from integration.gunicorn_descriptors import install_descriptor_refusals
     from integration.gunicorn_errors import install_json_error_pages
     from integration.gunicorn_keepalive import install_keepalive_close
     from utils.drain import install_sigterm_drain
+    from utils.gc_policy import install_gc_policy
 
     install_sigterm_drain(worker)
     install_json_error_pages()
     install_keepalive_close()
     install_descriptor_refusals()
+    install_gc_policy(_config["GC_FREEZE"])  # last: what the steps above built is frozen with the app
 
 
 def worker_int(worker):

@@ -85,7 +85,8 @@ def steady(prefix: str, worker: int, publisher: run.Publisher, args: argparse.Na
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     prefix = tempfile.mkdtemp(prefix="gc-objects-") + "/probe"
     env = {"LOG_LEVEL": "WARNING", "WEBSOCKET_TRANSPORT": "shared", "PYTHONPATH": str(Path(__file__).parent),
-           "BENCH_GC_COUNTS": prefix, "BENCH_GC_LOG": f"{prefix}-gc", "BENCH_GC_GROWTH": "1"}
+           "BENCH_GC_COUNTS": prefix, "BENCH_GC_LOG": f"{prefix}-gc", "BENCH_GC_GROWTH": "1",
+           "GC_FREEZE": "0"}  # its censuses see the three generations, not the permanent one
     server = servers.start_signalboard(env, repo=Path(args.repo) if args.repo else servers.REPO_DIR)
     result: dict[str, Any] = {"clients": args.clients, "publishes": args.publishes}
     try:

@@ -50,6 +50,12 @@ if _PREFIX and _IN_GUNICORN:
     def _record(phase: str, info: dict[str, Any]) -> None:
         generation = info.get("generation")
         if phase == "start":
+            # The pause ends after every callback's "stop" (the server's own GC_FREEZE callback, utils/gc_policy.py,
+            # works there): _finish is kept last. Moving it during "start" is harmless: the "stop" calls come later.
+            if gc.callbacks[-1] is not _finish:
+                if _finish in gc.callbacks:
+                    gc.callbacks.remove(_finish)
+                gc.callbacks.append(_finish)
             if _growth_out is not None and generation == 1:
                 # A generation-1 collection moves what survives of generations 0 and 1 into generation 2.
                 _promoted.update(census(gc.get_objects(generation=0) + gc.get_objects(generation=1)))
@@ -61,14 +67,17 @@ if _PREFIX and _IN_GUNICORN:
                                               "promoted": dict(_promoted.most_common(25))}) + "\n")
                 _promoted.clear()
             _started[:] = [time.perf_counter()]
-        elif _started:
+
+    def _finish(phase: str, info: dict[str, Any]) -> None:
+        generation = info.get("generation")
+        if phase == "stop" and _started:
             ms = (time.perf_counter() - _started.pop()) * 1000
             if generation == 2 or ms > 5:
                 _out.write(f"{time.time():.3f} gen{generation} {ms:.1f}ms collected={info.get('collected')}\n")
             if _growth_out is not None and generation == 2:
                 _after_full[:] = [census(gc.get_objects(generation=2))]
 
-    gc.callbacks.append(_record)
+    gc.callbacks.extend((_record, _finish))
 
 
 _THRESHOLD2 = gc.get_threshold()[2]
@@ -78,9 +87,16 @@ def _snapshot(mode: str) -> dict[str, Any]:
     """`stats`: the collection counts only. `tracked`: the types of every GC-tracked object after a full collection.
     `garbage`: the types of what a full collection finds unreachable (cyclic garbage), kept for the census with
     DEBUG_SAVEALL and then freed. `detail`: `tracked`, and each object named with its holder. `no-full`/`full-on`:
-    automatic full collections off or on again."""
+    automatic full collections off or on again. `generations`: a full collection, then the objects left in each
+    generation and in the permanent one (GC_FREEZE, utils/gc_policy.py); `census`: the same without the collection.
+    `tracked` and the others count only the three generations: the servers they measure run with GC_FREEZE=0."""
     if mode == "stats":  # no collection: gc.get_stats() as it is (added to every answer)
         return {"count": gc.get_count()}
+    if mode in ("generations", "census"):  # where objects are, after a full collection (its callbacks run) or not
+        if mode == "generations":
+            gc.collect()
+        return {"generations": [len(gc.get_objects(generation=g)) for g in range(3)],
+                "frozen": gc.get_freeze_count()}
     if mode in ("no-full", "full-on"):
         # No automatic full collection meanwhile (younger ones go on): what a later `garbage` finds is what only a
         # full collection would have freed.

@@ -3,6 +3,8 @@ every GC-tracked object is traversed by each full collection, whose pause stops 
 
 The counts come from bench/gc_probe/sitecustomize.py in the gunicorn worker (a snapshot of `gc.get_objects()` by
 type after a full collection, on request); they are counts, not timings, so the bounds hold on a loaded machine.
+The counting tests run with GC_FREEZE=0 (a census sees the three generations, not the permanent one); the last
+test is the GC_FREEZE policy itself (utils/gc_policy.py).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def grown(before: dict, after: dict, kind: str) -> int:
 def test_a_held_websocket_session_costs_a_bounded_number_of_tracked_objects(server_factory, tmp_path):
     prefix = str(tmp_path / "probe")
     server = server_factory(ALLOW_ANONYMOUS="1", WEBSOCKET_TRANSPORT="shared", PING_INTERVAL="25", PING_TIMEOUT="20",
-                            MAX_WEBSOCKET_CLIENTS="500", PYTHONPATH=str(PROBE), BENCH_GC_COUNTS=prefix)
+                            MAX_WEBSOCKET_CLIENTS="500", PYTHONPATH=str(PROBE), BENCH_GC_COUNTS=prefix, GC_FREEZE="0")
     opened: list[RawWebSocket] = []
     try:
         for _ in range(WARM):  # every lazily imported module and first-use cache is in the baseline
@@ -82,7 +84,7 @@ def test_closed_websocket_sessions_are_freed_by_refcounting_not_left_as_cycles(s
     prefix = str(tmp_path / "probe")
     # Pings every 2 s: a closed session's ping timer (which holds its socket) fires soon after the close.
     server = server_factory(ALLOW_ANONYMOUS="1", WEBSOCKET_TRANSPORT="shared", PING_INTERVAL="2", PING_TIMEOUT="20",
-                            MAX_WEBSOCKET_CLIENTS="500", PYTHONPATH=str(PROBE), BENCH_GC_COUNTS=prefix)
+                            MAX_WEBSOCKET_CLIENTS="500", PYTHONPATH=str(PROBE), BENCH_GC_COUNTS=prefix, GC_FREEZE="0")
     master = server.process.pid
     opened: list[RawWebSocket] = []
     for _ in range(HELD // 2):
@@ -97,3 +99,40 @@ def test_closed_websocket_sessions_are_freed_by_refcounting_not_left_as_cycles(s
     for kind in ("integration.shared_sockets.SharedSocket", "integration.shared_sockets.EngineIOWebSocket",
                  "transport.websocket.WebSocketConnection", "integration.shared_sockets.SinkQueue"):
         assert found["types"].get(kind, 0) < HELD // 20, (kind, found["collected"], list(found["types"].items())[:15])
+
+
+def test_full_collections_leave_held_sessions_out_once_they_survived_one(server_factory, tmp_path):
+    """GC_FREEZE (the default): a full collection's survivors, the held sessions with them, are frozen, so the next
+    full collection walks only what came since (the pause no longer grows with the sessions held); GC_FREEZE=0
+    keeps CPython's own collections, which walk every session each time."""
+    walked = {}
+    for freeze in ("1", "0"):
+        (tmp_path / freeze).mkdir()
+        prefix = str(tmp_path / freeze / "probe")
+        server = server_factory(ALLOW_ANONYMOUS="1", WEBSOCKET_TRANSPORT="shared", PING_INTERVAL="25",
+                                PING_TIMEOUT="20", MAX_WEBSOCKET_CLIENTS="500", PYTHONPATH=str(PROBE),
+                                BENCH_GC_COUNTS=prefix, GC_FREEZE=freeze)
+        opened: list[RawWebSocket] = []
+        try:
+            for _ in range(WARM):
+                subscribed_websocket(server.port, opened)
+            base = snapshot(prefix, server.process.pid, "base", "generations")
+            for _ in range(HELD):
+                subscribed_websocket(server.port, opened)
+            held = snapshot(prefix, server.process.pid, "held", "generations")
+            walked[freeze] = (base, held)
+            publish(server, 0)  # the frozen sessions still get their broadcasts
+            for ws in opened:
+                assert next_event(ws)[1]["n"] == 0
+        finally:
+            for ws in opened:
+                ws.close()
+            server.stop()
+    (base, held), (plain_base, plain_held) = walked["1"], walked["0"]
+    # Frozen: the start-up objects, then the held sessions' (about 46 each); what a full collection walks is small.
+    assert base["frozen"] > 20_000, base
+    assert held["frozen"] - base["frozen"] >= 30 * HELD, (base, held)
+    assert held["generations"][2] < 10 * HELD, held
+    # CPython's own: nothing frozen, every session in the oldest generation, walked by every full collection.
+    assert plain_held["frozen"] == 0, plain_held
+    assert plain_held["generations"][2] - plain_base["generations"][2] >= 30 * HELD, (plain_base, plain_held)
