@@ -44,7 +44,7 @@ class JoinMarkers(Protocol):
         """Remember `fn`; return the marker packet up to its argument list, for RedisHistoryStore.replay()."""
 
     def forget(self, marker: str) -> None:
-        """Drop a marker that will never arrive."""
+        """Drop a marker that will never arrive or is no longer awaited, and the backlog published ahead of it."""
 
     def wait_subscribed(self, timeout: float) -> bool:
         """Wait until markers can come back (the listener is subscribed); False on timeout."""
@@ -165,7 +165,9 @@ class RedisFanout:
 
     def detach(self, sid: str, channel: str) -> None:
         with self._lock:
-            self._joins.pop((sid, channel), None)  # a join still on its way must not re-add it
+            job = self._joins.pop((sid, channel), None)  # a join still on its way must not re-add it
+        if job is not None and job.marker:
+            self.markers.forget(job.marker)  # nor send its backlog: a subscribe again would replay it too
         self._delivery.remove(sid, channel)
 
     def stats(self) -> dict[str, int]:

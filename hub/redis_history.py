@@ -198,7 +198,7 @@ if after < latest then
       messages[i] = '[' .. cjson.encode(field(entry, 'e')) .. ',' .. message_args(ARGV[1], entry) .. ']'
     end
     redis.call('PUBLISH', ARGV[5], '{"method":' .. cjson.encode(ARGV[8]) .. ',"room":' .. cjson.encode(ARGV[6])
-      .. ',"messages":[' .. table.concat(messages, ',') .. ']}')
+      .. ',"marker":' .. cjson.encode(ARGV[7]) .. ',"messages":[' .. table.concat(messages, ',') .. ']}')
     sent = #entries
   end
 elseif after > latest then
@@ -228,9 +228,9 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 
-# Our own queue packet, {"method": BACKLOG_METHOD, "room", "messages": [[event, data, meta], ...]}: a recovering
-# connection's backlog in one message (replay()), which integration/redis_manager.py's listener handles itself:
-# python-socketio never sees it.
+# Our own queue packet, {"method": BACKLOG_METHOD, "room", "marker", "messages": [[event, data, meta], ...]}: a
+# recovering connection's backlog in one message (replay(); "marker": the join marker's prefix), which
+# integration/redis_manager.py's listener handles itself: python-socketio never sees it.
 BACKLOG_METHOD = "signalboard:backlog"
 # Who the queue packets claim to come from. No python-socketio instance has this host id, so every instance's
 # listener handles them, including the one whose hub published.

@@ -84,6 +84,7 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager, Broadcast
         self._delivered: dict[str, tuple[str, int]] = {}
         self._init_lock = threading.Lock()
         self._initialized = False
+        self._markers_lock = threading.Lock()  # a join's backlog is written, or its marker forgotten, not both at once
         # Probes sent recently (monotonic time, marker): one lost with a dropped connection is forgotten later.
         self._probes: deque[tuple[float, str]] = deque()
 
@@ -241,14 +242,21 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager, Broadcast
         return packet if isinstance(packet, dict) else None
 
     def _send_backlog(self, packet: dict[str, Any]) -> None:
-        """A recovering connection's backlog (hub.redis_history's replay), here if the connection is: its messages
-        in one write (BroadcastManager.emit_each), still ahead of its join marker."""
-        room, messages = packet.get("room"), packet.get("messages")
-        if not isinstance(room, str) or not isinstance(messages, list):
+        """A recovering connection's backlog (hub.redis_history's replay), here if the connection is and its join
+        is still awaited: its messages in one write (BroadcastManager.emit_each), still ahead of its join marker.
+
+        A join given up (the subscribe timed out and was answered `unavailable`) forgot its marker: its backlog is
+        dropped, or a client subscribing again on the same connection would get it twice. The check and the write
+        are one step against forget(), so a backlog is either written before the refusal is answered or not at all.
+        """
+        room, messages, marker = packet.get("room"), packet.get("messages"), packet.get("marker")
+        if not isinstance(room, str) or not isinstance(messages, list) or not isinstance(marker, str):
             return
         if not self.room_members("/", room) and not self.taps.known(room):  # an SSE stream's room is its sid
             return  # held by another instance: nothing to encode here
-        self.emit_each([(event, tuple(args)) for event, *args in messages], "/", room)
+        with self._markers_lock:
+            if callback_id(marker) in self.callbacks.get(MARKER_SID, {}):
+                self.emit_each([(event, tuple(args)) for event, *args in messages], "/", room)
 
     def _is_new(self, packet: dict[str, Any]) -> bool:
         """False for a live message this instance already delivered (during catch-up); records the rest."""
@@ -340,7 +348,8 @@ class ClusterQueueManager(SerializedMembership, socketio.RedisManager, Broadcast
         return self._marker_prefix(self._generate_ack_id(MARKER_SID, reached))
 
     def forget(self, marker: str) -> None:
-        self.callbacks.get(MARKER_SID, {}).pop(callback_id(marker), None)
+        with self._markers_lock:  # not while its backlog is being written (_send_backlog)
+            self.callbacks.get(MARKER_SID, {}).pop(callback_id(marker), None)
 
     def probe(self, on_reached: Callable[[], None]) -> None:
         """Send a marker through Redis to this instance's own listener; raises Unavailable during an outage."""

@@ -135,3 +135,37 @@ def test_joins_are_refused_at_once_while_earlier_ones_wait_for_a_listener_behind
     assert delivery.audience["orders"] == {"a"}
     fanout.admit_join()
     assert fanout.stats() == {"pending": 0, "failed": 0, "delayed": 1}
+
+
+class RecordingTap:
+    """What an SSE stream in a room would be sent (integration/room_taps.py): the tap of connection "a"."""
+
+    def __init__(self) -> None:
+        self.got: list[int] = []
+
+    def deliver(self, event: str, args: list) -> None:
+        self.got.append(args[1]["offset"])
+
+
+def test_the_backlog_of_a_join_given_up_is_not_sent(monitored):
+    """A subscribe that timed out is undone (detach) and answered `unavailable`; its backlog, still queued before
+    its marker, must not reach the connection, or subscribing again there would deliver it twice."""
+    manager, _ = monitored
+    delivery = RecordingDelivery()
+    fanout = RedisFanout(manager.history, manager, delivery)
+    for n in range(3):
+        manager.history.append("orders", "tick", {"n": n})
+    tap = RecordingTap()
+    manager.taps.register("a", tap)
+    busy = threading.Event()
+    manager.probe(lambda: (busy.set(), time.sleep(1.0)))
+    _wait(busy.is_set, 5, "the listener to be held busy")
+    owed, _ = manager.history.since("orders", 0, 1, subscribing=True)
+    given_up = fanout.attach("a", "orders", owed)
+    fanout.detach("a", "orders")  # before the listener reaches the backlog
+    again_owed, _ = manager.history.since("orders", 0, 1, subscribing=True)
+    again = fanout.attach("a", "orders", again_owed)
+    assert again.wait(10)
+    assert tap.got == [1, 2, 3]  # once: the second join's backlog only
+    assert delivery.audience["orders"] == {"a"}
+    assert not given_up.is_set()  # its marker was forgotten with it: nobody waits for it any more

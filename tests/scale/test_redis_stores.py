@@ -140,7 +140,7 @@ def test_append_publishes_in_offset_order_with_socketio_packets(client, keys):
     assert (replay.complete, replay.latest, replay.sent) == (True, 3, 2)
     # The backlog in one packet (the listener of every instance reads one, not one per message), then the marker.
     backlog, reached = [json.loads(pubsub.get_message(timeout=2)["data"]) for _ in range(2)]
-    assert backlog["method"] == BACKLOG_METHOD and backlog["room"] == "SID"
+    assert backlog["method"] == BACKLOG_METHOD and backlog["room"] == "SID" and backlog["marker"] == marker
     # Each replayed message as the live packet of its offset carried it: event, data, meta.
     assert backlog["messages"] == [[p["event"], *p["data"]] for p in packets[1:]]
     assert reached == {"method": "callback", "host_id": "h", "sid": "x", "namespace": "/", "id": 7,
