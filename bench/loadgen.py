@@ -35,6 +35,7 @@ OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x
 
 # Connection states.
 HANDSHAKE, EIO_OPEN, SIO_CONNECT, SUBSCRIBING, READY, CLOSING, CLOSED = range(7)
+STATE_NAMES = ("handshake", "eio_open", "sio_connect", "subscribing", "ready", "closing", "closed")
 
 
 def _frame(opcode: int, payload: bytes) -> bytes:
@@ -373,7 +374,7 @@ class _Worker:
         batch = self.clients[self.open_base :]
         for c in batch:
             if c.state not in (READY, CLOSED):
-                self._fail(c, "timeout")
+                self._fail(c, f"timeout in {STATE_NAMES[c.state]}")
         errors: dict[str, int] = {}
         for c in batch:
             if c.state != READY and c.error:

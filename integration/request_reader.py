@@ -57,6 +57,7 @@ SLOW_REQUESTS_CLOSED = Counter(f"{PREFIX}_slow_requests_closed", "Connections cl
 MAX_HEAD_BYTES = 65536  # far above any request our clients send (gunicorn's own limits apply after)
 PREREAD_BODY_LIMIT = 1 << 20  # bodies up to this are read before a thread is given (MAX_HTTP_BUFFER_SIZE default)
 RECEIVE_BYTES = 65536
+ACCEPTS_PER_EVENT = 64  # connections accepted per readiness of a listener, while there are that many waiting
 HANDSHAKES_PER_TURN = 4  # direct websocket handshakes the poller serves between two looks at its other connections
 
 
@@ -193,7 +194,16 @@ class RequestReadingWorker(gthread.ThreadWorker):
         self._loop_running = False  # run()'s loops are dispatching the method queue (handle_quit)
 
     # Replaces ThreadWorker.accept: the per-address cap, and the new connection is read here instead of in a thread.
+    # Up to ACCEPTS_PER_EVENT connections per readiness of the listener (gunicorn takes one): while the poller also
+    # serves handshakes (wait_for_and_dispatch_events), one accept per turn left a storm's connections, and a health
+    # check's behind them, in the listen backlog for seconds.
     def accept(self, listener: socket.socket) -> None:
+        for _ in range(ACCEPTS_PER_EVENT):
+            if not self._accept_one(listener) or self.nr_conns >= self.worker_connections:
+                return
+
+    def _accept_one(self, listener: socket.socket) -> bool:
+        """Accept one waiting connection; False when none was waiting (or none could be taken)."""
         try:
             client_sock, client_addr = listener.accept()
         except OSError as exc:
@@ -201,23 +211,24 @@ class RequestReadingWorker(gthread.ThreadWorker):
                 refuse_waiting_connection(listener)
             elif exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
-            return
+            return False
         address = client_addr[0] if isinstance(client_addr, tuple) else str(client_addr)
         if self.cfg.is_ssl:  # gunicorn's own path: the handshake needs a blocking socket in a thread
             self.nr_conns += 1
             client_sock.setblocking(True)
             super().enqueue_req(gthread.TConn(self.cfg, client_sock, client_addr, listener.getsockname()))
-            return
+            return True
         held = self.connections.get(address, 0)
         if held >= self.max_per_address and not is_trusted(address, self.trusted_proxies):
             ADMISSION_REFUSALS.labels("connections_per_address").inc()
             _send_and_close(client_sock, TOO_MANY_RESPONSE)
-            return
+            return True
         self.connections[address] = held + 1
         self.nr_conns += 1
         conn = ReadingConn(self.cfg, client_sock, client_addr, listener.getsockname(), on_close=self._closed,
                            address=address)
         self._read_request(conn)
+        return True
 
     # Replaces ThreadWorker.enqueue_req: only a connection whose request is all here gets a thread.
     def enqueue_req(self, conn: Any) -> None:

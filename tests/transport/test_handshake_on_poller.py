@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections import deque
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -62,6 +63,30 @@ def test_waiting_handshakes_are_served_a_few_per_turn_after_the_other_connection
         readable.close()
         writer.close()
         worker.poller.close()
+
+
+def test_one_readiness_of_the_listener_accepts_every_waiting_connection():
+    worker = object.__new__(RequestReadingWorker)
+    worker.cfg = SimpleNamespace(is_ssl=False)
+    worker.connections, worker.max_per_address, worker.trusted_proxies = {}, 100, ()
+    worker.nr_conns, worker.worker_connections = 0, 1000
+    read: list[object] = []
+    worker._read_request = read.append
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    clients = [socket.create_connection(listener.getsockname()) for _ in range(10)]
+    try:
+        time.sleep(0.2)  # all ten in the listen backlog
+        worker.accept(listener)  # before: one connection per call (gunicorn's), the rest waited for later turns
+        assert len(read) == 10 and worker.nr_conns == 10 and worker.connections == {"127.0.0.1": 10}
+        worker.accept(listener)  # nothing waiting: returns at once
+        assert len(read) == 10
+    finally:
+        for conn in read:
+            conn.sock.close()
+        for client in clients:
+            client.close()
+        listener.close()
 
 
 @pytest.mark.integration

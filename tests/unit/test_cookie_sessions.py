@@ -33,3 +33,19 @@ def test_a_cookie_signed_before_a_key_change_verifies_only_through_the_fallbacks
         else:
             with pytest.raises(BadSignature):
                 serializer.loads(cookie)
+
+
+def test_a_request_without_a_cookie_header_gets_an_empty_session_without_parsing_cookies(app):
+    with app.test_request_context("/livez") as ctx:
+        assert "HTTP_COOKIE" not in ctx.request.environ
+        assert dict(ctx.session) == {} and not ctx.session.modified
+        assert "cookies" not in ctx.request.__dict__  # before: werkzeug parsed (and cached) the absent header
+
+
+def test_a_request_with_its_session_cookie_still_loads_it(app):
+    cookie = app.session_interface.get_signing_serializer(app).dumps({"user": "ops"})
+    name = app.config["SESSION_COOKIE_NAME"]
+    with app.test_request_context("/livez", headers={"Cookie": f"{name}={cookie}"}) as ctx:
+        assert dict(ctx.session) == {"user": "ops"}
+    with app.test_request_context("/livez", headers={"Cookie": "other=1"}) as ctx:
+        assert dict(ctx.session) == {}
