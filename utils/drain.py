@@ -1,4 +1,4 @@
-"""Graceful shutdown: on SIGTERM the worker stops taking new traffic, asks every client to reconnect elsewhere, ends
+"""Graceful shutdown: on SIGTERM the worker stops taking new traffic, tells every client when to reconnect, ends
 their sessions in batches and stops background work, all before gunicorn's graceful timeout runs out.
 
 Why a hook of our own: gunicorn's gthread worker answers SIGTERM by leaving its loop and waiting for open connections,
@@ -14,9 +14,9 @@ long-polling sessions are left it keeps listening (each poll comes on a new conn
 Timeline for a graceful timeout G (seconds):
   0                  /readyz 503, new sessions refused
   notice             the listeners close (once no long-polling session is left): new connections refused at TCP
-  0 .. G/2 at most   batches of DRAIN_BATCH_SIZE clients get `signalboard:reconnect` {"reason", "retry_after_ms"},
-                     then a Socket.IO disconnect (each namespace they joined); batches at most 1 s apart, kept to
-                     a schedule (after a slow batch the next one starts at once);
+  0                  every client gets `signalboard:reconnect` {"reason", "retry_after_ms"}, one after the other
+  .. G/2 at most     batches of DRAIN_BATCH_SIZE clients get a Socket.IO disconnect (each namespace they joined);
+                     batches at most 1 s apart, kept to a schedule (after a slow batch the next one starts at once);
                      `retry_after_ms` is 500-5000 ms (jittered) after the notice's end, so no client told to come
                      back returns while this server still answers 503
   + up to 2 s        clients close their own transport; the ones that do not are closed
@@ -232,6 +232,15 @@ class Drain:
         # budget, if that is longer) is left to end with the process, as in a crash, rather than have gunicorn
         # SIGKILL the worker at its graceful timeout in the middle.
         asking_ends = started + max(self.budget / 2, self.budget - LEAVE_GRACE - STOP_WAIT)
+        # Every client hears when to come back before the first is disconnected: a hint is one cheap send, and a
+        # client the budget leaves no time to ask still follows it when its connection ends with the process,
+        # instead of all of them coming back at once on their own backoff.
+        hinted: set[str] = set()
+        for eio_sid in sids:
+            if time.monotonic() >= asking_ends:
+                break
+            self._hint(eio_sid)
+            hinted.add(eio_sid)
         asked: list[str] = []
         for index, eio_sid in enumerate(self._to_ask(sids)):
             if index % self.batch_size == 0:
@@ -239,6 +248,8 @@ class Drain:
                 time.sleep(max(0.0, started + index // self.batch_size * interval - time.monotonic()))
             if time.monotonic() >= asking_ends:
                 break
+            if eio_sid not in hinted:  # opened since the snapshot
+                self._hint(eio_sid)
             self._ask_to_leave(eio_sid)
             asked.append(eio_sid)
         deadline = min(started + self.budget, time.monotonic() + LEAVE_GRACE)
@@ -288,19 +299,27 @@ class Drain:
         sockets = self.server.eio.sockets
         return [sid for sid in sids if (socket := sockets.get(sid)) is not None and not socket.closed]
 
-    @swallow_disconnected_session
-    def _ask_to_leave(self, eio_sid: str) -> None:
-        """The reconnect hint on the main namespace (on each joined one for a client that skipped it, such as the
-        dashboard page), then a Socket.IO disconnect from every namespace the client joined; a well-behaved client
-        then closes its transport itself."""
+    def _joined(self, eio_sid: str) -> list[tuple[str, str]]:
+        """(namespace, Socket.IO sid) of every namespace the client joined."""
         manager = self.server.manager
-        namespaces = [(ns, sid) for ns in list(manager.get_namespaces())
-                      if (sid := manager.sid_from_eio_sid(eio_sid, ns)) is not None]
+        return [(ns, sid) for ns in list(manager.get_namespaces())
+                if (sid := manager.sid_from_eio_sid(eio_sid, ns)) is not None]
+
+    @swallow_disconnected_session
+    def _hint(self, eio_sid: str) -> None:
+        """The reconnect hint on the main namespace (on each joined one for a client that skipped it, such as the
+        dashboard page)."""
+        namespaces = self._joined(eio_sid)
         until_refusing = max(0, round((self._listening_ends - time.monotonic()) * 1000))
         hint = {"reason": "server_shutdown", "retry_after_ms": until_refusing + random.randint(*RETRY_AFTER_MS)}
         for namespace, sid in [(ns, sid) for ns, sid in namespaces if ns == self.namespace] or namespaces:
             self.server.emit(RECONNECT_EVENT, hint, to=sid, namespace=namespace, ignore_queue=True)
-        for namespace, sid in namespaces:
+
+    @swallow_disconnected_session
+    def _ask_to_leave(self, eio_sid: str) -> None:
+        """A Socket.IO disconnect from every namespace the client joined (after its hint); a well-behaved client
+        then closes its transport itself."""
+        for namespace, sid in self._joined(eio_sid):
             self.server.disconnect(sid, namespace=namespace, ignore_queue=True)
 
     def _close(self, eio_sid: str) -> None:

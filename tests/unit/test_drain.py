@@ -74,7 +74,7 @@ def test_armed_drain_stops_listening_when_the_notice_ends_and_hands_back_after(a
 
 def slow_drain(monkeypatch, graceful_timeout: float, sessions: int, ask_seconds: float) -> tuple[Drain, list]:
     """A drain of `sessions` fake sessions in batches of one, each ask taking `ask_seconds`; the list gets
-    (sid, began, ended) per ask. A session is open until asked."""
+    (sid, began, ended) per ask. A session is open until asked. `drain.hints` gets (sid, time) per hint."""
     drain = Drain(socketio.server, Readiness(), BackgroundTasks(socketio.start_background_task),
                   graceful_timeout=graceful_timeout, batch_size=1, notice=0)
     asked: list[tuple[str, float, float]] = []
@@ -87,6 +87,9 @@ def slow_drain(monkeypatch, graceful_timeout: float, sessions: int, ask_seconds:
     sids = [f"sid{n}" for n in range(sessions)]
     monkeypatch.setattr(drain, "_open_sessions", lambda: list(sids))
     monkeypatch.setattr(drain, "_ask_to_leave", slow_ask)
+    hints: list[tuple[str, float]] = []
+    monkeypatch.setattr(drain, "_hint", lambda eio_sid: hints.append((eio_sid, time.monotonic())))
+    drain.hints = hints  # type: ignore[attr-defined]
     monkeypatch.setattr(drain, "_still_open", lambda wanted: [s for s in wanted if s not in {a[0] for a in asked}])
     return drain, asked
 
@@ -116,6 +119,9 @@ def test_sessions_there_is_no_time_to_ask_are_left_and_the_background_work_still
     assert DRAINED_SESSIONS.labels("left")._value.get() - left_before == 10 - len(asked)
     assert stopped and stopped[0] - started < drain.budget, (stopped, drain.budget)
     assert f"{10 - len(asked)} sessions were not asked to leave" in caplog.text
+    # Every client heard when to come back, the ones left too, before the first was asked to leave.
+    assert sorted(sid for sid, _ in drain.hints) == sorted(f"sid{n}" for n in range(10))
+    assert max(at for _, at in drain.hints) <= asked[0][1]
 
 
 def test_background_tasks_stop_in_the_stated_order_and_are_waited_for(app, caplog):
