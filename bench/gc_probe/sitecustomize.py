@@ -103,7 +103,9 @@ def _snapshot(mode: str) -> dict[str, Any]:
         young, middle, _ = gc.get_threshold()
         gc.set_threshold(young, middle, 10**9 if mode == "no-full" else _THRESHOLD2)
         return {"threshold": gc.get_threshold()}
-    if mode == "garbage":
+    if mode in ("garbage", "frozen-garbage"):  # frozen-garbage: the permanent generation's cycles too (GC_FREEZE)
+        if mode == "frozen-garbage":
+            gc.unfreeze()
         gc.set_debug(gc.DEBUG_SAVEALL)
         try:
             found = gc.collect()
