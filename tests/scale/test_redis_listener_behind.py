@@ -24,7 +24,9 @@ from hub.redis_fanout import RedisFanout
 from hub.redis_history import CHANNEL_ROOM_PREFIX
 from integration.redis_manager import ClusterQueueManager
 from tests.hub.recording_delivery import RecordingDelivery
+from tests.scale.processes import wait_until
 from utils import redis_health
+from utils.drain import BackgroundTasks
 from utils.redis_health import RedisHealth
 
 pytestmark = [pytest.mark.scale, pytest.mark.integration]
@@ -41,35 +43,22 @@ class _NoPresence:
 def monitored(redis_server, key_prefix):
     """A real queue manager (on a python-socketio server) and its health monitor, both running."""
     history = history_for(redis_server.url, key_prefix, 100, 60.0)
-    stops: list[Callable[[], None]] = []
-    threads: list[threading.Thread] = []
 
-    def start_task(name: str, target: Callable[[], None], stop: Callable[[], None]) -> threading.Thread:
-        thread = threading.Thread(target=target, name=name, daemon=True)
+    def spawn(target: Callable[[], None]) -> threading.Thread:
+        thread = threading.Thread(target=target, daemon=True)
         thread.start()
-        stops.append(stop)
-        threads.append(thread)
         return thread
 
+    tasks = BackgroundTasks(spawn)
     manager = ClusterQueueManager(redis_server.url, history.keys.socketio_channel, history, CHANNEL_ROOM_PREFIX,
-                                  start_task)
+                                  tasks.start)
     socketio.Server(client_manager=manager)
-    health = RedisHealth(history.client, manager, _NoPresence(), start_task, presence_interval=3600)
+    health = RedisHealth(history.client, manager, _NoPresence(), tasks.start, presence_interval=3600)
     health.ensure_started()
-    _wait(lambda: health.check() is None, 10, "the monitor to report ready")
+    wait_until(lambda: health.check() is None, 10, "the monitor to report ready")
     assert manager.pubsub is not None
     yield manager, health
-    for stop in stops:
-        stop()
-    for thread in threads:
-        thread.join(5)
-
-
-def _wait(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+    tasks.stop_all()
 
 
 def test_a_listener_just_started_is_not_taken_for_deaf(caplog, monitored):
@@ -85,17 +74,17 @@ def test_a_busy_listener_is_left_to_catch_up_and_loses_nothing(monitored, caplog
     caplog.set_level(logging.INFO, logger="integration.redis_manager")
     busy = threading.Event()
     manager.probe(lambda: (busy.set(), time.sleep(BUSY_SECONDS)))
-    _wait(busy.is_set, 5, "the listener to be held busy")
+    wait_until(busy.is_set, 5, "the listener to be held busy")
     reached: list[int] = []
     for n in range(5):  # markers Redis hands to the busy listener, as a storm's join markers
         manager.probe(lambda n=n: reached.append(n))
         time.sleep(0.2)
-    _wait(lambda: reached == [0, 1, 2, 3, 4], BUSY_SECONDS + 5, "every marker sent while the listener was busy")
+    wait_until(lambda: reached == [0, 1, 2, 3, 4], BUSY_SECONDS + 5, "every marker sent while the listener was busy")
     messages = [record.getMessage() for record in caplog.records]
     assert not any("; reconnecting" in message for message in messages), messages
     assert sum("subscribed to" in message for message in messages) == 0, messages  # no new subscription
     assert sum("is behind" in message for message in messages) == 1, messages
-    _wait(lambda: health.check() is None, 5, "the monitor to report ready again")
+    wait_until(lambda: health.check() is None, 5, "the monitor to report ready again")
 
 
 def test_a_deaf_idle_listener_is_reconnected(monitored, caplog):
@@ -104,13 +93,13 @@ def test_a_deaf_idle_listener_is_reconnected(monitored, caplog):
     caplog.set_level(logging.INFO, logger="integration.redis_manager")
     # Redis stops sending to the listener while its connection stays up and it keeps polling: deaf and idle.
     manager.pubsub.execute_command("UNSUBSCRIBE", manager.channel)
-    _wait(lambda: any("subscribed to" in record.getMessage() for record in caplog.records),
+    wait_until(lambda: any("subscribed to" in record.getMessage() for record in caplog.records),
           redis_health.RECONNECT_AFTER + 10, "the monitor to resubscribe the listener")
     assert any("received nothing" in record.getMessage() for record in caplog.records)
     reached = threading.Event()
     manager.probe(reached.set)
     assert reached.wait(5), "a marker after the reconnect never came back"
-    _wait(lambda: health.check() is None, 10, "the monitor to report ready again")
+    wait_until(lambda: health.check() is None, 10, "the monitor to report ready again")
 
 
 def test_joins_are_refused_at_once_while_earlier_ones_wait_for_a_listener_behind(monitored):
@@ -121,7 +110,7 @@ def test_joins_are_refused_at_once_while_earlier_ones_wait_for_a_listener_behind
     fanout = RedisFanout(manager.history, manager, delivery)
     busy = threading.Event()
     manager.probe(lambda: (busy.set(), time.sleep(redis_fanout.JOIN_DELAY_LIMIT + 1.5)))
-    _wait(busy.is_set, 5, "the listener to be held busy")
+    wait_until(busy.is_set, 5, "the listener to be held busy")
     fanout.admit_join()
     first = fanout.attach("a", "orders", [])
     time.sleep(redis_fanout.JOIN_DELAY_LIMIT * 0.5)
@@ -159,7 +148,7 @@ def test_the_backlog_of_a_join_given_up_is_not_sent(monitored):
     manager.taps.register("a", tap)
     busy = threading.Event()
     manager.probe(lambda: (busy.set(), time.sleep(1.0)))
-    _wait(busy.is_set, 5, "the listener to be held busy")
+    wait_until(busy.is_set, 5, "the listener to be held busy")
     owed, _ = manager.history.since("orders", 0, 1, subscribing=True)
     given_up = fanout.attach("a", "orders", owed)
     fanout.detach("a", "orders")  # before the listener reaches the backlog
