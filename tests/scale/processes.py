@@ -60,7 +60,8 @@ def running_instances(servers: list[ServerProcess]) -> Iterator[list[ServerProce
                               timeout=20, what="readiness")
         yield servers
         for server in servers:
-            assert server.bad_log_lines() == [], server.log()[-3000:]
+            # The offending lines first: the server's log file is gone once the test ends.
+            assert server.bad_log_lines() == [], (server.bad_log_lines()[:10], server.log()[-3000:])
     finally:
         for server in servers:
             server.__exit__(None, None, None)
